@@ -1,0 +1,79 @@
+"""TREC run files (``qid Q0 docid rank score tag``) and TREC qrels (``qid 0 docid grade``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from rankdistill.data.records import Qrels, Run
+from rankdistill.data.textio import iter_lines, open_text
+from rankdistill.errors import DataFormatError
+
+
+def read_trec_run(path: str | Path) -> Run:
+    """Read a 6-column TREC run. Anything else (e.g. a 3-column MS MARCO run) is an error."""
+    run = Run()
+    for line, text in iter_lines(path):
+        parts = text.split()
+        if len(parts) != 6:
+            raise DataFormatError(
+                f"unknown run format: expected 6 whitespace-separated columns "
+                f"'qid Q0 docid rank score tag', got {len(parts)}",
+                path,
+                line,
+            )
+        qid, _, docid, rank, score, _tag = parts
+        try:
+            int(rank)
+            value = float(score)
+        except ValueError:
+            raise DataFormatError(f"rank '{rank}' / score '{score}' is not a number", path, line) from None
+        per_query = run.setdefault(qid, {})
+        if docid in per_query:
+            raise DataFormatError(f"document '{docid}' appears twice for query '{qid}'", path, line)
+        per_query[docid] = value
+    return run
+
+
+def write_trec_run(run: Run, path: str | Path, tag: str = "rankdistill") -> None:
+    """Write a run with ranks 1..n per query, best first (ties broken by docid, descending)."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    with open_text(path, "w") as f:
+        for qid, ranked in run.iter_ranked():
+            for rank, (docid, score) in enumerate(ranked, start=1):
+                f.write(f"{qid} Q0 {docid} {rank} {score:.9g} {tag}\n")
+
+
+def read_trec_qrels(path: str | Path) -> Qrels:
+    """Read 4-column TREC qrels (``qid iteration docid grade``)."""
+    qrels = Qrels()
+    for line, text in iter_lines(path):
+        parts = text.split()
+        if len(parts) != 4:
+            raise DataFormatError(f"expected 4 columns 'qid 0 docid grade', got {len(parts)}", path, line)
+        qid, _, docid, grade = parts
+        try:
+            value = int(grade)
+        except ValueError:
+            raise DataFormatError(f"relevance grade '{grade}' is not an integer", path, line) from None
+        per_query = qrels.setdefault(qid, {})
+        if docid in per_query:
+            raise DataFormatError(f"duplicate judgement for query '{qid}', document '{docid}'", path, line)
+        per_query[docid] = value
+    return qrels
+
+
+def write_trec_qrels(qrels: Qrels, path: str | Path) -> None:
+    with open_text(path, "w") as f:
+        for qid, docs in qrels.items():
+            for docid, grade in docs.items():
+                f.write(f"{qid} 0 {docid} {grade}\n")
+
+
+def read_qrels(path: str | Path) -> Qrels:
+    """Read qrels in either BEIR TSV (3 columns, header optional) or TREC (4 columns) form."""
+    from rankdistill.data.beir import read_qrels_tsv
+
+    for _, text in iter_lines(path):
+        columns = len(text.split("\t")) if "\t" in text else len(text.split())
+        return read_qrels_tsv(path) if columns == 3 else read_trec_qrels(path)
+    return Qrels()

@@ -1,0 +1,87 @@
+"""The dataset registry: names → BEIR folders with their evaluation conventions.
+
+``demo`` ships inside the package. The others are the real collections of ``../shared/data``
+(found through ``$RANKDISTILL_DATA`` or the ``shared/data`` folder beside the repository); a
+fresh clone does not have them, and :func:`resolve` then says so (tests skip on
+:class:`DatasetUnavailable`).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from rankdistill.data.beir import BeirFolder
+from rankdistill.errors import ConfigError, RankdistillError
+
+PACKAGE_DATA = Path(__file__).resolve().parent.parent / "data"
+REPO_ROOT = Path(__file__).resolve().parents[3]
+
+
+class DatasetUnavailable(RankdistillError, FileNotFoundError):
+    """A registered dataset whose files are not on this machine."""
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """How to find and evaluate a collection."""
+
+    name: str
+    folder: str
+    shipped: bool = False
+    test_split: str = "test"
+    train_split: str | None = "train"
+    relevance_threshold: int = 1
+    runs: tuple[str, ...] = ()
+    description: str = ""
+
+
+REGISTRY: dict[str, DatasetSpec] = {
+    spec.name: spec
+    for spec in (
+        DatasetSpec("demo", "demo", shipped=True, description="rankdistill's own demo collection (CC0)"),
+        DatasetSpec("scifact", "scifact", runs=("bm25.test.trec", "bm25.train.trec"),
+                    description="BEIR SciFact"),
+        DatasetSpec("nfcorpus", "nfcorpus", runs=("bm25.test.trec", "bm25.dev.trec", "bm25.train.trec"),
+                    description="BEIR NFCorpus"),
+        DatasetSpec("cranfield", "cranfield", train_split=None, runs=("bm25.test.trec",),
+                    description="Cranfield 1400"),
+        DatasetSpec("trec-dl-2019-passage", "trec-dl-2019-passage", train_split=None, relevance_threshold=2,
+                    runs=("bm25.trec", "bm25.rankvicuna-7b.trec", "bm25-rm3.trec", "tasb.trec",
+                          "splade-pp-ed.trec", "openai-ada2.trec"),
+                    description="TREC DL 2019 passage (43 judged queries, top-100 candidates)"),
+    )
+}
+
+
+def shared_data_roots() -> list[Path]:
+    roots = []
+    if os.environ.get("RANKDISTILL_DATA"):
+        roots.append(Path(os.environ["RANKDISTILL_DATA"]))
+    roots.append(REPO_ROOT.parent / "shared" / "data")
+    return roots
+
+
+def spec(name: str) -> DatasetSpec:
+    if name not in REGISTRY:
+        raise ConfigError(f"unknown dataset '{name}' (known: {', '.join(REGISTRY)})", "dataset.name")
+    return REGISTRY[name]
+
+
+def resolve(name_or_path: str) -> tuple[DatasetSpec, BeirFolder]:
+    """A registered name, or a path to any BEIR folder (evaluated with default conventions)."""
+    if name_or_path not in REGISTRY and Path(name_or_path).is_dir():
+        path = Path(name_or_path)
+        return DatasetSpec(path.name, str(path)), BeirFolder(path)
+    s = spec(name_or_path)
+    if s.shipped:
+        return s, BeirFolder(PACKAGE_DATA / s.folder)
+    for root in shared_data_roots():
+        if (root / s.folder / "queries.jsonl").exists():
+            return s, BeirFolder(root / s.folder)
+    tried = ", ".join(str(r) for r in shared_data_roots())
+    raise DatasetUnavailable(
+        f"dataset '{name_or_path}' is not on this machine (looked in {tried}); "
+        "set RANKDISTILL_DATA to the folder holding it"
+    )

@@ -1,0 +1,54 @@
+"""Connecting to Ray: a given cluster address, the job's ``RAY_ADDRESS``, or a local instance.
+
+A local instance binds to 127.0.0.1 only (this is also what ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0``
+does, which is set for the processes it starts so that Ray Train's ``MASTER_ADDR`` is loopback too).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+
+@dataclass
+class RayConfig:
+    """Where to run. ``address: null`` → ``$RAY_ADDRESS`` (set by ``ray job submit``) or a local Ray."""
+
+    address: str | None = None
+    num_cpus: int | None = None  # local instance only
+    num_gpus: int | None = None  # local instance only
+    include_dashboard: bool = False  # local instance only
+    shutdown_at_exit: bool = True  # shut a local instance down when the job ends
+
+
+def init_ray(config: RayConfig | None = None) -> bool:
+    """Initialise Ray once; returns True when this call started a local instance."""
+    config = config or RayConfig()
+    address = config.address or os.environ.get("RAY_ADDRESS")
+    local = not address
+    if local:
+        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2")
+    import ray
+
+    if ray.is_initialized():
+        return False
+    if local:
+        ray.init(
+            num_cpus=config.num_cpus,
+            num_gpus=config.num_gpus,
+            include_dashboard=config.include_dashboard,
+            _node_ip_address="127.0.0.1",
+            log_to_driver=True,
+            configure_logging=False,
+        )
+    else:
+        ray.init(address=address, log_to_driver=True, configure_logging=False)
+    return local
+
+
+def shutdown_ray(started_locally: bool, config: RayConfig | None = None) -> None:
+    import ray
+
+    if started_locally and (config is None or config.shutdown_at_exit) and ray.is_initialized():
+        ray.shutdown()

@@ -1,0 +1,41 @@
+"""Shared fixtures. Tests that need ../shared/data skip with the reason when it is absent."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
+
+
+def shared_dataset(name: str):
+    """``(spec, BeirFolder)`` of a ../shared/data collection, or skip the test saying why."""
+    from rankdistill.evaluation.datasets import DatasetUnavailable, resolve
+
+    try:
+        return resolve(name)
+    except DatasetUnavailable as exc:
+        pytest.skip(f"needs the shared data collection '{name}': {exc}")
+
+
+@pytest.fixture
+def demo():
+    from rankdistill.evaluation.datasets import resolve
+
+    return resolve("demo")[1]
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    """A local Ray instance on 127.0.0.1 for the module; shut down afterwards."""
+    from rankdistill.ray_runtime import RayConfig, init_ray, shutdown_ray
+
+    started = init_ray(RayConfig(num_cpus=2))
+    yield
+    shutdown_ray(started)

@@ -1,0 +1,55 @@
+"""ir-measures core against hand-computed values and published numbers."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from conftest import shared_dataset
+from rankdistill.data.records import Qrels, Run
+from rankdistill.data.trec import read_trec_run
+from rankdistill.evaluation import evaluate
+
+
+def test_hand_computed_ndcg_rr_recall_ap():
+    qrels = Qrels({"q1": {"a": 2, "b": 1, "c": 0, "z": 1}, "q2": {"x": 1}})
+    run = Run({"q1": {"c": 3.0, "a": 2.0, "b": 1.0}})  # q2 unanswered: scores 0
+    result = evaluate(run, qrels, ["nDCG@10", "RR@10", "R@100", "AP"])
+    dcg = 2 / math.log2(3) + 1 / math.log2(4)
+    idcg = 2 + 1 / math.log2(3) + 1 / math.log2(4)
+    per_q1 = result.per_query["q1"]
+    assert per_q1["nDCG@10"] == pytest.approx(dcg / idcg)
+    assert per_q1["RR@10"] == pytest.approx(1 / 2)
+    assert per_q1["R@100"] == pytest.approx(2 / 3)
+    assert per_q1["AP"] == pytest.approx((1 / 2 + 2 / 3) / 3)
+    assert result.per_query["q2"]["nDCG@10"] == 0.0
+    assert result.aggregate["nDCG@10"] == pytest.approx(dcg / idcg / 2)
+    assert result.num_queries == 2
+
+
+def test_relevance_threshold_applies_to_binary_measures_only():
+    qrels = Qrels({"q": {"a": 1, "b": 2}})
+    run = Run({"q": {"a": 2.0, "b": 1.0}})
+    result = evaluate(run, qrels, ["nDCG@10", "RR@10"], relevance_threshold=2)
+    assert result.aggregate["RR(rel=2)@10"] == pytest.approx(0.5)
+    assert "nDCG@10" in result.aggregate  # graded, untouched
+    assert evaluate(run, qrels, ["RR@10"]).aggregate["RR@10"] == 1.0
+
+
+@pytest.mark.shared_data
+@pytest.mark.parametrize("run_name,ndcg,rr", [("bm25.trec", 0.5058, 0.7024), ("bm25.rankvicuna-7b.trec", 0.6682, 0.8486)])
+def test_trec_dl_2019_published_numbers(run_name, ndcg, rr):
+    spec, folder = shared_dataset("trec-dl-2019-passage")
+    result = evaluate(read_trec_run(folder.root / "runs" / run_name), folder.qrels("test"),
+                      relevance_threshold=spec.relevance_threshold)
+    assert round(result.aggregate["nDCG@10"], 4) == ndcg
+    assert round(result.aggregate["RR(rel=2)@10"], 4) == rr
+
+
+@pytest.mark.shared_data
+def test_nfcorpus_bm25_counts_unanswered_queries_as_zero():
+    _, folder = shared_dataset("nfcorpus")
+    result = evaluate(read_trec_run(folder.root / "runs" / "bm25.test.trec"), folder.qrels("test"))
+    assert result.num_queries == 323  # 15 judged queries have no BM25 hit and count as 0
+    assert round(result.aggregate["nDCG@10"], 4) == 0.3175

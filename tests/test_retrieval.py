@@ -1,0 +1,89 @@
+"""BM25 (bm25s) and faiss dense indexes: ranking, top-k, save/load."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from rankdistill.data.records import Document, Query
+from rankdistill.data.trec import read_trec_run
+from rankdistill.errors import ConfigError
+from rankdistill.retrieval import BM25Config, BM25Index, DenseIndex, DenseIndexConfig
+
+DOCS = [
+    Document("d1", "honey bees pollinate flowers and make honey"),
+    Document("d2", "volcanoes erupt molten lava and ash"),
+    Document("d3", "bees"),
+    Document("d4", "the stock market closed higher today"),
+]
+
+
+def test_bm25_matches_hand_computed_lucene_scores():
+    index = BM25Index(BM25Config(stemmer=None, stopwords=None)).index(DOCS, show_progress=False)
+    run = index.search([Query("q", "bees")], k=10)
+    # Lucene BM25: idf = ln(1 + (N - df + 0.5) / (df + 0.5)); tf part = tf / (tf + k1 (1 - b + b |d| / avgdl))
+    n, df, k1, b = 4, 2, 0.9, 0.4
+    avgdl = (7 + 6 + 1 + 6) / 4
+    idf = math.log(1 + (n - df + 0.5) / (df + 0.5))
+
+    def score(tf, length):
+        return idf * tf / (tf + k1 * (1 - b + b * length / avgdl))
+
+    assert list(run["q"]) == ["d3", "d1"]  # only docs with score > 0, best first
+    assert run["q"]["d3"] == pytest.approx(score(1, 1), rel=1e-5)
+    assert run["q"]["d1"] == pytest.approx(score(1, 7), rel=1e-5)
+
+
+def test_bm25_stemming_save_load_and_trec(tmp_path: Path):
+    index = BM25Index().index(DOCS, show_progress=False)
+    queries = [Query("q1", "bee pollination"), Query("q2", "erupting volcano"), Query("q3", "zzz")]
+    run = index.search(queries, k=2)
+    assert next(iter(run["q1"])) in {"d1", "d3"} and next(iter(run["q2"])) == "d2"
+    assert run["q3"] == {}  # no shared term: no hits, like Lucene
+    loaded = BM25Index.load(index.save(tmp_path / "bm25"))
+    assert loaded.search(queries, k=2) == run
+    index.search_to_trec(queries, tmp_path / "run.trec", k=2)
+    back = read_trec_run(tmp_path / "run.trec")
+    assert set(back) == {"q1", "q2"}  # q3 had no hits
+    for qid, docs in back.items():
+        assert list(docs) == list(run[qid]) and list(docs.values()) == pytest.approx(list(run[qid].values()))
+
+
+def test_bm25_on_demo_collection_is_sane(demo):
+    index = BM25Index().index(demo.iter_corpus(), show_progress=False)
+    queries = list(demo.queries("test").values())
+    run = index.search(queries, k=100)
+    assert len(run) == len(queries)
+    assert all(len(docs) <= 100 for docs in run.values())
+
+
+@pytest.mark.parametrize("kind", ["flat", "hnsw", "ivf"])
+def test_dense_index_finds_true_inner_product_neighbours(tmp_path: Path, kind: str):
+    rng = np.random.default_rng(0)
+    docs = rng.normal(size=(600, 16)).astype("float32")
+    queries = rng.normal(size=(20, 16)).astype("float32")
+    config = DenseIndexConfig(kind=kind, ivf_nlist=8, ivf_nprobe=8, hnsw_ef_search=256)
+    index = DenseIndex(16, config)
+    index.add([f"d{i}" for i in range(600)], docs)
+    run = index.search([f"q{i}" for i in range(20)], queries, k=5)
+    truth = np.argsort(-(queries @ docs.T), axis=1)[:, :5]
+    hits = sum(len(set(run[f"q{i}"]) & {f"d{j}" for j in truth[i]}) for i in range(20))
+    assert hits / 100 >= (1.0 if kind != "hnsw" else 0.95)  # flat and full-probe IVF are exact
+    top = run["q0"]
+    best = f"d{truth[0][0]}"
+    assert top[best] == pytest.approx(float(queries[0] @ docs[truth[0][0]]), rel=1e-4)
+    loaded = DenseIndex.load(index.save(tmp_path / kind))
+    assert loaded.search(["q0"], queries[:1], k=5) == {"q0": top}
+
+
+def test_dense_index_errors():
+    with pytest.raises(ConfigError, match="unknown dense index kind"):
+        DenseIndex(4, DenseIndexConfig(kind="lsh"))
+    index = DenseIndex(4, DenseIndexConfig(kind="ivf", ivf_nlist=64))
+    with pytest.raises(ConfigError, match="needs at least"):
+        index.add(["a"], np.zeros((1, 4)))
+    with pytest.raises(Exception, match=r"shape \(n, 4\)"):
+        DenseIndex(4).add(["a"], np.zeros((1, 5)))
