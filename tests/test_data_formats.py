@@ -205,3 +205,15 @@ def test_ray_dataset_of_candidate_lists(tmp_path: Path, local_ray):
     back = [CandidateList.from_dict(r) for r in rows]
     assert [b.qid for b in back] == [f"q{i}" for i in range(5)]
     assert back[2].docids == ["d0", "d1", "d2"] and back[2].candidates[1].text == "text 1"
+
+
+def test_ir_datasets_loader_names_the_extra_when_missing():
+    import importlib.util
+
+    from rankdistill.data import ir_datasets_loader
+    from rankdistill.errors import MissingExtraError
+
+    if importlib.util.find_spec("ir_datasets") is not None:
+        pytest.skip("ir_datasets is installed here; the error path cannot be exercised")
+    with pytest.raises(MissingExtraError, match=r"pip install 'rankdistill\[datasets\]'"):
+        ir_datasets_loader.read_queries("beir/scifact/test")

@@ -145,7 +145,8 @@ def start_run(
 def register_model(
     run_id: str, model_dir: str | Path, name: str, tags: Mapping[str, Any] | None = None
 ) -> str:
-    """Upload ``model_dir`` under the run's ``model/`` artifacts and register it; returns the version."""
+    """Upload ``model_dir`` under the run's ``model/`` artifacts and register it; returns the version.
+    Tag keys follow the metric-name rule (``nDCG@10`` → ``nDCG_at_10``)."""
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient()
@@ -153,7 +154,8 @@ def register_model(
     with contextlib.suppress(Exception):
         client.create_registered_model(name)
     source = f"runs:/{run_id}/model"
-    version = client.create_model_version(name, source, run_id=run_id, tags={k: str(v) for k, v in (tags or {}).items()})
+    safe_tags = {mlflow_safe_name(k): str(v) for k, v in (tags or {}).items()}
+    version = client.create_model_version(name, source, run_id=run_id, tags=safe_tags)
     return str(version.version)
 
 

