@@ -26,6 +26,7 @@ the second run with the target 0).
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 import sys
@@ -100,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
               f"BM25 top-{k}, monot5 prompt); torch threads {args.threads}; batches of {args.batch_size}; "
               f"{args.rounds} rounds, alternating order", flush=True)
 
-        bare_rates, ray_rates, labels = [], [], set()
+        bare_rates, ray_rates, bare_steady, ray_steady, labels = [], [], [], [], set()
         started_ray = init_ray(RayConfig(num_cpus=2))
         try:
             _settle(args.settle)
@@ -108,13 +109,15 @@ def main(argv: list[str] | None = None) -> int:
                 config = config_for(k, store=f"labels-{r}")
                 for which in (("bare", "ray") if r % 2 == 0 else ("ray", "bare")):
                     if which == "bare":
-                        bare_labels, seconds = _bare_in_fresh_process(units, spec, args.batch_size, tmp)
+                        bare_labels, seconds, steady = _bare_in_fresh_process(units, spec, args.batch_size, tmp)
                         bare_rates.append(bare_labels / seconds)
+                        bare_steady.append(steady)
                         labels.add(bare_labels)
                         print(f"  round {r + 1} bare: {bare_labels} labels in {seconds:.1f} s", file=sys.stderr)
                     else:
                         first = run_label(config)
                         ray_rates.append(first.stats.labels / first.stats.seconds)
+                        ray_steady.append(_steady_rate(_store_marks(config.store)))
                         labels.add(first.stats.labels)
                         print(f"  round {r + 1} ray: {first.stats.labels} labels in {first.stats.seconds:.1f} s",
                               file=sys.stderr)
@@ -128,13 +131,16 @@ def main(argv: list[str] | None = None) -> int:
               f"model load and store writes included)")
         ratio = ray_rate / bare_rate
         print(f"ratio ray/bare: {ratio:.3f} (target >= {RATIO_TARGET})")
+        steady_bare, steady_ray = statistics.median(bare_steady), statistics.median(ray_steady)
+        print(f"steady state (first batch to last, start-up excluded): bare {steady_bare:.2f} labels/s, "
+              f"ray {steady_ray:.2f} labels/s, ratio {steady_ray / steady_bare:.3f}")
         print(f"second identical run: {second.stats.backend_calls} backend calls (target 0), "
               f"{second.units_skipped} of {second.units_total} labels skipped")
         ok = ratio >= RATIO_TARGET and second.stats.backend_calls == 0 and labels == {len(units)}
     return 0 if ok else 1
 
 
-def _bare_in_fresh_process(units, spec, batch_size: int, tmp: str) -> tuple[int, float]:
+def _bare_in_fresh_process(units, spec, batch_size: int, tmp: str) -> tuple[int, float, float]:
     """The bare loop as its own program (a fresh interpreter: imports and model load included, as
     the pipeline's actor has them), timed from the outside."""
     import pickle
@@ -146,7 +152,24 @@ def _bare_in_fresh_process(units, spec, batch_size: int, tmp: str) -> tuple[int,
     out = subprocess.run([sys.executable, __file__, "--bare-loop", str(payload)], check=True,
                          capture_output=True, text=True)
     seconds = time.perf_counter() - started
-    return int(out.stdout.strip().splitlines()[-1]), seconds
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    return result["labels"], seconds, _steady_rate(result["marks"])
+
+
+def _steady_rate(marks: list) -> float:
+    """Labels/s between the first and the last finished batch (start-up excluded)."""
+    if len(marks) < 2:
+        return float("nan")
+    return sum(n for _, n in marks[1:]) / (marks[-1][0] - marks[0][0])
+
+
+def _store_marks(store_dir: str) -> list[tuple[float, int]]:
+    """(commit time, labels) of each batch file the pipeline wrote (the store names files by time)."""
+    import pyarrow.parquet as pq
+    from rankdistill.teachers import LabelStore
+
+    return [(int(p.name.split("-")[1]) / 1e9, pq.read_metadata(p).num_rows)
+            for p in LabelStore(store_dir).files("pointwise")]
 
 
 def _bare_loop(payload: str) -> int:
@@ -155,8 +178,9 @@ def _bare_loop(payload: str) -> int:
     from rankdistill.teachers.pipeline import run_bare
 
     units, spec, batch_size = pickle.loads(Path(payload).read_bytes())
-    stats = run_bare(units, spec, None, batch_size)
-    print(stats.labels)
+    marks: list[tuple[float, int]] = []
+    stats = run_bare(units, spec, None, batch_size, on_batch=lambda n: marks.append((time.time(), n)))
+    print(json.dumps({"labels": stats.labels, "marks": marks}))
     return 0
 
 

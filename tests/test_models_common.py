@@ -77,3 +77,11 @@ def test_lengths_must_fit_the_backbone_positions():
     with pytest.raises(ConfigError, match="passage_length"):
         tiny_reranker("duo", passage_length=256)  # 32 + 2 x 256 + 4 > 512
     assert tiny_reranker("listconranker", passage_length=510).max_sequence_tokens() == 512
+
+
+def test_mono_refuses_another_students_checkpoint(tmp_path):
+    from rankdistill.models import MonoCrossEncoder
+
+    tiny_reranker("celi").save_pretrained(tmp_path)
+    with pytest.raises(ConfigError, match="load_reranker"):
+        MonoCrossEncoder.from_pretrained(tmp_path)

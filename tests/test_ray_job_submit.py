@@ -8,6 +8,7 @@ import secrets
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -58,7 +59,11 @@ def test_ray_job_submit_evaluate_on_local_cluster(ray_cluster, tmp_path: Path):
     out = tmp_path / "job-output"
     cmd = [str(BIN / "ray"), "job", "submit", "--address", address, "--working-dir", str(REPO), "--",
            "python", "jobs/evaluate.py", "--config", "configs/evaluate.yaml", f"output_dir={out}"]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    for _ in range(6):  # right after `ray start` the job agent may not be up yet: Ray says to retry
+        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+        if "No available agent to submit job" not in proc.stdout + proc.stderr:
+            break
+        time.sleep(10)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "nDCG@10" in proc.stdout and "succeeded" in proc.stdout + proc.stderr
     assert (out / "run.trec").exists() and (out / "evaluation.json").exists()

@@ -21,6 +21,7 @@ from typing import Any
 
 from torch import Tensor, nn
 
+from rankdistill.errors import ConfigError
 from rankdistill.models.backbone import sequence_classifier_from_config
 from rankdistill.models.base import (
     Reranker,
@@ -76,6 +77,12 @@ class MonoCrossEncoder(Reranker):
         if os.path.isfile(config_file):
             with open(config_file, encoding="utf-8") as fh:
                 model_type = json.load(fh).get("model_type")
+            if model_type and model_type.startswith("rankdistill-") and model_type != MonoConfig.model_type:
+                raise ConfigError(
+                    f"{path} holds a '{model_type}' student, not a mono cross-encoder; "
+                    "use rankdistill.models.load_reranker",
+                    key="model_type",
+                )
             if model_type != MonoConfig.model_type:
                 model = cls.from_backbone(path)
                 model.eval()
