@@ -7,7 +7,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from rankdistill.config import flatten, load_config, to_dict
 from rankdistill.errors import ConfigError
 from rankdistill.workflows.evaluate import EvaluateConfig

@@ -7,7 +7,6 @@ import json
 from pathlib import Path
 
 import pytest
-
 from rankdistill.data import (
     BeirFolder,
     Candidate,
@@ -22,7 +21,7 @@ from rankdistill.data import (
     write_trec_run,
 )
 from rankdistill.data.beir import read_corpus, read_qrels_tsv, read_queries, write_corpus, write_qrels_tsv
-from rankdistill.data.records import Document, Qrels
+from rankdistill.data.records import Document
 from rankdistill.errors import DataFormatError
 
 

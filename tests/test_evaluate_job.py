@@ -6,7 +6,6 @@ import json
 from pathlib import Path
 
 import pytest
-
 from conftest import shared_dataset
 from rankdistill.config import load_config
 from rankdistill.workflows.evaluate import EvaluateConfig, run_evaluate

@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 
 import pytest
-
 from conftest import shared_dataset
 from rankdistill.data.records import Qrels, Run
 from rankdistill.data.trec import read_trec_run

@@ -39,6 +39,7 @@ def ray_cluster(tmp_path: Path):
         RAY_USAGE_STATS_ENABLED="0",
     )
     env.pop("RAY_ADDRESS", None)
+    env.pop("MLFLOW_TRACKING_URI", None)  # the job must use its embedded default store
     gcs, dashboard = free_port(), free_port()
     temp = Path("/tmp") / f"rd-ray-{secrets.token_hex(3)}"  # short: unix socket paths are limited
     subprocess.run(

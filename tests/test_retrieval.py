@@ -7,7 +7,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from rankdistill.data.records import Document, Query
 from rankdistill.data.trec import read_trec_run
 from rankdistill.errors import ConfigError

@@ -6,7 +6,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-
 from rankdistill.tracking import TrackingConfig, mlflow_safe_name, start_run, tracking_uri
 
 
@@ -68,3 +67,21 @@ def test_disabled_tracking_is_a_no_op(tmp_path: Path):
         tracker.log_metrics({"x": 1.0})
         assert not tracker.active
     assert not (tmp_path / "mlruns").exists()
+
+
+def test_two_jobs_in_one_process_log_to_their_own_stores(tmp_path: Path, monkeypatch):
+    """mlflow.set_tracking_uri exports MLFLOW_TRACKING_URI; a finished run must not leak it."""
+    import os
+
+    from mlflow.tracking import MlflowClient
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    ids = []
+    for name in ("first", "second"):
+        with start_run(TrackingConfig(experiment="t"), tmp_path / name) as tracker:
+            tracker.log_metrics({"x": 1.0})
+            ids.append(tracker.run_id)
+        assert "MLFLOW_TRACKING_URI" not in os.environ
+    for name, run_id in zip(("first", "second"), ids, strict=True):
+        client = MlflowClient(tracking_uri=f"sqlite:///{(tmp_path / name).resolve()}/mlruns/mlflow.db")
+        assert client.get_run(run_id).data.metrics == {"x": 1.0}

@@ -6,7 +6,6 @@ import json
 from pathlib import Path
 
 import pytest
-
 from rankdistill.config import load_config
 from rankdistill.errors import ConfigError
 from rankdistill.workflows.train_reranker import TrainRerankerConfig, run_train_reranker

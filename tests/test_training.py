@@ -6,12 +6,11 @@ import random
 from pathlib import Path
 
 import pytest
-
 from rankdistill.training import TrainingConfig, fit
 from rankdistill.training.loop import steps_for
 from rankdistill.workflows.train_reranker import LossConfig, LossFactory, StudentConfig, StudentFactory
 
-WORDS = "apple river stone cloud piano tiger lemon castle rocket garden violin meadow".split()
+WORDS = ["apple", "river", "stone", "cloud", "piano", "tiger", "lemon", "castle", "rocket", "garden", "violin", "meadow"]
 
 
 @pytest.fixture(scope="module")
@@ -75,7 +74,6 @@ def test_steps_for_caps_by_epochs_and_max_steps():
 @pytest.mark.slow
 def test_ddp_two_workers_learns_logs_and_resumes(tiny_backbone: Path, tmp_path: Path, local_ray):
     import ray.data
-
     from rankdistill.models import load_reranker
 
     student = StudentFactory(StudentConfig(architecture="mono", backbone=str(tiny_backbone)))
@@ -111,7 +109,6 @@ def test_ddp_two_workers_learns_logs_and_resumes(tiny_backbone: Path, tmp_path: 
 @pytest.mark.parametrize("stage", [2, 3])
 def test_deepspeed_zero_on_cpu_saves_a_loadable_student(tiny_backbone: Path, tmp_path: Path, local_ray, stage):
     import ray.data
-
     from rankdistill.models import load_reranker
 
     student = StudentFactory(StudentConfig(architecture="mono", backbone=str(tiny_backbone)))

@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from rankdistill.data.records import Document, Qrels, Query, Run
 from rankdistill.errors import DataFormatError
 from rankdistill.training.examples import ExamplesConfig, examples_from_qrels

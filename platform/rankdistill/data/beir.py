@@ -58,16 +58,20 @@ def read_qrels_tsv(path: str | Path) -> Qrels:
             continue
         if len(parts) != 3:
             raise DataFormatError(f"expected 3 tab-separated fields, got {len(parts)}", path, line)
-        qid, docid, grade = parts
-        try:
-            value = int(grade)
-        except ValueError:
-            raise DataFormatError(f"relevance grade '{grade}' is not an integer", path, line) from None
-        per_query = qrels.setdefault(qid, {})
-        if docid in per_query:
-            raise DataFormatError(f"duplicate judgement for query '{qid}', document '{docid}'", path, line)
-        per_query[docid] = value
+        add_judgement(qrels, *parts, path, line)
     return qrels
+
+
+def add_judgement(qrels: Qrels, qid: str, docid: str, grade: str, path: str | Path, line: int) -> None:
+    """Add one qrel line's judgement; a non-integer grade or a repeated pair is an error."""
+    try:
+        value = int(grade)
+    except ValueError:
+        raise DataFormatError(f"relevance grade '{grade}' is not an integer", path, line) from None
+    per_query = qrels.setdefault(qid, {})
+    if docid in per_query:
+        raise DataFormatError(f"duplicate judgement for query '{qid}', document '{docid}'", path, line)
+    per_query[docid] = value
 
 
 @dataclass(frozen=True)

@@ -89,7 +89,7 @@ def write_parquet_shards(
 
 def candidate_dataset(
     lists: Iterable[CandidateList], folder: str | Path, rows_per_shard: int = 256
-) -> "ray.data.Dataset":
+) -> ray.data.Dataset:
     """A Ray Dataset of candidate-list rows, backed by Parquet shards written to ``folder``."""
     import ray.data
 

@@ -45,20 +45,15 @@ def write_trec_run(run: Run, path: str | Path, tag: str = "rankdistill") -> None
 
 def read_trec_qrels(path: str | Path) -> Qrels:
     """Read 4-column TREC qrels (``qid iteration docid grade``)."""
+    from rankdistill.data.beir import add_judgement
+
     qrels = Qrels()
     for line, text in iter_lines(path):
         parts = text.split()
         if len(parts) != 4:
             raise DataFormatError(f"expected 4 columns 'qid 0 docid grade', got {len(parts)}", path, line)
         qid, _, docid, grade = parts
-        try:
-            value = int(grade)
-        except ValueError:
-            raise DataFormatError(f"relevance grade '{grade}' is not an integer", path, line) from None
-        per_query = qrels.setdefault(qid, {})
-        if docid in per_query:
-            raise DataFormatError(f"duplicate judgement for query '{qid}', document '{docid}'", path, line)
-        per_query[docid] = value
+        add_judgement(qrels, qid, docid, grade, path, line)
     return qrels
 
 

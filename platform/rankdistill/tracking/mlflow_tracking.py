@@ -136,10 +136,19 @@ def start_run(
     import mlflow
 
     uri = tracking_uri(config, output_dir)
+    # mlflow.set_tracking_uri also exports MLFLOW_TRACKING_URI; restore it afterwards so a later
+    # job in this process (or a child process) does not log into this job's store
+    previous_env = os.environ.get("MLFLOW_TRACKING_URI")
     mlflow.set_tracking_uri(uri)
-    experiment_id = _experiment_id(mlflow, config.experiment, uri, output_dir)
-    with mlflow.start_run(experiment_id=experiment_id, run_name=config.run_name, tags=dict(tags or {})) as run:
-        yield Tracker(run.info.run_id)
+    try:
+        experiment_id = _experiment_id(mlflow, config.experiment, uri, output_dir)
+        with mlflow.start_run(experiment_id=experiment_id, run_name=config.run_name, tags=dict(tags or {})) as run:
+            yield Tracker(run.info.run_id)
+    finally:
+        if previous_env is None:
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
+        else:
+            os.environ["MLFLOW_TRACKING_URI"] = previous_env
 
 
 def register_model(

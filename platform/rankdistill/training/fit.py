@@ -37,10 +37,9 @@ def fit(
     the job's MLflow run, to which rank 0 logs ``train_loss``, ``train_lr`` and throughput.
     Re-running with the same ``config.run_name`` and storage path resumes from the last checkpoint.
     """
+    import ray.data
     import ray.train
     from ray.train.torch import TorchTrainer
-
-    import ray.data
 
     # the training loop logs its own progress; Ray Data's split bars would flood the worker logs
     ray.data.DataContext.get_current().enable_progress_bars = False

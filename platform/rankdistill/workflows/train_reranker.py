@@ -9,11 +9,11 @@ from typing import Any
 
 from rankdistill.data.candidates import candidate_lists
 from rankdistill.data.trec import read_trec_run, write_trec_run
+from rankdistill.errors import ConfigError
 from rankdistill.evaluation.datasets import resolve
 from rankdistill.evaluation.metrics import DEFAULT_MEASURES, evaluate
 from rankdistill.evaluation.rerank import RerankConfig, rerank_on_ray
-from rankdistill.evaluation.runner import per_query_figure, resolve_run_path
-from rankdistill.errors import ConfigError
+from rankdistill.evaluation.runner import DatasetConfig, load_dataset, per_query_figure, resolve_run_path
 from rankdistill.ray_runtime import RayConfig, init_ray, shutdown_ray
 from rankdistill.retrieval.bm25 import BM25Index
 from rankdistill.tracking import TrackingConfig, start_run, tracking_uri
@@ -194,19 +194,13 @@ def run_train_reranker(config: TrainRerankerConfig) -> dict[str, Any]:
 
 def evaluate_student(model_dir: Path, config: TrainRerankerConfig, output: Path, tracker) -> dict[str, float]:
     ev = config.evaluation
-    spec, folder = resolve(ev.dataset or config.data.dataset)
-    qrels = folder.qrels(ev.split)
-    queries = folder.queries(ev.split)
-    if ev.max_queries is not None:
-        keep = sorted(queries)[: ev.max_queries]
-        queries = {q: queries[q] for q in keep}
-        qrels = qrels.restricted_to(keep)
+    data = load_dataset(DatasetConfig(ev.dataset or config.data.dataset, ev.split, ev.max_queries))
+    spec, folder, queries, qrels = data.spec, data.folder, data.queries, data.qrels
+    corpus = folder.corpus()
     if ev.first_stage_run:
         first = read_trec_run(resolve_run_path(ev.first_stage_run, folder))
         first = type(first)({q: d for q, d in first.items() if q in queries})
-        corpus = folder.corpus()
     else:
-        corpus = folder.corpus()
         first = BM25Index().index(corpus.values(), show_progress=False).search(list(queries.values()), ev.rerank.depth)
     lists = list(candidate_lists(first, queries, corpus, k=ev.rerank.depth))
     reranked = rerank_on_ray(model_dir, lists, ev.rerank)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 
@@ -93,11 +93,3 @@ class TeacherBackend(abc.ABC):
     def description(self) -> str:
         return self.name
 
-
-@dataclass
-class CallCounter:
-    """Calls and prompts summed over backends (e.g. over the actors of a pool)."""
-
-    calls: int = 0
-    prompts: int = 0
-    extra: dict[str, int] = field(default_factory=dict)
