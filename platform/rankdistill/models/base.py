@@ -36,8 +36,9 @@ The training loop and the Ray Serve app use exactly this, nothing more:
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -418,12 +419,17 @@ class Reranker(PreTrainedModel):
         if not passages:
             return []
         tokenizer = self._require_tokenizer()
-        batch_size = batch_size or self.default_batch_size
+        with self.inference():
+            return self._score(tokenizer, query, passages, batch_size or self.default_batch_size)
+
+    @contextlib.contextmanager
+    def inference(self) -> Iterator[None]:
+        """Eval mode and no autograd for the block; the previous train/eval mode is restored."""
         was_training = self.training
         self.eval()
         try:
             with torch.inference_mode():
-                return self._score(tokenizer, query, passages, batch_size)
+                yield
         finally:
             self.train(was_training)
 

@@ -166,18 +166,13 @@ class DuoCrossEncoder(Reranker):
             return []
         tokenizer = self._require_tokenizer()
         batch_size = batch_size or self.default_batch_size
-        was_training = self.training
-        self.eval()
-        try:
-            with torch.inference_mode():
-                out: list[float] = []
-                for start in range(0, len(pairs), batch_size):
-                    chunk = pairs[start : start + batch_size]
-                    result = self(**self._batch_to_device(tokenizer([query], [chunk])))
-                    out.extend(result.probabilities[0].float().cpu().tolist())
-                return out
-        finally:
-            self.train(was_training)
+        out: list[float] = []
+        with self.inference():
+            for start in range(0, len(pairs), batch_size):
+                chunk = pairs[start : start + batch_size]
+                result = self(**self._batch_to_device(tokenizer([query], [chunk])))
+                out.extend(result.probabilities[0].float().cpu().tolist())
+        return out
 
     def _score(self, tokenizer: Any, query: str, passages: list[str], batch_size: int) -> list[float]:
         k = len(passages)
