@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -25,6 +26,24 @@ def test_qrels_examples_one_positive_and_hard_negatives_from_the_run():
     assert row["targets"] == [float(qrels["q1"][row["docids"][0]]), 0.0, 0.0, 0.0]
     assert row["texts"] == [CORPUS[d].contents for d in row["docids"]]
     assert examples_from_qrels(QUERIES, CORPUS, qrels, run, config) == [row]  # seeded
+
+
+def test_positives_from_run_draws_only_judged_documents_the_run_retrieved():
+    qrels = Qrels({"q1": {"p1": 2, "p2": 1}, "q2": {"n1": 1}})
+    run = Run({
+        "q1": {"n1": 9.0, "p2": 8.0, "n2": 7.0, "n3": 6.0, "p1": 1.0},  # p1 is below depth 4
+        "q2": {"n2": 3.0, "n3": 2.0, "n4": 1.0},  # q2's positive n1 is not retrieved: skipped
+    })
+    config = ExamplesConfig(passages_per_query=3, negatives_depth=4, positives_from_run=True)
+    for seed in range(8):
+        (row,) = examples_from_qrels(QUERIES, CORPUS, qrels, run, dataclasses.replace(config, seed=seed))
+        assert row["qid"] == "q1" and row["docids"][0] == "p2" and row["targets"][0] == 1.0
+        assert set(row["docids"][1:]) <= {"n1", "n2", "n3"}
+    # the default draws among all judged documents: p1 (outside the run's top 4) shows up
+    firsts = {examples_from_qrels(QUERIES, CORPUS, qrels, run, ExamplesConfig(passages_per_query=3, negatives_depth=4,
+                                                                              seed=s))[0]["docids"][0]
+              for s in range(8)}
+    assert firsts == {"p1", "p2"}
 
 
 def test_set_encoder_data_steps_duplicate_and_clusters():

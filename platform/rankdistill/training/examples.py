@@ -25,7 +25,11 @@ class ExamplesConfig:
     ``source: qrels``: per query one positive (grade ≥ ``min_grade``) plus
     ``passages_per_query - 1`` hard negatives sampled from the top ``negatives_depth`` of
     ``negatives_run`` (a TREC file path or a name in the dataset's ``runs/``; null: BM25 on the
-    fly). ``source: labels``: teacher labels from the label store (``label_kind`` listwise →
+    fly). ``positives_from_run: true`` draws the positive among the judged documents the run
+    retrieved in that depth (the distribution a reranker of that run sees; queries with none are
+    skipped) instead of among all judged documents: on collections with many judged documents
+    outside the run (NFCorpus) the latter pits lexically distant positives against BM25's
+    nearest negatives. ``source: labels``: teacher labels from the label store (``label_kind`` listwise →
     targets are teacher ranks; pointwise → teacher scores).
     """
 
@@ -36,6 +40,7 @@ class ExamplesConfig:
     negatives_depth: int = 100
     passages_per_query: int = 8
     min_grade: int = 1
+    positives_from_run: bool = False
     max_queries: int | None = None
     seed: int = 42
     add_duplicate: bool = False  # Set-Encoder §3.4: duplicate one passage, train the duplicate head
@@ -66,8 +71,12 @@ def examples_from_qrels(
         positives = sorted(d for d, g in judged.items() if g >= config.min_grade and d in corpus)
         if not positives:
             continue
-        pool = [d for d, _ in negatives.ranked(qid)[: config.negatives_depth]
-                if judged.get(d, 0) < config.min_grade and d in corpus]
+        top = [d for d, _ in negatives.ranked(qid)[: config.negatives_depth] if d in corpus]
+        if config.positives_from_run:
+            positives = [d for d in top if judged.get(d, 0) >= config.min_grade]
+            if not positives:
+                continue
+        pool = [d for d in top if judged.get(d, 0) < config.min_grade]
         if len(pool) < need:
             # top up with random corpus documents not judged relevant (a short or missing run)
             extra = [d for d in rng.sample(sorted(corpus), min(len(corpus), 4 * need + 8))
