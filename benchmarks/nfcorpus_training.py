@@ -5,9 +5,9 @@ Each architecture gets the same backbone (all-MiniLM-L6-v2), examples (per train
 document BM25 retrieved, ``data.positives_from_run``, and hard negatives from the rest of
 ``runs/bm25.train.trec``'s top 100), steps, batch and learning rate, through the real
 ``train_reranker`` workflow (Ray Train DDP + Ray Data reranking + MLflow), each with its paper's
-loss (``ARCHITECTURES``). The default budget fits a 2-core CPU in about an hour; it is far below
-the papers' (tens of thousands of GPU steps), so the figures compare architectures at a small
-equal budget, not the papers' effectiveness. One line per figure.
+first-stage relevance loss (``ARCHITECTURES``). The default budget fits a 2-core CPU in about
+80 minutes; it is far below the papers' (tens of thousands of GPU steps), so the figures compare
+architectures at a small equal budget, not the papers' effectiveness. One line per figure.
 """
 
 from __future__ import annotations
@@ -21,12 +21,16 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 ARCHITECTURES = {
-    # architecture: (loss, extra overrides) — each paper's first-stage training recipe
-    "mono": ("infonce", []),
-    "celi": ("infonce", []),  # CELI: LCE on s_m + LCE on s_l
-    "set-encoder": ("da_infonce", ["data.add_duplicate=true"]),  # Set-Encoder §3.4
-    "listconranker": ("circle", []),
+    # name: (architecture, loss, extra overrides) — each paper's first-stage relevance recipe
+    "mono": ("mono", "infonce", []),
+    "celi": ("celi", "infonce", []),  # CELI §2: LCE on s_m + LCE on s_l
+    "set-encoder": ("set-encoder", "infonce", ["data.add_duplicate=false"]),  # Set-Encoder §4.1: InfoNCE
+    "listconranker": ("listconranker", "circle", []),  # ListConRanker §3: circle loss
+    # not in the default set: the Set-Encoder primed for passage interactions (§3.4), which the
+    # paper uses before novelty-aware fine-tuning, not for relevance effectiveness
+    "set-encoder-da": ("set-encoder", "da_infonce", ["data.add_duplicate=true"]),
 }
+DEFAULT = ("mono", "celi", "set-encoder", "listconranker")
 
 
 def run(args: argparse.Namespace) -> dict[str, float]:
@@ -43,9 +47,11 @@ def run(args: argparse.Namespace) -> dict[str, float]:
     results: dict[str, float] = {}
     bm25 = None
     for arch in args.architectures.split(","):
-        loss, extra = ARCHITECTURES[arch]
+        if arch not in ARCHITECTURES:
+            raise SystemExit(f"--architectures: unknown '{arch}' (known: {', '.join(ARCHITECTURES)})")
+        architecture, loss, extra = ARCHITECTURES[arch]
         overrides = [
-            f"student.architecture={arch}", "student.backbone=all-MiniLM-L6-v2",
+            f"student.architecture={architecture}", "student.backbone=all-MiniLM-L6-v2",
             f"student.options={{query_length: 32, passage_length: {args.passage_length}}}",
             f"loss.name={loss}", "data.dataset=nfcorpus", "data.split=train", "data.negatives_run=bm25.train.trec",
             "data.negatives_depth=100", "data.positives_from_run=true", f"data.passages_per_query={args.passages}", f"data.seed={args.seed}",
@@ -59,7 +65,7 @@ def run(args: argparse.Namespace) -> dict[str, float]:
             "tracking.experiment=bench-nfcorpus", f"tracking.uri=sqlite:///{out}/mlflow.db",
             f"output_dir={out / arch}",
         ] + extra
-        config = load_config(TrainRerankerConfig, REPO / "configs" / f"train_reranker-{arch}.yaml", overrides)
+        config = load_config(TrainRerankerConfig, REPO / "configs" / f"train_reranker-{architecture}.yaml", overrides)
         start = time.perf_counter()
         summary = run_train_reranker(config)
         elapsed = time.perf_counter() - start
@@ -78,7 +84,7 @@ def run(args: argparse.Namespace) -> dict[str, float]:
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("--architectures", default=",".join(ARCHITECTURES))
+    p.add_argument("--architectures", default=",".join(DEFAULT), help=f"comma-separated, of: {', '.join(ARCHITECTURES)}")
     p.add_argument("--steps", type=int, default=200)
     p.add_argument("--batch", type=int, default=4, help="queries per worker and step")
     p.add_argument("--workers", type=int, default=2)

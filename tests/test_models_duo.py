@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from model_fixtures import PASSAGES, QUERY, tiny_reranker
@@ -63,3 +65,20 @@ def test_score_aggregates_all_ordered_pairs():
 def test_bad_aggregation_is_a_config_error():
     with pytest.raises(ConfigError, match="aggregation"):
         tiny_reranker("duo", aggregation="mean")
+
+
+def test_pair_rows_train_a_duo_with_bce_on_its_pair_logits():
+    from rankdistill.losses import BCE
+    from rankdistill.training.examples import pair_rows
+    from rankdistill.training.loop import collate
+
+    model = tiny_reranker("duo")
+    row = {"qid": "q", "query": QUERY, "docids": ["a", "b", "c"], "texts": PASSAGES[:3], "targets": [1.0, 0.0, 0.0]}
+    rows = pair_rows([row])
+    batch, targets, _ = collate(model, rows, (), "cpu")
+    assert batch["pair_mask"].shape == (1, 4) and targets.tolist() == [[1.0, 0.0, 1.0, 0.0]]
+    output = model(**batch)
+    loss = model.compute_loss(output, targets, BCE())
+    probs = [model.pair_probabilities(QUERY, [tuple(t)])[0] for t in rows[0]["texts"]]
+    expected = -sum(math.log(p) if y else math.log(1 - p) for p, y in zip(probs, [1, 0, 1, 0])) / 4
+    assert loss.item() == pytest.approx(expected, abs=1e-5)

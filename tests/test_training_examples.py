@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from rankdistill.data.records import Document, Qrels, Query, Run
 from rankdistill.errors import DataFormatError
-from rankdistill.training.examples import ExamplesConfig, examples_from_qrels
+from rankdistill.training.examples import ExamplesConfig, examples_from_qrels, pair_rows
 from rankdistill.training.label_examples import examples_from_labels
 
 CORPUS = {d: Document(d, f"text of {d}") for d in ["p1", "p2", "n1", "n2", "n3", "n4", "j0"]}
@@ -97,3 +97,20 @@ def test_pointwise_labels_become_teacher_scores(tmp_path: Path):
     with pytest.raises(DataFormatError, match="no pointwise labels of teacher 'other'"):
         examples_from_labels(QUERIES, CORPUS, ExamplesConfig(source="labels", label_store=str(tmp_path / "labels"),
                                                              teacher="other", label_kind="pointwise"))
+
+
+def test_duo_pairs_are_ordered_both_ways_with_the_better_passage_labelled_1():
+    row = {"qid": "q", "query": "cats", "docids": ["p", "n1", "n2"], "texts": ["P", "N1", "N2"],
+           "targets": [2.0, 0.0, 0.0]}
+    (pairs,) = pair_rows([row])
+    assert pairs["texts"] == [["P", "N1"], ["N1", "P"], ["P", "N2"], ["N2", "P"]]  # the tie n1 = n2 is dropped
+    assert pairs["targets"] == [1.0, 0.0, 1.0, 0.0]
+    assert pairs["docids"] == ["p>n1", "n1>p", "p>n2", "n2>p"]
+    # teacher ranks: 1 = best, so n1 (rank 1) beats p (rank 3)
+    (ranked,) = pair_rows([dict(row, targets=[3.0, 1.0, 2.0])], lower_is_better=True)
+    assert ranked["texts"][:2] == [["P", "N1"], ["N1", "P"]] and ranked["targets"][:2] == [0.0, 1.0]
+    assert len(ranked["texts"]) == 6
+    capped = pair_rows([dict(row, targets=[3.0, 1.0, 2.0])], lower_is_better=True, max_pairs=2)[0]
+    assert len(capped["texts"]) == 2 and capped["targets"] in ([1.0, 0.0], [0.0, 1.0])
+    with pytest.raises(DataFormatError, match="no training pairs"):
+        pair_rows([dict(row, targets=[1.0, 1.0, 1.0])])

@@ -88,15 +88,23 @@ def score_pairs(
 ) -> list[dict[str, Any]]:
     tokens = template.label_tokens
     first, second = tokens["first"], tokens["second"]
-    tok = backend.tokenizer
-    prompts = []
-    for u in units:
-        prompts.append(Prompt(template.pairwise(u["query"], u["text_a"], u["text_b"], tok), u["qid"],
-                              (u["docid_a"], u["docid_b"])))
-        if config.both_orders:
-            prompts.append(Prompt(template.pairwise(u["query"], u["text_b"], u["text_a"], tok), u["qid"],
-                                  (u["docid_b"], u["docid_a"])))
-    logprobs = backend.token_logprobs(prompts, [first, second]) if prompts else []
+    if getattr(backend, "judges_text", False):  # a pairwise student (duo): no prompt, the texts
+        shown = []
+        for u in units:
+            shown.append((u["query"], u["text_a"], u["text_b"]))
+            if config.both_orders:
+                shown.append((u["query"], u["text_b"], u["text_a"]))
+        logprobs = backend.judge_pairs(shown, first, second) if shown else []
+    else:
+        tok = backend.tokenizer
+        prompts = []
+        for u in units:
+            prompts.append(Prompt(template.pairwise(u["query"], u["text_a"], u["text_b"], tok), u["qid"],
+                                  (u["docid_a"], u["docid_b"])))
+            if config.both_orders:
+                prompts.append(Prompt(template.pairwise(u["query"], u["text_b"], u["text_a"], tok), u["qid"],
+                                      (u["docid_b"], u["docid_a"])))
+        logprobs = backend.token_logprobs(prompts, [first, second]) if prompts else []
     step = 2 if config.both_orders else 1
     rows = []
     for n, u in enumerate(units):

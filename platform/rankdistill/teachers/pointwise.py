@@ -34,9 +34,13 @@ def log_p_yes(lp_yes: float, lp_no: float) -> float:
 
 def score_points(units: Sequence[dict[str, Any]], backend: TeacherBackend, template: PromptTemplate) -> list[dict[str, Any]]:
     yes, no = template.label_tokens["yes"], template.label_tokens["no"]
-    tok = backend.tokenizer
-    prompts = [Prompt(template.pointwise(u["query"], u["text"], tok), u["qid"], (u["docid"],)) for u in units]
-    logprobs = backend.token_logprobs(prompts, [yes, no]) if prompts else []
+    if getattr(backend, "judges_text", False):  # a trained student: its score, no prompt
+        points = [(u["query"], u["text"]) for u in units]
+        logprobs = backend.judge_points(points, yes, no) if points else []
+    else:
+        tok = backend.tokenizer
+        prompts = [Prompt(template.pointwise(u["query"], u["text"], tok), u["qid"], (u["docid"],)) for u in units]
+        logprobs = backend.token_logprobs(prompts, [yes, no]) if prompts else []
     return [
         {"qid": u["qid"], "docid": u["docid"], "rank": int(u["rank"]), "score": log_p_yes(lp[yes], lp[no]),
          "logprob_yes": lp[yes], "logprob_no": lp[no]}

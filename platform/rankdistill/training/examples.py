@@ -45,6 +45,7 @@ class ExamplesConfig:
     seed: int = 42
     add_duplicate: bool = False  # Set-Encoder §3.4: duplicate one passage, train the duplicate head
     novelty_clusters: bool = False  # Set-Encoder §3.5: word-Jaccard clusters for NA-RankNet
+    max_pairs_per_query: int | None = None  # duo students: cap on the (ordered) training pairs of a query
     label_store: str | None = None
     label_kind: str = "listwise"
     teacher: str | None = None
@@ -112,3 +113,36 @@ def decorate(rows: list[dict[str, Any]], config: ExamplesConfig) -> list[dict[st
             row["clusters"] = novelty_clusters(row["texts"])
     return rows
 
+
+
+def pair_rows(rows: list[dict[str, Any]], lower_is_better: bool = False,
+              max_pairs: int | None = None, seed: int = 0) -> list[dict[str, Any]]:
+    """duoBERT training pairs from list rows (Pradeep et al. 2021, §duoBERT): every ordered pair
+    ``(i, j)`` of a list whose targets differ, both orders, with target 1 when ``d_i`` is the
+    better one (``P(d_i ≻ d_j)``), else 0; ties are left out. ``texts`` become ``[a, b]`` pairs.
+    ``lower_is_better``: targets are teacher ranks (1 = best) rather than grades or scores.
+    ``max_pairs``: a seeded sample of at most this many pairs per query (both orders of a pair
+    are kept together).
+
+    Example: targets ``[1, 0, 0]`` give pairs (0,1), (1,0), (0,2), (2,0) with targets 1, 0, 1, 0.
+    """
+    rng = random.Random(seed)
+    out = []
+    for row in rows:
+        targets = [float(t) for t in row["targets"]]
+        unordered = [(i, j) for i in range(len(targets)) for j in range(i + 1, len(targets)) if targets[i] != targets[j]]
+        if max_pairs is not None and 2 * len(unordered) > max_pairs:
+            unordered = sorted(rng.sample(unordered, max(1, max_pairs // 2)))
+        if not unordered:
+            continue
+        texts, docids, labels = [], [], []
+        for i, j in unordered:
+            i_better = (targets[i] < targets[j]) if lower_is_better else (targets[i] > targets[j])
+            for a, b, label in ((i, j, i_better), (j, i, not i_better)):
+                texts.append([row["texts"][a], row["texts"][b]])
+                docids.append(f"{row['docids'][a]}>{row['docids'][b]}")
+                labels.append(1.0 if label else 0.0)
+        out.append({"qid": row["qid"], "query": row["query"], "docids": docids, "texts": texts, "targets": labels})
+    if not out:
+        raise DataFormatError("no training pairs: no query has two passages with different targets")
+    return out

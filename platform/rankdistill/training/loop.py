@@ -44,9 +44,10 @@ def collate(model: Any, rows: list[dict[str, Any]], extra_fields: tuple[str, ...
     import torch
 
     queries = [str(r["query"]) for r in rows]
-    passages = [[str(t) for t in r["texts"]] for r in rows]
+    # a passage, or an (a, b) pair for a pairwise student (``examples.pair_rows``)
+    passages = [[str(t) if isinstance(t, str) else tuple(str(x) for x in t) for t in r["texts"]] for r in rows]
     batch = model.tokenizer(queries, passages)
-    k = batch["passage_mask"].shape[1]
+    k = batch["pair_mask" if "pair_mask" in batch else "passage_mask"].shape[1]
     targets = torch.zeros((len(rows), k), dtype=torch.float32)
     for i, r in enumerate(rows):
         values = [float(v) for v in r["targets"]]

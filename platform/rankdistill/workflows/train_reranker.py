@@ -19,7 +19,7 @@ from rankdistill.retrieval.bm25 import BM25Index
 from rankdistill.tracking import TrackingConfig, start_run, tracking_uri
 from rankdistill.tracking.mlflow_tracking import write_json
 from rankdistill.training import TrainingConfig, fit
-from rankdistill.training.examples import ExamplesConfig, examples_from_qrels
+from rankdistill.training.examples import ExamplesConfig, examples_from_qrels, pair_rows
 
 MINILM = "all-MiniLM-L6-v2"
 
@@ -112,7 +112,7 @@ class LossFactory:
 
 
 def build_examples(config: ExamplesConfig) -> list[dict[str, Any]]:
-    spec, folder = resolve(config.dataset)
+    _, folder = resolve(config.dataset)
     qrels = folder.qrels(config.split)
     queries = folder.queries(config.split)
     corpus = folder.corpus()
@@ -130,8 +130,39 @@ def build_examples(config: ExamplesConfig) -> list[dict[str, Any]]:
     raise ConfigError(f"unknown example source '{config.source}' (qrels, labels)", "data.source")
 
 
-def extra_fields(rows: list[dict[str, Any]]) -> tuple[str, ...]:
-    return tuple(name for name in ("duplicate_targets", "clusters") if rows and name in rows[0])
+def training_rows(config: TrainRerankerConfig) -> list[dict[str, Any]]:
+    """The examples of ``config.data``; for a duo student, their ordered pairs (``pair_rows``),
+    trained with BCE on ``P(a ≻ b)``."""
+    if config.student.architecture != "duo":
+        return build_examples(config.data)
+    if config.loss.name != "bce":
+        raise ConfigError(f"a duo student trains on pair labels with 'bce', not '{config.loss.name}'", "loss.name")
+    rows = build_examples(config.data)
+    ranks = config.data.source == "labels" and config.data.label_kind == "listwise"
+    return pair_rows(rows, lower_is_better=ranks, max_pairs=config.data.max_pairs_per_query, seed=config.data.seed)
+
+
+EXTRA_FIELDS = {"duplicate_targets": "data.add_duplicate", "clusters": "data.novelty_clusters"}
+
+
+def extra_fields(rows: list[dict[str, Any]], loss: LossConfig) -> tuple[str, ...]:
+    """The per-passage extras the rows carry (``duplicate_targets``, ``clusters``); each must be
+    an input of the loss (DA-InfoNCE, NA-RankNet), or the config is inconsistent."""
+    import inspect
+
+    from rankdistill.losses.registry import get_loss
+
+    names = tuple(name for name in EXTRA_FIELDS if rows and name in rows[0])
+    accepted = inspect.signature(get_loss(loss.name, **loss.options).forward).parameters
+    for name in names:
+        if name not in accepted:
+            raise ConfigError(f"{EXTRA_FIELDS[name]} gives the examples '{name}', which loss '{loss.name}' does not "
+                              f"take; turn it off or use a loss that does (da_infonce, na_ranknet)", EXTRA_FIELDS[name])
+    for name, option in EXTRA_FIELDS.items():
+        parameter = accepted.get(name)
+        if parameter is not None and parameter.default is inspect.Parameter.empty and name not in names:
+            raise ConfigError(f"loss '{loss.name}' needs '{name}' in the examples: set {option}: true", option)
+    return names
 
 
 def train_stages(config: TrainRerankerConfig, rows: list[dict[str, Any]], output: Path, tracking):
@@ -142,7 +173,7 @@ def train_stages(config: TrainRerankerConfig, rows: list[dict[str, Any]], output
     import ray.data
 
     training = config.training
-    extras = extra_fields(rows)
+    extras = extra_fields(rows, config.loss)
     frozen = training.freeze_backbone_steps
     if frozen <= 0:
         return fit(StudentFactory(config.student), LossFactory(config.loss), ray.data.from_items(rows),
@@ -166,7 +197,7 @@ def train_stages(config: TrainRerankerConfig, rows: list[dict[str, Any]], output
 def run_train_reranker(config: TrainRerankerConfig) -> dict[str, Any]:
     output = Path(config.output_dir).resolve()
     output.mkdir(parents=True, exist_ok=True)
-    rows = build_examples(config.data)
+    rows = training_rows(config)
     started = init_ray(config.ray)
     summary: dict[str, Any] = {"num_examples": len(rows)}
     tags = {"job": "train_reranker", "architecture": config.student.architecture, "loss": config.loss.name,

@@ -1,4 +1,5 @@
-"""Teacher backends behind one interface: ``hf`` (transformers), ``vllm``, ``replay`` (recordings)."""
+"""Teacher backends behind one interface: ``hf`` (transformers), ``vllm``, ``replay`` (recordings),
+``reranker`` (a trained rankdistill student: duo for pairwise labels, any for pointwise)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from rankdistill.teachers.backends.base import BackendConfig, Prompt, TeacherBac
 
 logger = logging.getLogger(__name__)
 
-BACKENDS = ("hf", "vllm", "replay")
+BACKENDS = ("hf", "vllm", "replay", "reranker")
 
 
 def make_backend(config: BackendConfig) -> TeacherBackend:
@@ -23,6 +24,10 @@ def make_backend(config: BackendConfig) -> TeacherBackend:
         from rankdistill.teachers.backends.replay import ReplayBackend
 
         return ReplayBackend(config)
+    if config.name == "reranker":
+        from rankdistill.teachers.backends.reranker import RerankerBackend
+
+        return RerankerBackend(config)
     if config.name == "vllm":
         from rankdistill.teachers.backends.vllm import VLLMBackend
 

@@ -35,8 +35,8 @@ class BackendConfig:
     """Which backend and model. Unknown keys are config errors; only the chosen backend's fields
     are read."""
 
-    name: str = "hf"  # hf | vllm | replay
-    model: str | None = None  # a folder / hub id, or "package:<module>" (a GGUF shipped in a package)
+    name: str = "hf"  # hf | vllm | replay | reranker
+    model: str | None = None  # a folder / hub id, or "package:<module>" (a GGUF shipped in a package); reranker: a saved student
     gguf_file: str | None = None  # file name inside ``model`` (found automatically for package:)
     tokenizer: str | None = None  # default: the model's; replay: optional (for token truncation)
     model_type: str = "auto"  # auto | causal | seq2seq
