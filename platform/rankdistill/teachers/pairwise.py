@@ -88,7 +88,7 @@ def score_pairs(
 ) -> list[dict[str, Any]]:
     tokens = template.label_tokens
     first, second = tokens["first"], tokens["second"]
-    if getattr(backend, "judges_text", False):  # a pairwise student (duo): no prompt, the texts
+    if backend.judges_text:  # a pairwise student (duo): no prompt, the texts
         shown = []
         for u in units:
             shown.append((u["query"], u["text_a"], u["text_b"]))

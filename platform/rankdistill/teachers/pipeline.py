@@ -91,7 +91,7 @@ class Labeler:
         self.spec = spec
         self.template = load_template(spec.template, spec.template_overrides)
         self.backend = make_backend(spec.backend)
-        if spec.kind == "listwise" and getattr(self.backend, "judges_text", False):
+        if spec.kind == "listwise" and self.backend.judges_text:
             raise ConfigError(f"listwise labels need a generating LLM (hf or vllm), not the '{self.backend.name}' "
                               "backend", "teacher.backend.name")
         self.meta = {"teacher": spec.teacher_id, "template_id": self.template.id, "template_hash": self.template.hash}

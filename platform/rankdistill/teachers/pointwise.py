@@ -34,7 +34,7 @@ def log_p_yes(lp_yes: float, lp_no: float) -> float:
 
 def score_points(units: Sequence[dict[str, Any]], backend: TeacherBackend, template: PromptTemplate) -> list[dict[str, Any]]:
     yes, no = template.label_tokens["yes"], template.label_tokens["no"]
-    if getattr(backend, "judges_text", False):  # a trained student: its score, no prompt
+    if backend.judges_text:  # a trained student: its score, no prompt
         points = [(u["query"], u["text"]) for u in units]
         logprobs = backend.judge_points(points, yes, no) if points else []
     else:

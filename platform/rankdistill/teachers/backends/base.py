@@ -64,6 +64,9 @@ class TeacherBackend(abc.ABC):
 
     name: str = "backend"
     tokenizer: Any = None
+    # True for a backend that judges texts itself (``reranker``): the pairwise and pointwise
+    # labelers call its ``judge_pairs`` / ``judge_points`` instead of rendering prompts
+    judges_text: bool = False
 
     def __init__(self) -> None:
         self.calls = 0

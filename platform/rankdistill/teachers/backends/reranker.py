@@ -35,7 +35,7 @@ class RerankerBackend(TeacherBackend):
     """Holds one saved student (``load_reranker(config.model)``) on ``config.device``."""
 
     name = "reranker"
-    judges_text = True  # labelers pass texts to judge_pairs / judge_points, not prompts
+    judges_text = True
 
     def __init__(self, config: BackendConfig):
         super().__init__()
@@ -65,6 +65,18 @@ class RerankerBackend(TeacherBackend):
     def token_logprobs(self, prompts: Sequence[Prompt | str], candidate_tokens: Sequence[str]) -> list[dict[str, float]]:
         raise self._not_prompted("answer prompts")
 
+    def _per_query(self, items: Sequence[tuple[str, ...]], judge) -> list[float]:
+        """``judge(query, [rest of each item])`` once per query; results back in item order."""
+        by_query: dict[str, list[int]] = defaultdict(list)
+        for n, item in enumerate(items):
+            by_query[item[0]].append(n)
+        out: list[float] = [0.0] * len(items)
+        for query, rows in by_query.items():
+            self._count(rows)
+            for n, value in zip(rows, judge(query, [items[n][1:] for n in rows]), strict=True):
+                out[n] = float(value)
+        return out
+
     def judge_pairs(self, pairs: Sequence[tuple[str, str, str]], first: str, second: str) -> list[dict[str, float]]:
         """``(query, shown_first, shown_second)`` → ``{first: log P(shown_first ≻ shown_second),
         second: log(1 - P)}``, one model call per query."""
@@ -73,26 +85,13 @@ class RerankerBackend(TeacherBackend):
                 f"pairwise labels need a pairwise student (duo); {self.path} holds a {type(self.model).__name__}",
                 "teacher.backend.model",
             )
-        by_query: dict[str, list[int]] = defaultdict(list)
-        for n, (query, _, _) in enumerate(pairs):
-            by_query[query].append(n)
-        probabilities: list[float] = [0.0] * len(pairs)
-        for query, rows in by_query.items():
-            self._count(rows)
-            values = self.model.pair_probabilities(query, [pairs[n][1:] for n in rows], self.batch_size)
-            for n, p in zip(rows, values, strict=True):
-                probabilities[n] = min(max(float(p), _FLOOR), 1.0 - _FLOOR)
-        return [{first: math.log(p), second: math.log1p(-p)} for p in probabilities]
+        probabilities = self._per_query(
+            pairs, lambda query, shown: self.model.pair_probabilities(query, shown, self.batch_size))
+        clipped = [min(max(p, _FLOOR), 1.0 - _FLOOR) for p in probabilities]
+        return [{first: math.log(p), second: math.log1p(-p)} for p in clipped]
 
     def judge_points(self, points: Sequence[tuple[str, str]], yes: str, no: str) -> list[dict[str, float]]:
         """``(query, passage)`` → ``{yes: log σ(s), no: log σ(-s)}`` of the student's score ``s``."""
-        by_query: dict[str, list[int]] = defaultdict(list)
-        for n, (query, _) in enumerate(points):
-            by_query[query].append(n)
-        scores: list[float] = [0.0] * len(points)
-        for query, rows in by_query.items():
-            self._count(rows)
-            values = self.model.score(query, [points[n][1] for n in rows], self.batch_size)
-            for n, s in zip(rows, values, strict=True):
-                scores[n] = float(s)
+        scores = self._per_query(
+            points, lambda query, rest: self.model.score(query, [r[0] for r in rest], self.batch_size))
         return [{yes: _log_sigmoid(s), no: _log_sigmoid(-s)} for s in scores]
