@@ -18,6 +18,9 @@ time (``rerank_time``, with the fastest run in brackets) and the median process 
 mono time in the same round: paired, so slow drifts of the machine's load cancel), then the ratio of
 the fastest runs (the least disturbed ones), the CPU-time version and the plain ratio of medians. On a
 busy shared machine single runs swing by +-20 %; trust the ratios only to a few percent.
+``rerank_flops`` (and ``flops`` in the ratio line) counts the floating-point operations of one
+``score`` call with ``torch.utils.flop_counter``: deterministic, and the floor of the time ratio
+for any implementation of the same computation (element-wise work aside).
 
 Output: one line per figure, e.g. ``rerank_time mono 100 passages: 0.812 s`` and
 ``ratio set-encoder/mono: 1.03 (target <= 1.05)``.
@@ -98,6 +101,31 @@ def time_models(models, query, passages, repeats: int, batch_size: int):
     return {name: (wall[name], cpu[name]) for name in names}
 
 
+def count_flops(models, query, passages, batch_size: int) -> dict[str, int]:
+    """Floating-point operations of one ``score`` call per model (``torch.utils.flop_counter``):
+    deterministic, unlike time on a shared machine. Matrix products (``addmm``, ``bmm``) are
+    counted by torch; CPU attention (``_scaled_dot_product_flash_attention_for_cpu``, which torch
+    does not count) as ``2*B*H*Lq*Lk*(d_qk + d_v)`` for its two products. Element-wise work
+    (softmax, GELU, LayerNorm) is not counted; padding inside a chunk is, as it costs time."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode, register_flop_formula
+
+    op = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu
+    try:
+        @register_flop_formula(op)
+        def _attention_flops(query_shape, key_shape, value_shape, *args, **kwargs) -> int:
+            b, h, lq, d = query_shape
+            return 2 * b * h * lq * key_shape[-2] * (d + value_shape[-1])
+    except RuntimeError:  # already registered (second call in one process)
+        pass
+    flops = {}
+    for name, model in models.items():
+        with FlopCounterMode(display=False) as counter:
+            model.score(query, passages, batch_size=batch_size)
+        flops[name] = counter.get_total_flops()
+    return flops
+
+
 def paired_ratios(times: list[float], reference: list[float]) -> list[float]:
     """Per-round ratios (the two runs of a round are seconds apart, so they share the machine's load)."""
     return [t / r for t, r in zip(times, reference)]
@@ -108,7 +136,7 @@ def nfcorpus_training_comparison(enabled: bool) -> None:
 
     Test nDCG@10 of BM25 (0.3175) and of every architecture trained with the same budget on the
     train split, reranking BM25's top 100: ``benchmarks/nfcorpus_training.py`` trains and
-    evaluates (Ray Train + Ray Data, about 20 minutes per architecture on 2 cores), so it runs
+    evaluates (Ray Train + Ray Data, about 12 minutes per architecture on 2 cores), so it runs
     only with ``--nfcorpus-training``.
     """
     if not enabled:
@@ -164,6 +192,7 @@ def main(argv=None) -> int:
         f"batch_size {batch_size}; torch threads {torch.get_num_threads()}; {args.repeats} interleaved repeats, median"
     )
     with torch.inference_mode():
+        flops = count_flops(models, query, passages, batch_size)
         results = time_models(models, query, passages, args.repeats, batch_size)
     wall = {name: statistics.median(w) for name, (w, _) in results.items()}
     cpu = {name: statistics.median(c) for name, (_, c) in results.items()}
@@ -172,6 +201,8 @@ def main(argv=None) -> int:
         print(f"rerank_time {name} {len(passages)} passages: {wall[name]:.3f} s [min {fastest[name]:.3f} s]")
     for name in names:
         print(f"rerank_cpu_time {name} {len(passages)} passages: {cpu[name]:.3f} s")
+    for name in names:
+        print(f"rerank_flops {name} {len(passages)} passages: {flops[name] / 1e9:.1f} GFLOP")
     if "mono" in wall:
         for name in names:
             if name == "mono":
@@ -180,7 +211,8 @@ def main(argv=None) -> int:
             paired = statistics.median(paired_ratios(results[name][0], results["mono"][0]))
             paired_cpu = statistics.median(paired_ratios(results[name][1], results["mono"][1]))
             print(f"ratio {name}/mono: {paired:.2f}{target} [ratio of mins {fastest[name] / fastest['mono']:.2f}; "
-                  f"cpu-time {paired_cpu:.2f}; ratio of medians {wall[name] / wall['mono']:.2f}]")
+                  f"cpu-time {paired_cpu:.2f}; ratio of medians {wall[name] / wall['mono']:.2f}; "
+                  f"flops {flops[name] / flops['mono']:.3f}]")
     nfcorpus_training_comparison(args.nfcorpus_training)
     return 0
 

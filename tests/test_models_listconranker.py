@@ -77,6 +77,37 @@ def test_scores_are_sigmoid_of_fused_mlp_and_padding_is_masked():
     assert torch.allclose(out.scores[1, :1], alone[0], atol=1e-5)
 
 
+@pytest.mark.parametrize("pair_features", ["concat", "interaction"])
+def test_logit_is_the_fused_linear_of_the_two_pair_mlps_by_hand(pair_features):
+    """s_i = sigmoid(w_f . [ReLU(W_o f(h_q, h_i) + b_o); ReLU(W_l f(z_q, z_i) + b_l)] + b_f)."""
+    model = _model(pair_features=pair_features)
+    torch.manual_seed(3)
+    h_q, h_p = torch.randn(1, 32), torch.randn(1, 3, 32)
+    mask = torch.ones(1, 3, dtype=torch.bool)
+    with torch.no_grad():
+        logits, z = model.list_scores(h_q, h_p, mask)
+
+    def features(a, b):
+        parts = [a, b] + ([a * b, (a - b).abs()] if pair_features == "interaction" else [])
+        return torch.cat(parts)
+
+    def pair_mlp(mlp, a, b):
+        return torch.relu(mlp.linear.weight @ features(a, b) + mlp.linear.bias)
+
+    fused = model.mlp_fused
+    for i in range(3):
+        origin = pair_mlp(model.mlp_ori, h_q[0], h_p[0, i])
+        listwise = pair_mlp(model.mlp_list, z[0, 0], z[0, 1 + i])
+        expected = fused.weight[0] @ torch.cat([origin, listwise]) + fused.bias[0]
+        assert logits[0, i].item() == pytest.approx(expected.item(), abs=1e-5)
+    assert model.mlp_ori.linear.in_features == (2 if pair_features == "concat" else 4) * 32
+
+
+def test_unknown_pair_features_is_a_config_error():
+    with pytest.raises(ConfigError, match="pair_features"):
+        tiny_reranker("listconranker", pair_features="product")
+
+
 def test_freeze_embedding_model_for_the_first_stage():
     model = _model()
     model.freeze_embedding_model()

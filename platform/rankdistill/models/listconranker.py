@@ -6,8 +6,10 @@
    ``Z0 = [h_q + e_q, h_1 + e_p, ..., h_n + e_p]`` with learnable type embeddings ``e_q``/``e_p``
    (Eq. 3) and **ListAttention** (Eq. 7): the query attends only to itself, every passage attends
    to the query and all passages. So ``z_q`` never depends on the passages.
-3. ``s_i = sigmoid(MLP_fused(MLP_ori(h_q, h_i), MLP_list(z_q, z_i)))`` (Eqs. 8-10); each MLP reads
-   the concatenation of its two inputs.
+3. ``s_i = sigmoid(MLP_fused(MLP_ori(h_q, h_i), MLP_list(z_q, z_i)))`` (Eqs. 8-10). ``MLP_ori`` and
+   ``MLP_list`` read the pair's features (``pair_features``): ``"concat"`` = ``[a; b]``, the paper's
+   literal reading and default, or ``"interaction"`` = ``[a; b; a*b; |a-b|]`` (Reimers & Gurevych,
+   2019), which lets one linear unit express a dot product.
 4. Inference (§3.4, Algorithm 1): while more than ``stop_size`` (θ = 20) passages remain, score
    them, fix the bottom ``ceil(|P| * drop_rate)`` (β = 0.2) at the end of the ranking and drop
    them; then score the rest. The embeddings are computed once; only the ListTransformer reruns.
@@ -16,9 +18,17 @@
 5. Training: circle loss (``rankdistill.losses.CircleLoss``) on ``scores``; first stage with the
    embedding model frozen (``freeze_embedding_model()``), then everything.
 
-The paper leaves the MLP shapes open: ``MLP_ori``/``MLP_list`` here are ``2D -> mlp_hidden_size
--> feature_size`` (GELU; ``feature_size = 1`` reads the paper's ``s_i^origin`` / ``s_i^list`` as
-scalars) and ``MLP_fused`` is ``2 * feature_size -> fusion_hidden_size -> 1``.
+The paper leaves the MLP shapes open; the defaults follow the authors' released model
+(ByteDance/ListConRanker): ``MLP_ori``/``MLP_list`` are one ``Linear(pair features -> mlp_hidden_size)``
++ ReLU each, so ``s_i^origin``/``s_i^list`` are vectors, and ``MLP_fused`` is one
+``Linear(2 * mlp_hidden_size -> 1)`` (``fusion_hidden_size`` adds a GELU hidden layer).
+
+Training from scratch on a small budget: with ``pair_features="concat"`` the heads must learn a
+similarity function from a concatenation. On NFCorpus (60 steps of 8 queries x 4 passages,
+all-MiniLM-L6-v2, lr 1e-4, circle loss) the loss went from 5.90 (its value at uniform scores) to
+5.88 with "concat" and to 5.44 with "interaction"; MiniLM's own cosine already ranks the positive
+first in 63 % of those lists. The paper first trains the heads for 4 epochs at batch 1024 on eight
+corpora.
 """
 
 from __future__ import annotations
@@ -57,9 +67,11 @@ class ListConRankerConfig(RerankerConfig):
         list_heads: attention heads (default: the embedding model's head count).
         list_ffn_size: feed-forward size (default: 4 x hidden).
         list_dropout: dropout in the ListTransformer.
-        mlp_hidden_size: hidden size of MLP_ori / MLP_list (default: hidden size).
-        feature_size: output size of MLP_ori / MLP_list [1, read as scalars].
-        fusion_hidden_size: hidden size of MLP_fused.
+        mlp_hidden_size: output size of MLP_ori / MLP_list (default: the hidden size, as released).
+        pair_features: what MLP_ori / MLP_list read: "concat" ``[a; b]`` [paper] or "interaction"
+            ``[a; b; a*b; |a-b|]``.
+        fusion_hidden_size: None = MLP_fused is one linear layer (as released); an int adds a
+            hidden layer of that size.
         iterative_inference: use Algorithm 1 in :meth:`ListConRanker.score` [yes].
         drop_rate: β, fraction of passages fixed and dropped per round [0.2].
         stop_size: θ, stop iterating when at most this many remain [20].
@@ -74,8 +86,8 @@ class ListConRankerConfig(RerankerConfig):
     list_ffn_size: int | None = None
     list_dropout: float = 0.1
     mlp_hidden_size: int | None = None
-    feature_size: int = 1
-    fusion_hidden_size: int = 32
+    pair_features: str = "concat"
+    fusion_hidden_size: int | None = None
     iterative_inference: bool = True
     drop_rate: float = 0.2
     stop_size: int = 20
@@ -87,8 +99,12 @@ class ListConRankerConfig(RerankerConfig):
             raise ConfigError(f"must be 'mean' or 'cls', got {self.pooling!r}", key="pooling")
         if not 0.0 < float(self.drop_rate) < 1.0:
             raise ConfigError(f"β must be in (0, 1), got {self.drop_rate!r}", key="drop_rate")
-        for key in ("list_layers", "stop_size", "feature_size", "fusion_hidden_size"):
+        if self.pair_features not in PAIR_FEATURES:
+            raise ConfigError(f"must be one of {list(PAIR_FEATURES)}, got {self.pair_features!r}", key="pair_features")
+        for key in ("list_layers", "stop_size", "mlp_hidden_size", "fusion_hidden_size"):
             value = getattr(self, key)
+            if key in ("mlp_hidden_size", "fusion_hidden_size") and value is None:
+                continue
             if not isinstance(value, int) or value < 1:
                 raise ConfigError(f"must be a positive integer, got {value!r}", key=key)
 
@@ -152,8 +168,30 @@ class ListTransformerLayer(nn.Module):
         return self.ffn_norm(z + self.dropout(self.ffn(z)))
 
 
-def _mlp(inputs: int, hidden: int, outputs: int) -> nn.Sequential:
-    return nn.Sequential(nn.Linear(inputs, hidden), nn.GELU(), nn.Linear(hidden, outputs))
+#: pair feature builders: name -> (input size multiple of D, function)
+PAIR_FEATURES = {
+    "concat": (2, lambda a, b: torch.cat([a, b], dim=-1)),
+    "interaction": (4, lambda a, b: torch.cat([a, b, a * b, (a - b).abs()], dim=-1)),
+}
+
+
+class PairMLP(nn.Module):
+    """MLP_ori / MLP_list: ``ReLU(Linear(pair_features(a, b)))``, ``a, b [..., D] -> [..., out]``."""
+
+    def __init__(self, hidden: int, outputs: int, pair_features: str):
+        super().__init__()
+        multiple, self.features = PAIR_FEATURES[pair_features]
+        self.linear = nn.Linear(multiple * hidden, outputs)
+
+    def forward(self, a: Tensor, b: Tensor) -> Tensor:
+        return F.relu(self.linear(self.features(a, b)))
+
+
+def fusion_mlp(inputs: int, hidden: int | None) -> nn.Module:
+    """MLP_fused: one linear layer to the logit, or ``inputs -> hidden (GELU) -> 1``."""
+    if hidden is None:
+        return nn.Linear(inputs, 1)
+    return nn.Sequential(nn.Linear(inputs, hidden), nn.GELU(), nn.Linear(hidden, 1))
 
 
 class EmbeddingListTokenizer(RerankerTokenizer):
@@ -224,9 +262,9 @@ class ListConRanker(Reranker):
         self.list_transformer = nn.ModuleList(
             ListTransformerLayer(hidden, heads, ffn, config.list_dropout) for _ in range(config.list_layers)
         )
-        self.mlp_ori = _mlp(2 * hidden, mlp_hidden, config.feature_size)
-        self.mlp_list = _mlp(2 * hidden, mlp_hidden, config.feature_size)
-        self.mlp_fused = _mlp(2 * config.feature_size, config.fusion_hidden_size, 1)
+        self.mlp_ori = PairMLP(hidden, mlp_hidden, config.pair_features)
+        self.mlp_list = PairMLP(hidden, mlp_hidden, config.pair_features)
+        self.mlp_fused = fusion_mlp(2 * mlp_hidden, config.fusion_hidden_size)
         self.post_init()
         self.freeze_embedding_model(config.freeze_embedding_model)
 
@@ -280,8 +318,8 @@ class ListConRanker(Reranker):
         for layer in self.list_transformer:
             z = layer(z, mask)
         z_q, z_p = z[:, :1].expand_as(h_p), z[:, 1:]
-        s_origin = self.mlp_ori(torch.cat([h_q[:, None].expand_as(h_p), h_p], dim=-1))
-        s_list = self.mlp_list(torch.cat([z_q, z_p], dim=-1))
+        s_origin = self.mlp_ori(h_q[:, None].expand_as(h_p), h_p)
+        s_list = self.mlp_list(z_q, z_p)
         return self.mlp_fused(torch.cat([s_origin, s_list], dim=-1)).squeeze(-1), z
 
     def forward(
