@@ -15,8 +15,15 @@ REPO = Path(__file__).resolve().parents[1]
 
 @pytest.mark.parametrize("path", sorted((REPO / "configs").glob("train_reranker-*.yaml")), ids=lambda p: p.stem)
 def test_shipped_configs_load(path: Path):
+    from rankdistill.models import get_reranker_class
+    from rankdistill.models.base import option_names
+
     config = load_config(TrainRerankerConfig, path)
     assert config.student.architecture in path.stem
+    # the student options are known to the architecture's config class and their values valid
+    config_class = get_reranker_class(config.student.architecture).config_class
+    assert set(config.student.options) <= option_names(config_class)
+    config_class(**config.student.options)  # raises ConfigError for a bad value
 
 
 @pytest.mark.slow

@@ -28,7 +28,7 @@ MINILM = "all-MiniLM-L6-v2"
 class StudentConfig:
     """``architecture``: mono | celi | set-encoder | listconranker | duo. ``backbone``: a local
     Hugging Face encoder folder, or ``all-MiniLM-L6-v2`` (the packaged copy). ``init_from``: a
-    trained student to continue from. ``options``: architecture options (e.g. ``{d_tok: 32}``)."""
+    trained student to continue from. ``options``: architecture options (e.g. ``{token_dim: 32}`` for CELI)."""
 
     architecture: str = "mono"
     backbone: str = MINILM
