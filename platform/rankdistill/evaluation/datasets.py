@@ -1,9 +1,10 @@
 """The dataset registry: names → BEIR folders with their evaluation conventions.
 
-``demo`` ships inside the package. The others are the real collections of ``../shared/data``
-(found through ``$RANKDISTILL_DATA`` or the ``shared/data`` folder beside the repository); a
-fresh clone does not have them, and :func:`resolve` then says so (tests skip on
-:class:`DatasetUnavailable`).
+All are the real collections of ``../shared/data``, read in place (found through
+``$RANKDISTILL_DATA`` or the ``shared/data`` folder beside the repository); a fresh clone does not
+have them, and :func:`resolve` then says so (tests skip on :class:`DatasetUnavailable`).
+``demo`` is a small fixed slice of SciFact (:class:`~rankdistill.data.beir.SubsetFolder`: 32 train
+and 16 test queries, their judged documents plus 300 more) for quickstarts and fast tests.
 """
 
 from __future__ import annotations
@@ -12,10 +13,9 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from rankdistill.data.beir import BeirFolder
+from rankdistill.data.beir import BeirFolder, SubsetFolder
 from rankdistill.errors import ConfigError, RankdistillError
 
-PACKAGE_DATA = Path(__file__).resolve().parent.parent / "data"
 REPO_ROOT = Path(__file__).resolve().parents[3]
 
 
@@ -29,7 +29,7 @@ class DatasetSpec:
 
     name: str
     folder: str
-    shipped: bool = False
+    subset: bool = False  # a SubsetFolder slice of the folder (the demo)
     test_split: str = "test"
     train_split: str | None = "train"
     relevance_threshold: int = 1
@@ -40,7 +40,8 @@ class DatasetSpec:
 REGISTRY: dict[str, DatasetSpec] = {
     spec.name: spec
     for spec in (
-        DatasetSpec("demo", "demo", shipped=True, description="rankdistill's own demo collection (CC0)"),
+        DatasetSpec("demo", "scifact", subset=True,
+                    description="a small slice of BEIR SciFact (32 train / 16 test queries), read in place"),
         DatasetSpec("scifact", "scifact", runs=("bm25.test.trec", "bm25.train.trec"),
                     description="BEIR SciFact"),
         DatasetSpec("nfcorpus", "nfcorpus", runs=("bm25.test.trec", "bm25.dev.trec", "bm25.train.trec"),
@@ -75,11 +76,9 @@ def resolve(name_or_path: str) -> tuple[DatasetSpec, BeirFolder]:
         path = Path(name_or_path)
         return DatasetSpec(path.name, str(path)), BeirFolder(path)
     s = spec(name_or_path)
-    if s.shipped:
-        return s, BeirFolder(PACKAGE_DATA / s.folder)
     for root in shared_data_roots():
         if (root / s.folder / "queries.jsonl").exists():
-            return s, BeirFolder(root / s.folder)
+            return s, (SubsetFolder if s.subset else BeirFolder)(root / s.folder)
     tried = ", ".join(str(r) for r in shared_data_roots())
     raise DatasetUnavailable(
         f"dataset '{name_or_path}' is not on this machine (looked in {tried}); "
