@@ -30,13 +30,11 @@ def test_shipped_configs_load(path: Path):
 def test_listconranker_two_stage_training_evaluates_and_registers(tmp_path: Path, local_ray, monkeypatch):
     from mlflow.tracking import MlflowClient
 
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    config = _tiny_job(tmp_path, "listconranker", [
+    summary = _train_tiny(tmp_path, monkeypatch, "listconranker", [
         "student.options={query_length: 16, passage_length: 48}", "training.batch_size=4", "training.max_steps=3",
         "training.freeze_backbone_steps=1", "evaluation.max_queries=4", "evaluation.rerank.depth=20",
         "tracking.register_model=tiny-listcon",
     ])
-    summary = run_train_reranker(config)
     assert summary["steps"] == 2 and (tmp_path / "out" / "stage1" / "model" / "config.json").exists()
     assert json.loads((tmp_path / "out" / "summary.json").read_text())["registered_version"] == "1"
     client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'out'}/mlruns/mlflow.db")
@@ -58,12 +56,10 @@ def test_duo_trains_on_pairs_and_serves_as_a_pairwise_teacher(tmp_path: Path, lo
     from rankdistill.teachers.pipeline import LabelerSpec, run_bare
     from rankdistill.teachers.store import LabelStore
 
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    config = _tiny_job(tmp_path, "duo", [
+    summary = _train_tiny(tmp_path, monkeypatch, "duo", [
         "student.options={query_length: 16, passage_length: 32}", "training.batch_size=2", "training.max_steps=2",
         "evaluation.max_queries=3", "evaluation.rerank.depth=4", "tracking.register_model=null",
     ])
-    summary = run_train_reranker(config)
     assert summary["steps"] == 2 and 0.0 <= summary["metrics"]["nDCG@10"] <= 1.0
     evaluation = json.loads((tmp_path / "out" / "evaluation.json").read_text())
     assert evaluation["first_stage"]["num_queries"] == 3
@@ -92,12 +88,15 @@ def test_duo_needs_bce():
         training_rows(config)
 
 
-def _tiny_job(tmp_path: Path, architecture: str, overrides: list[str]) -> TrainRerankerConfig:
-    """The shipped config of ``architecture`` on a tiny random BERT, one worker, outputs in tmp_path."""
-    return load_config(TrainRerankerConfig, REPO / "configs" / f"train_reranker-{architecture}.yaml", [
+def _train_tiny(tmp_path: Path, monkeypatch, architecture: str, overrides: list[str]) -> dict:
+    """Run the shipped config of ``architecture`` on a tiny random BERT, one worker, outputs (and
+    MLflow, under ``out/mlruns``) in tmp_path; returns the job summary."""
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    config = load_config(TrainRerankerConfig, REPO / "configs" / f"train_reranker-{architecture}.yaml", [
         f"student.backbone={_tiny(tmp_path)}", "training.num_workers=1", "training.log_every=1",
         "evaluation.rerank.num_actors=1", f"output_dir={tmp_path / 'out'}", *overrides,
     ])
+    return run_train_reranker(config)
 
 
 def _tiny(tmp_path: Path) -> Path:
