@@ -55,6 +55,21 @@ def test_beir_folder_reads_corpus_queries_qrels(beir: Path):
     assert folder.qrels("test").relevant("q1") == {"d1"}
 
 
+def test_subset_folder_keeps_the_first_judged_queries_their_documents_and_the_first_others(beir: Path):
+    from rankdistill.data.beir import SubsetFolder
+
+    write(beir / "qrels" / "train.tsv", "query-id\tcorpus-id\tscore\nq2\td2\t1\n")
+    subset = SubsetFolder(beir, queries_per_split=(("test", 1), ("train", 1)), extra_documents=1)
+    assert subset.qrels("test") == {"q1": {"d1": 2, "d2": 0}}  # q2 is the second test query: dropped
+    assert list(subset.corpus()) == ["d1", "d2"]  # d1 is the first document; d2 is judged; "3" neither
+    assert set(subset.queries("test")) == {"q1"} and set(subset.queries()) == {"q1", "q2"}
+    subset.qrels("test", check_docs=True)
+    none_extra = SubsetFolder(beir, queries_per_split=(("train", 1),), extra_documents=0)
+    assert list(none_extra.corpus()) == ["d2"]
+    with pytest.raises(DataFormatError, match="split 'test' is not part of this subset"):
+        none_extra.qrels("test")
+
+
 def test_gzip_files_read_like_plain(beir: Path, tmp_path: Path):
     gz = tmp_path / "gz"
     (gz / "qrels").mkdir(parents=True)
