@@ -51,7 +51,8 @@ RATIO_TARGET = 0.85
 
 
 def model_path(name: str) -> tuple[str, str]:
-    from rankdistill.teachers.testing import tiny_causal_lm
+    sys.path.insert(0, str(REPO / "tests"))  # the tiny random teachers live with the tests
+    from teacher_fixtures import tiny_causal_lm
 
     if name == "small":
         return str(tiny_causal_lm(layers=8, hidden=512)), "random Llama (hidden 512, 8 layers, head_dim 64)"

@@ -39,7 +39,7 @@ DEFAULT = ("mono", "celi", "set-encoder", "listconranker")
 
 def run(args: argparse.Namespace) -> dict[str, float]:
     from rankdistill.config import load_config
-    from rankdistill.evaluation.datasets import DatasetUnavailable, resolve
+    from rankdistill.data.datasets import DatasetUnavailable, resolve
     from rankdistill.workflows.train_reranker import TrainRerankerConfig, run_train_reranker
 
     try:

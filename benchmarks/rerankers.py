@@ -46,7 +46,7 @@ TARGETS = {"set-encoder": 1.05, "celi": 1.05}
 def load_texts(n: int, corpus: str = "nfcorpus") -> tuple[str, str, list[str]] | None:
     """``(source, query, passages)``: the first query and ``n`` passages of a registered dataset,
     read in place; None when it is not on this machine."""
-    from rankdistill.evaluation.datasets import DatasetUnavailable, resolve
+    from rankdistill.data.datasets import DatasetUnavailable, resolve
 
     try:
         _, folder = resolve(corpus)
@@ -155,7 +155,7 @@ def main(argv=None) -> int:
     parser.add_argument("--nfcorpus-training", action="store_true",
                         help="also train and evaluate every architecture on nfcorpus (slow; benchmarks/nfcorpus_training.py)")
     parser.add_argument("--corpus", default="nfcorpus",
-                        help="a registered dataset (rankdistill.evaluation.datasets), read in place")
+                        help="a registered dataset (rankdistill.data.datasets), read in place")
     args = parser.parse_args(argv)
 
     texts = load_texts(args.passages, args.corpus)

@@ -16,7 +16,7 @@ os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
 
 def shared_dataset(name: str):
     """``(spec, BeirFolder)`` of a ../shared/data collection, or skip the test saying why."""
-    from rankdistill.evaluation.datasets import DatasetUnavailable, resolve
+    from rankdistill.data.datasets import DatasetUnavailable, resolve
 
     try:
         return resolve(name)
@@ -34,7 +34,7 @@ def demo():
 def pytest_runtest_call(item):
     """A test that reaches a dataset missing on this machine (e.g. a job on ``demo`` in a fresh clone
     without ../shared/data) is skipped with the reason, not failed."""
-    from rankdistill.evaluation.datasets import DatasetUnavailable
+    from rankdistill.data.datasets import DatasetUnavailable
 
     outcome = yield
     error = outcome.excinfo[1] if outcome.excinfo else None

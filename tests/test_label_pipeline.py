@@ -11,7 +11,7 @@ from conftest import shared_dataset
 from rankdistill.config import load_config
 from rankdistill.teachers import BackendConfig, LabelStore
 from rankdistill.teachers.pipeline import LabelerSpec, PipelineConfig, run_bare, run_on_ray, work_units
-from rankdistill.teachers.testing import tiny_causal_lm
+from teacher_fixtures import tiny_causal_lm
 from rankdistill.workflows.label import LabelConfig, build_candidate_lists, run_label
 
 REPO = Path(__file__).resolve().parents[1]

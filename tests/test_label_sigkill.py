@@ -14,7 +14,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 from rankdistill.teachers import LabelStore
-from rankdistill.teachers.testing import tiny_causal_lm
+from teacher_fixtures import tiny_causal_lm
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -19,11 +19,10 @@ from rankdistill.losses import (
     PairwiseKL,
     RankNet,
     get_loss,
-    jaccard_distances,
     novelty_adjusted_relevance,
-    novelty_clusters,
     pair_targets,
 )
+from rankdistill.training.augment import jaccard_distances, novelty_clusters
 
 
 def sp(x: float) -> float:

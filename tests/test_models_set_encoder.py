@@ -11,7 +11,8 @@ import torch
 from model_fixtures import PASSAGES, QUERY, tiny_reranker
 from rankdistill.errors import ConfigError
 from rankdistill.losses import DuplicateAwareInfoNCE, InfoNCE
-from rankdistill.models import MonoConfig, MonoCrossEncoder, SetEncoder, add_duplicate
+from rankdistill.models import MonoConfig, MonoCrossEncoder, SetEncoder
+from rankdistill.training.augment import add_duplicate
 from rankdistill.models.set_encoder import INT_POSITION, inter_passage_attention, inter_passage_keys
 from torch.overrides import TorchFunctionMode
 

@@ -12,7 +12,7 @@ import torch
 from rankdistill.errors import ConfigError, TeacherOutputError
 from rankdistill.teachers import BackendConfig, Prompt, load_template, make_backend
 from rankdistill.teachers.backends.hf import HFBackend, first_token_ids, resolve_model
-from rankdistill.teachers.testing import tiny_causal_lm, tiny_seq2seq_lm
+from teacher_fixtures import tiny_causal_lm, tiny_seq2seq_lm
 
 PROMPTS = ["Query: cats Document: a small feline Relevant:",
            "Query: how do bees make honey Document: forager bees carry nectar back to the hive Relevant:",

@@ -10,7 +10,8 @@ from collections import Counter
 
 import pytest
 from rankdistill.data import candidate_lists, needed_documents
-from rankdistill.evaluation.runner import DatasetConfig, FirstStageConfig, first_stage, load_dataset
+from rankdistill.data.datasets import DatasetConfig, load_dataset
+from rankdistill.retrieval.first_stage import FirstStageConfig, first_stage
 from rankdistill.teachers import (
     BackendConfig,
     ListwiseConfig,

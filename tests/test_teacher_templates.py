@@ -70,7 +70,7 @@ def test_substitution_is_single_pass_and_ignores_unknown_names():
 
 @pytest.fixture(scope="module")
 def tok():
-    from rankdistill.teachers.testing import minilm_tokenizer
+    from teacher_fixtures import minilm_tokenizer
 
     return minilm_tokenizer()
 

@@ -81,11 +81,11 @@ def test_duo_trains_on_pairs_and_serves_as_a_pairwise_teacher(tmp_path: Path, lo
 
 
 def test_duo_needs_bce():
-    from rankdistill.workflows.train_reranker import training_rows
+    from rankdistill.training.examples import training_rows
 
     config = load_config(TrainRerankerConfig, REPO / "configs" / "train_reranker-duo.yaml", ["loss.name=infonce"])
     with pytest.raises(ConfigError, match="loss.name.*pair labels with 'bce'"):
-        training_rows(config)
+        training_rows(config.data, config.student.architecture, config.loss.name)
 
 
 def _train_tiny(tmp_path: Path, monkeypatch, architecture: str, overrides: list[str]) -> dict:
@@ -123,7 +123,7 @@ def test_freezing_needs_an_embedding_model_and_fewer_steps():
 
 
 def test_example_extras_and_loss_must_agree():
-    from rankdistill.workflows.train_reranker import LossConfig, extra_fields
+    from rankdistill.training.factories import LossConfig, extra_fields
 
     rows = [{"texts": ["a", "b", "a"], "duplicate_targets": [1, 0, 1]}]
     assert extra_fields(rows, LossConfig("da_infonce")) == ("duplicate_targets",)

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from rankdistill.training import TrainingConfig, fit
 from rankdistill.training.loop import steps_for
-from rankdistill.workflows.train_reranker import LossConfig, LossFactory, StudentConfig, StudentFactory
+from rankdistill.training.factories import LossConfig, LossFactory, StudentConfig, StudentFactory
 
 WORDS = ["apple", "river", "stone", "cloud", "piano", "tiger", "lemon", "castle", "rocket", "garden", "violin", "meadow"]
 

@@ -25,7 +25,7 @@ from rankdistill.teachers import (
 )
 from rankdistill.teachers.backends.hf import first_token_ids
 from rankdistill.teachers.pairwise import pair_units
-from rankdistill.teachers.testing import tiny_causal_lm
+from teacher_fixtures import tiny_causal_lm
 
 PROMPTS = ["Query: cats Document: a small feline Relevant:",
            "Query: how do bees make honey Document: forager bees carry nectar back to the hive Relevant:",

@@ -1,7 +1,7 @@
-"""Evaluation layered like tevatron's: metrics core, dataset registry, runner."""
+"""Evaluation layered like tevatron's: the ir-measures core (``metrics``), then evaluating a loaded
+dataset's run (``runner``) and reranking candidate lists with a student on Ray (``rerank``).
+Datasets themselves load through :mod:`rankdistill.data.datasets`."""
 
-from rankdistill.evaluation.datasets import REGISTRY, DatasetSpec, DatasetUnavailable, resolve
 from rankdistill.evaluation.metrics import DEFAULT_MEASURES, EvaluationResult, evaluate
 
-__all__ = ["DEFAULT_MEASURES", "REGISTRY", "DatasetSpec", "DatasetUnavailable", "EvaluationResult",
-           "evaluate", "resolve"]
+__all__ = ["DEFAULT_MEASURES", "EvaluationResult", "evaluate"]

@@ -11,12 +11,7 @@ from rankdistill.losses.da_infonce import DuplicateAwareInfoNCE
 from rankdistill.losses.infonce import LCE, InfoNCE
 from rankdistill.losses.kl import KLDistillation
 from rankdistill.losses.margin_mse import MarginMSE
-from rankdistill.losses.na_ranknet import (
-    NoveltyAwareRankNet,
-    jaccard_distances,
-    novelty_adjusted_relevance,
-    novelty_clusters,
-)
+from rankdistill.losses.na_ranknet import NoveltyAwareRankNet, novelty_adjusted_relevance
 from rankdistill.losses.pairwise_kl import PairwiseKL, pair_targets
 from rankdistill.losses.ranknet import RankNet
 from rankdistill.losses.registry import LOSSES, get_loss
@@ -35,8 +30,6 @@ __all__ = [
     "RankNet",
     "RankingLoss",
     "get_loss",
-    "jaccard_distances",
     "novelty_adjusted_relevance",
-    "novelty_clusters",
     "pair_targets",
 ]

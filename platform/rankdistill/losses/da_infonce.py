@@ -17,7 +17,7 @@ class DuplicateAwareInfoNCE(RankingLoss):
     with ``p_i = σ(duplicate_logit_i)`` from the Set-Encoder's duplicate head. (The paper prints the
     second term with a plus sign; minimising it must *maximise* the log-likelihood of the duplicate
     labels, i.e. add the binary cross-entropy, as here.) Build the lists with
-    ``rankdistill.models.set_encoder.add_duplicate``; both copies of ``d_x`` are duplicates.
+    ``rankdistill.training.augment.add_duplicate``; both copies of ``d_x`` are duplicates.
 
     Inputs:
         scores: ``[B, k]`` relevance scores (the list *with* the appended duplicate).

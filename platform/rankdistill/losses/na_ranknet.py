@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import re
-from collections.abc import Sequence
 
 import torch
 from torch import Tensor
@@ -36,7 +34,7 @@ class NoveltyAwareRankNet(RankingLoss):
             (``targets_are_ranks=False``).
         mask: ``bool [B, k]``.
         clusters: ``long [B, k]`` near-duplicate cluster id per passage (from
-            :func:`novelty_clusters`); a negative id means "its own cluster".
+            :func:`rankdistill.training.augment.novelty_clusters`); a negative id means "its own cluster".
 
     Args:
         reduction: ``"sum"`` over pairs (paper) or ``"mean"``; then averaged over queries.
@@ -83,62 +81,3 @@ def novelty_adjusted_relevance(scores: Tensor, relevance: Tensor, clusters: Tens
     return relevance * (1 - beaten.any(dim=2).to(relevance.dtype))
 
 
-_WORD = re.compile(r"\w+|[^\w\s]")
-
-
-def _words(text: str, lowercase: bool, max_words: int) -> set[str]:
-    tokens = _WORD.findall(text.lower() if lowercase else text)
-    return set(tokens[:max_words])
-
-
-def jaccard_distances(passages: Sequence[str], lowercase: bool = False, max_words: int = 512) -> list[list[float]]:
-    """Pairwise word-set Jaccard distances ``1 - |A ∩ B| / |A ∪ B|`` (two empty texts: 0)."""
-    sets = [_words(p, lowercase, max_words) for p in passages]
-    n = len(sets)
-    out = [[0.0] * n for _ in range(n)]
-    for i in range(n):
-        for j in range(i + 1, n):
-            union = len(sets[i] | sets[j])
-            d = 1.0 - (len(sets[i] & sets[j]) / union if union else 1.0)
-            out[i][j] = out[j][i] = d
-    return out
-
-
-def novelty_clusters(
-    passages: Sequence[str], threshold: float = 0.5, lowercase: bool = False, max_words: int = 512
-) -> list[int]:
-    """Near-duplicate clusters of one ranking (Set-Encoder §3.5): agglomerative clustering with
-    *complete* linkage on word Jaccard distance, merging while the linkage distance is below
-    ``1 - threshold`` (i.e. every pair in a cluster has Jaccard similarity > ``threshold``).
-
-    Mirrors the authors' script (scikit-learn ``AgglomerativeClustering(metric="precomputed",
-    linkage="complete", distance_threshold=0.5)`` on ``nltk`` word tokens, first 512 words); words
-    here are ``\\w+`` runs and punctuation marks. Cluster ids are numbered by first appearance.
-    """
-    n = len(passages)
-    if n == 0:
-        return []
-    dist = jaccard_distances(passages, lowercase, max_words)
-    limit = 1.0 - threshold
-    clusters: list[list[int]] = [[i] for i in range(n)]
-
-    def linkage(a: list[int], b: list[int]) -> float:
-        return max(dist[i][j] for i in a for j in b)
-
-    while len(clusters) > 1:
-        best, pair = None, None
-        for x in range(len(clusters)):
-            for y in range(x + 1, len(clusters)):
-                d = linkage(clusters[x], clusters[y])
-                if best is None or d < best:
-                    best, pair = d, (x, y)
-        if best is None or best >= limit:
-            break
-        x, y = pair
-        clusters[x] = clusters[x] + clusters[y]
-        del clusters[y]
-    label = [0] * n
-    for cid, members in enumerate(sorted(clusters, key=min)):
-        for i in members:
-            label[i] = cid
-    return label

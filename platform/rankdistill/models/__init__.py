@@ -33,7 +33,6 @@ from rankdistill.models.set_encoder import (
     SetEncoder,
     SetEncoderConfig,
     SetEncoderOutput,
-    add_duplicate,
     inter_passage_attention,
 )
 
@@ -60,7 +59,6 @@ __all__ = [
     "SetEncoder",
     "SetEncoderConfig",
     "SetEncoderOutput",
-    "add_duplicate",
     "aggregate_pairs",
     "build_reranker",
     "get_reranker_class",

@@ -29,13 +29,11 @@ BERT-base) — more in practice on CPU, where attention runs at a lower FLOP rat
 Scores: the backbone's classification head on the final ``[CLS]``. Duplicate detection (§3.4):
 ``duplicate_head`` (linear) on the final ``[CLS]`` (default) or ``[INT]`` gives
 ``duplicate_logits`` — train with ``rankdistill.losses.DuplicateAwareInfoNCE`` on lists built by
-:func:`add_duplicate`.
+:func:`rankdistill.training.augment.add_duplicate`.
 """
 
 from __future__ import annotations
 
-import random
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -360,21 +358,3 @@ class SetEncoder(Reranker):
         if output.duplicate_logits is not None and output.duplicate_logits.requires_grad:
             loss = loss + 0.0 * output.duplicate_logits.masked_fill(~output.mask, 0.0).sum()
         return loss
-
-
-def add_duplicate(
-    passages: Sequence[str], rng: random.Random | None = None, index: int | None = None
-) -> tuple[list[str], list[int], int]:
-    """Set-Encoder §3.4 data step: copy one randomly sampled passage ``d_x`` and append it as ``d_{k+1}``.
-
-    Returns ``(passages + [d_x], duplicate_targets, x)`` where ``duplicate_targets[i] = 1`` for both
-    copies (the model is permutation invariant, so original and copy are indistinguishable).
-    Relevance targets of the new list: append the original's label, e.g. ``labels + [labels[x]]``.
-    """
-    if not passages:
-        raise ValueError("need at least one passage to duplicate")
-    rng = rng or random.Random()
-    x = rng.randrange(len(passages)) if index is None else index
-    out = list(passages) + [passages[x]]
-    targets = [1 if p == passages[x] else 0 for p in out]
-    return out, targets, x

@@ -14,8 +14,7 @@ from typing import Any
 
 from rankdistill.data.records import Document, Qrels, Query, Run
 from rankdistill.errors import ConfigError, DataFormatError
-from rankdistill.losses.na_ranknet import novelty_clusters
-from rankdistill.models.set_encoder import add_duplicate
+from rankdistill.training.augment import add_duplicate, novelty_clusters
 
 
 @dataclass
@@ -146,3 +145,41 @@ def pair_rows(rows: list[dict[str, Any]], lower_is_better: bool = False,
     if not out:
         raise DataFormatError("no training pairs: no query has two passages with different targets")
     return out
+
+
+def build_examples(config: ExamplesConfig) -> list[dict[str, Any]]:
+    """The example rows of ``config``: qrels + hard negatives (from a run, or BM25 on the fly), or
+    teacher labels from the label store."""
+    from rankdistill.data.datasets import resolve, resolve_run_path
+    from rankdistill.data.trec import read_trec_run
+
+    _, folder = resolve(config.dataset)
+    queries = folder.queries(config.split)
+    corpus = folder.corpus()
+    if config.source == "qrels":
+        qrels = folder.qrels(config.split)
+        if config.negatives_run:
+            negatives = read_trec_run(resolve_run_path(config.negatives_run, folder, "data.negatives_run"))
+        else:
+            from rankdistill.retrieval.bm25 import BM25Index
+
+            negatives = BM25Index().index(corpus.values(), show_progress=False).search(
+                list(queries.values()), config.negatives_depth)
+        return examples_from_qrels(queries, corpus, qrels, negatives, config)
+    if config.source == "labels":
+        from rankdistill.training.label_examples import examples_from_labels
+
+        return examples_from_labels(queries, corpus, config)
+    raise ConfigError(f"unknown example source '{config.source}' (qrels, labels)", "data.source")
+
+
+def training_rows(config: ExamplesConfig, architecture: str, loss_name: str) -> list[dict[str, Any]]:
+    """The examples of ``config``; for a duo student, their ordered pairs (:func:`pair_rows`),
+    trained with BCE on ``P(a ≻ b)``."""
+    if architecture != "duo":
+        return build_examples(config)
+    if loss_name != "bce":
+        raise ConfigError(f"a duo student trains on pair labels with 'bce', not '{loss_name}'", "loss.name")
+    rows = build_examples(config)
+    ranks = config.source == "labels" and config.label_kind == "listwise"
+    return pair_rows(rows, lower_is_better=ranks, max_pairs=config.max_pairs_per_query, seed=config.seed)

