@@ -42,6 +42,14 @@ def pytest_runtest_call(item):
         outcome.force_exception(pytest.skip.Exception(f"needs a shared data collection: {error}", _use_item_location=True))
 
 
+@pytest.fixture(autouse=True)
+def rankdistill_home(tmp_path_factory, monkeypatch):
+    """Each test's own embedded MLflow home (never the user's ~/.rankdistill)."""
+    home = tmp_path_factory.mktemp("rankdistill-home")
+    monkeypatch.setenv("RANKDISTILL_HOME", str(home))
+    return home
+
+
 @pytest.fixture(scope="module")
 def local_ray():
     """A local Ray instance on 127.0.0.1 for the module; shut down afterwards."""

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from conftest import shared_dataset
 from rankdistill.config import load_config
+from rankdistill.tracking import tracking_uri
 from rankdistill.workflows.evaluate import EvaluateConfig, run_evaluate
 
 REPO = Path(__file__).resolve().parents[1]
@@ -16,7 +17,7 @@ REPO = Path(__file__).resolve().parents[1]
 def mlflow_run(output: Path):
     from mlflow.tracking import MlflowClient
 
-    client = MlflowClient(tracking_uri=f"sqlite:///{output.resolve()}/mlruns/mlflow.db")
+    client = MlflowClient(tracking_uri=tracking_uri())  # the machine's one embedded store
     (experiment,) = [e for e in client.search_experiments() if e.name == "evaluate"]
     (run,) = client.search_runs([experiment.experiment_id])
     return client, run

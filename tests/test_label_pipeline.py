@@ -11,8 +11,9 @@ from conftest import shared_dataset
 from rankdistill.config import load_config
 from rankdistill.teachers import BackendConfig, LabelStore
 from rankdistill.teachers.pipeline import LabelerSpec, PipelineConfig, run_bare, run_on_ray, work_units
-from teacher_fixtures import tiny_causal_lm
+from rankdistill.tracking import tracking_uri
 from rankdistill.workflows.label import LabelConfig, build_candidate_lists, run_label
+from teacher_fixtures import tiny_causal_lm
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -34,7 +35,7 @@ def demo_config(tmp_path: Path, model: str, *overrides: str) -> LabelConfig:
 def mlflow_runs(output: Path):
     from mlflow.tracking import MlflowClient
 
-    client = MlflowClient(tracking_uri=f"sqlite:///{output.resolve()}/mlruns/mlflow.db")
+    client = MlflowClient(tracking_uri=tracking_uri())  # the machine's one embedded store
     (experiment,) = [e for e in client.search_experiments() if e.name == "label"]
     return client.search_runs([experiment.experiment_id], order_by=["attribute.start_time ASC"])
 

@@ -18,12 +18,35 @@ def test_mlflow_safe_name(name, safe):
     assert mlflow_safe_name(name) == safe
 
 
-def test_default_uri_is_sqlite_under_output_and_env_overrides(tmp_path: Path, monkeypatch):
+def test_default_uri_is_the_machines_one_home_and_env_overrides(tmp_path: Path, monkeypatch):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    assert tracking_uri(TrackingConfig(), tmp_path) == f"sqlite:///{tmp_path.resolve()}/mlruns/mlflow.db"
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:////elsewhere/db.sqlite")
-    assert tracking_uri(TrackingConfig(), tmp_path) == "sqlite:////elsewhere/db.sqlite"
-    assert tracking_uri(TrackingConfig(uri="file:///x"), tmp_path) == "file:///x"
+    monkeypatch.setenv("RANKDISTILL_HOME", str(tmp_path / "home"))
+    assert tracking_uri(TrackingConfig()) == f"sqlite:///{(tmp_path / 'home').resolve()}/mlruns/mlflow.db"
+    monkeypatch.delenv("RANKDISTILL_HOME")
+    monkeypatch.setenv("HOME", str(tmp_path / "user"))
+    assert tracking_uri() == f"sqlite:///{(tmp_path / 'user').resolve()}/.rankdistill/mlruns/mlflow.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5000")
+    assert tracking_uri(TrackingConfig()) == "http://127.0.0.1:5000"
+    assert tracking_uri(TrackingConfig(uri="file:///x")) == "file:///x"
+
+
+@pytest.mark.parametrize("uri,local", [("sqlite:////a/b.db", True), ("file:///x", True), ("/tmp/mlruns", True),
+                                       ("mlruns", True), ("http://head:5000", False), ("https://m.example", False),
+                                       ("databricks", True)])
+def test_machine_local_stores(uri, local):
+    from rankdistill.tracking.mlflow_tracking import is_machine_local
+
+    assert is_machine_local(uri) is local
+
+
+def test_run_names_say_what_ran():
+    from rankdistill.tracking.mlflow_tracking import run_name_for
+
+    assert run_name_for({"job": "train_reranker", "architecture": "mono", "loss": "infonce",
+                         "dataset": "nfcorpus"}) == "train_reranker mono nfcorpus"
+    assert run_name_for({"job": "evaluate", "dataset": "demo", "split": "test", "first_stage": "bm25"}) == \
+        "evaluate bm25 demo test"
+    assert run_name_for({}) is None
 
 
 @dataclass
@@ -37,14 +60,14 @@ class Job:
     name: str = "demo"
 
 
-def test_run_logs_params_metrics_artifacts_and_registers_model(tmp_path: Path, monkeypatch):
+def test_run_logs_params_metrics_artifacts_and_registers_model(tmp_path: Path, monkeypatch, rankdistill_home):
     from mlflow.tracking import MlflowClient
 
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     (tmp_path / "model").mkdir()
     (tmp_path / "model" / "config.json").write_text("{}")
     (tmp_path / "run.trec").write_text("q Q0 d 1 1.0 t\n")
-    with start_run(TrackingConfig(experiment="t"), tmp_path, tags={"job": "test"}) as tracker:
+    with start_run(TrackingConfig(experiment="t"), tags={"job": "test"}) as tracker:
         tracker.log_config(Job())
         tracker.log_metrics({"nDCG@10": 0.5, "RR(rel=2)@10": 0.25})
         tracker.log_artifact(tmp_path / "run.trec", "runs")
@@ -56,32 +79,36 @@ def test_run_logs_params_metrics_artifacts_and_registers_model(tmp_path: Path, m
     assert run.data.metrics == {"nDCG_at_10": 0.5, "RR_rel_2_at_10": 0.25}
     assert run.data.tags["job"] == "test"
     artifacts = {a.path for a in client.list_artifacts(run_id)}
-    assert {"config.yaml", "runs", "model"} <= artifacts
+    assert {"config.yaml", "runs"} <= artifacts
     mv = client.get_model_version("tiny-reranker", version)
     assert mv.tags["arch"] == "mono" and mv.run_id == run_id
-    assert (tmp_path / "mlruns" / "mlflow.db").exists()
+    assert client.get_run(run_id).info.run_name == "test"
+    assert (rankdistill_home / "mlruns" / "mlflow.db").exists()
 
 
-def test_disabled_tracking_is_a_no_op(tmp_path: Path):
-    with start_run(TrackingConfig(enabled=False), tmp_path) as tracker:
+def test_disabled_tracking_is_a_no_op(tmp_path: Path, rankdistill_home):
+    with start_run(TrackingConfig(enabled=False)) as tracker:
         tracker.log_metrics({"x": 1.0})
         assert not tracker.active
-    assert not (tmp_path / "mlruns").exists()
+    assert not (rankdistill_home / "mlruns").exists()
 
 
-def test_two_jobs_in_one_process_log_to_their_own_stores(tmp_path: Path, monkeypatch):
-    """mlflow.set_tracking_uri exports MLFLOW_TRACKING_URI; a finished run must not leak it."""
+def test_jobs_share_one_store_and_do_not_leak_the_uri(tmp_path: Path, monkeypatch):
+    """Two jobs in one process land in the machine's one store (so the UI compares them), and
+    mlflow.set_tracking_uri's export of MLFLOW_TRACKING_URI does not outlive a run."""
     import os
 
     from mlflow.tracking import MlflowClient
 
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     ids = []
-    for name in ("first", "second"):
-        with start_run(TrackingConfig(experiment="t"), tmp_path / name) as tracker:
-            tracker.log_metrics({"x": 1.0})
+    for job in ("evaluate", "train_reranker"):
+        with start_run(TrackingConfig(experiment="t"), tags={"job": job}) as tracker:
+            tracker.log_metrics({"test/nDCG@10": 0.5})
             ids.append(tracker.run_id)
         assert "MLFLOW_TRACKING_URI" not in os.environ
-    for name, run_id in zip(("first", "second"), ids, strict=True):
-        client = MlflowClient(tracking_uri=f"sqlite:///{(tmp_path / name).resolve()}/mlruns/mlflow.db")
-        assert client.get_run(run_id).data.metrics == {"x": 1.0}
+    client = MlflowClient(tracking_uri=tracking_uri())
+    runs = client.search_runs([client.get_experiment_by_name("t").experiment_id])
+    assert sorted(r.info.run_id for r in runs) == sorted(ids)
+    assert {r.info.run_name for r in runs} == {"evaluate", "train_reranker"}
+    assert all(r.data.metrics == {"test/nDCG_at_10": 0.5} for r in runs)

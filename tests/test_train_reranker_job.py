@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from rankdistill.config import load_config
 from rankdistill.errors import ConfigError
+from rankdistill.tracking import tracking_uri
 from rankdistill.workflows.train_reranker import TrainRerankerConfig, run_train_reranker
 
 REPO = Path(__file__).resolve().parents[1]
@@ -37,7 +38,7 @@ def test_listconranker_two_stage_training_evaluates_and_registers(tmp_path: Path
     ])
     assert summary["steps"] == 2 and (tmp_path / "out" / "stage1" / "model" / "config.json").exists()
     assert json.loads((tmp_path / "out" / "summary.json").read_text())["registered_version"] == "1"
-    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'out'}/mlruns/mlflow.db")
+    client = MlflowClient(tracking_uri=tracking_uri())  # the machine's one embedded store
     (run,) = client.search_runs([client.get_experiment_by_name("train_reranker").experiment_id])
     assert "test/nDCG_at_10" in run.data.metrics and "first_stage/nDCG_at_10" in run.data.metrics
     steps = [m.step for m in client.get_metric_history(run.info.run_id, "train_loss")]
@@ -45,6 +46,19 @@ def test_listconranker_two_stage_training_evaluates_and_registers(tmp_path: Path
     assert run.data.params["student.architecture"] == "listconranker"
     version = client.get_model_version("tiny-listcon", "1")
     assert version.tags["architecture"] == "listconranker" and "nDCG_at_10" in version.tags
+    assert run.info.run_name.startswith("train_reranker listconranker demo")
+
+    # the registered version is a real MLflow model: pyfunc loads it and scores like the saved student
+    import mlflow.pyfunc
+    import pandas as pd
+    from rankdistill.models import load_reranker
+
+    mlflow.set_tracking_uri(tracking_uri())
+    loaded = mlflow.pyfunc.load_model("models:/tiny-listcon/1")
+    frame = pd.DataFrame({"query": ["what is a cat"] * 3,
+                          "passage": ["cats purr", "dogs bark", "a cat is a small mammal"]})
+    expected = load_reranker(tmp_path / "out" / "model").score("what is a cat", list(frame.passage))
+    assert loaded.predict(frame) == pytest.approx(expected, abs=1e-5)
 
 
 @pytest.mark.slow
@@ -90,7 +104,7 @@ def test_duo_needs_bce():
 
 def _train_tiny(tmp_path: Path, monkeypatch, architecture: str, overrides: list[str]) -> dict:
     """Run the shipped config of ``architecture`` on a tiny random BERT, one worker, outputs (and
-    MLflow, under ``out/mlruns``) in tmp_path; returns the job summary."""
+    MLflow in the test's own $RANKDISTILL_HOME) in tmp_path; returns the job summary."""
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     config = load_config(TrainRerankerConfig, REPO / "configs" / f"train_reranker-{architecture}.yaml", [
         f"student.backbone={_tiny(tmp_path)}", "training.num_workers=1", "training.log_every=1",

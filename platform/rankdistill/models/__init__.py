@@ -28,7 +28,7 @@ from rankdistill.models.listconranker import (
     list_attention_mask,
 )
 from rankdistill.models.mono import MonoConfig, MonoCrossEncoder
-from rankdistill.models.registry import RERANKERS, build_reranker, get_reranker_class, load_reranker
+from rankdistill.models.registry import RERANKERS, build_reranker, get_reranker_class, load_reranker, load_student
 from rankdistill.models.set_encoder import (
     SetEncoder,
     SetEncoderConfig,
@@ -66,4 +66,5 @@ __all__ = [
     "late_interaction",
     "list_attention_mask",
     "load_reranker",
+    "load_student",
 ]

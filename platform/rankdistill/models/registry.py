@@ -59,3 +59,8 @@ def load_reranker(path: str | os.PathLike, **kwargs: Any) -> Reranker:
         raise ConfigError(f"no readable config.json ({exc})", path=config_file) from exc
     cls = _BY_MODEL_TYPE.get(model_type, MonoCrossEncoder)
     return cls.from_pretrained(path, **kwargs)
+
+
+def load_student(path: str | os.PathLike, **kwargs: Any):
+    """Any saved student (a reranker or a dense retriever), by ``config.json``'s ``model_type``."""
+    return load_reranker(path, **kwargs)

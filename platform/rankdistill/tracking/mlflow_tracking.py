@@ -1,8 +1,12 @@
-"""MLflow tracking with an embedded default store.
+"""MLflow tracking: one home for every job's runs.
 
-Unless ``MLFLOW_TRACKING_URI`` (or the job's ``tracking.uri``) says otherwise, a job logs to a
-sqlite database and an artifact folder under its output directory (``<output>/mlruns``), so a
-fresh machine needs no server: ``mlflow ui --backend-store-uri sqlite:///<output>/mlruns/mlflow.db``.
+Where runs go, first match wins: the job's ``tracking.uri``; ``$MLFLOW_TRACKING_URI`` (on a
+cluster: the MLflow server that ``cluster.yaml`` starts on the head, passed to jobs through the
+runtime environment); else the machine's embedded store, a sqlite database and an artifact folder
+under ``$RANKDISTILL_HOME`` (default ``~/.rankdistill``), shared by every job on this machine so
+one MLflow UI compares them all (``make mlflow-ui``). The embedded store needs no server, and is
+for one machine only: a Ray Train worker on another node cannot reach it, which
+:func:`check_reachable_from_workers` turns into an error naming what to set.
 """
 
 from __future__ import annotations
@@ -24,23 +28,41 @@ class TrackingConfig:
     """Where and under which experiment a job is tracked."""
 
     enabled: bool = True
-    uri: str | None = None  # default: $MLFLOW_TRACKING_URI, else sqlite under the output dir
+    uri: str | None = None  # default: $MLFLOW_TRACKING_URI, else sqlite under $RANKDISTILL_HOME
     experiment: str = "rankdistill"
-    run_name: str | None = None
+    run_name: str | None = None  # default: what ran, e.g. "train_reranker mono nfcorpus"
     register_model: str | None = None  # registered-model name for jobs that produce a model
 
 
-def tracking_uri(config: TrackingConfig, output_dir: str | Path) -> str:
-    if config.uri:
+def rankdistill_home() -> Path:
+    """``$RANKDISTILL_HOME``, else ``~/.rankdistill``: the machine's embedded MLflow store."""
+    return Path(os.environ.get("RANKDISTILL_HOME") or Path.home() / ".rankdistill").expanduser().resolve()
+
+
+def tracking_uri(config: TrackingConfig | None = None) -> str:
+    """The tracking URI a job logs to (see the module docstring for the order)."""
+    if config is not None and config.uri:
         return config.uri
     if os.environ.get("MLFLOW_TRACKING_URI"):
         return os.environ["MLFLOW_TRACKING_URI"]
-    store = Path(output_dir).resolve() / "mlruns"
+    store = rankdistill_home() / "mlruns"
     store.mkdir(parents=True, exist_ok=True)
     return f"sqlite:///{store / 'mlflow.db'}"
 
 
-def _experiment_id(mlflow, name: str, uri: str, output_dir: str | Path) -> str:
+def is_machine_local(uri: str) -> bool:
+    """A store only this machine can open (sqlite, a plain folder), as opposed to a server."""
+    return uri.startswith(("sqlite:", "file:", "/")) or "://" not in uri
+
+
+def run_name_for(tags: Mapping[str, Any]) -> str | None:
+    """A run name saying what ran: the job, then the student / first stage / teacher, the dataset."""
+    parts = [str(tags[k]) for k in ("job", "architecture", "first_stage", "kind", "teacher", "dataset", "split")
+             if tags.get(k)]
+    return " ".join(parts) or None
+
+
+def _experiment_id(mlflow, name: str, uri: str) -> str:
     experiment = mlflow.get_experiment_by_name(name)
     if experiment is not None:
         return experiment.experiment_id
@@ -56,8 +78,9 @@ def _experiment_id(mlflow, name: str, uri: str, output_dir: str | Path) -> str:
 class Tracker:
     """A thin handle on the active MLflow run (or a no-op when tracking is disabled)."""
 
-    def __init__(self, run_id: str | None):
+    def __init__(self, run_id: str | None, uri: str | None = None):
         self.run_id = run_id
+        self.uri = uri or (tracking_uri() if run_id else None)
 
     @property
     def active(self) -> bool:
@@ -119,31 +142,41 @@ class Tracker:
         mlflow.set_tags({k: str(v) for k, v in tags.items()})
 
     def register_model(self, model_dir: str | Path, name: str, tags: Mapping[str, Any] | None = None) -> str | None:
-        """Log ``model_dir`` (a save_pretrained folder) as artifacts and register a model version."""
+        """Log ``model_dir`` (a save_pretrained folder) as a pyfunc model and register a version."""
         if not self.active:
             return None
         return register_model(self.run_id, model_dir, name, tags)
 
+    def worker_handle(self) -> dict[str, str] | None:
+        """What a Ray Train worker needs to log into this run: ``{"uri", "run_id"}``."""
+        return {"uri": self.uri, "run_id": self.run_id} if self.active else None
+
 
 @contextlib.contextmanager
-def start_run(
-    config: TrackingConfig, output_dir: str | Path, tags: Mapping[str, Any] | None = None
-) -> Iterator[Tracker]:
-    """Open an MLflow run (nested runs are not used: one job, one run)."""
+def start_run(config: TrackingConfig, tags: Mapping[str, Any] | None = None, nested: bool = False) -> Iterator[Tracker]:
+    """Open an MLflow run named after what ran (``tags``); ``nested`` opens a child of the active
+    run (PairDistill's iterations under the job's parent run)."""
     if not config.enabled:
         yield Tracker(None)
         return
     import mlflow
 
-    uri = tracking_uri(config, output_dir)
+    if nested:
+        with mlflow.start_run(run_name=config.run_name or run_name_for(tags or {}), tags=dict(tags or {}),
+                              nested=True) as run:
+            yield Tracker(run.info.run_id)
+        return
+
+    uri = tracking_uri(config)
     # mlflow.set_tracking_uri also exports MLFLOW_TRACKING_URI; restore it afterwards so a later
     # job in this process (or a child process) does not log into this job's store
     previous_env = os.environ.get("MLFLOW_TRACKING_URI")
     mlflow.set_tracking_uri(uri)
     try:
-        experiment_id = _experiment_id(mlflow, config.experiment, uri, output_dir)
-        with mlflow.start_run(experiment_id=experiment_id, run_name=config.run_name, tags=dict(tags or {})) as run:
-            yield Tracker(run.info.run_id)
+        experiment_id = _experiment_id(mlflow, config.experiment, uri)
+        name = config.run_name or run_name_for(tags or {})
+        with mlflow.start_run(experiment_id=experiment_id, run_name=name, tags=dict(tags or {})) as run:
+            yield Tracker(run.info.run_id, uri)
     finally:
         if previous_env is None:
             os.environ.pop("MLFLOW_TRACKING_URI", None)
@@ -154,17 +187,26 @@ def start_run(
 def register_model(
     run_id: str, model_dir: str | Path, name: str, tags: Mapping[str, Any] | None = None
 ) -> str:
-    """Upload ``model_dir`` under the run's ``model/`` artifacts and register it; returns the version.
-    Tag keys follow the metric-name rule (``nDCG@10`` → ``nDCG_at_10``)."""
+    """Log ``model_dir`` as the run's pyfunc model (``model``; see :mod:`rankdistill.tracking.pyfunc`)
+    and register it as a new version of ``name``; returns the version. Tag keys follow the
+    metric-name rule (``nDCG@10`` → ``nDCG_at_10``)."""
+    import mlflow
     from mlflow.tracking import MlflowClient
 
+    from rankdistill.tracking.pyfunc import log_student
+
+    safe_tags = {mlflow_safe_name(k): str(v) for k, v in (tags or {}).items()}
+    active = mlflow.active_run()
+    if active is None or active.info.run_id != run_id:
+        with mlflow.start_run(run_id=run_id):
+            info = log_student(model_dir)
+    else:
+        info = log_student(model_dir)
     client = MlflowClient()
-    client.log_artifacts(run_id, str(model_dir), "model")
     with contextlib.suppress(Exception):
         client.create_registered_model(name)
-    source = f"runs:/{run_id}/model"
-    safe_tags = {mlflow_safe_name(k): str(v) for k, v in (tags or {}).items()}
-    version = client.create_model_version(name, source, run_id=run_id, tags=safe_tags)
+    version = client.create_model_version(name, info.model_uri, run_id=run_id, tags=safe_tags,
+                                          model_id=getattr(info, "model_id", None))
     return str(version.version)
 
 
@@ -174,3 +216,19 @@ def write_json(data: Any, path: str | Path) -> Path:
     path.write_text(json.dumps(data, indent=2, sort_keys=True))
     return path
 
+
+
+def check_reachable_from_workers(uri: str) -> None:
+    """Fail early when a Ray cluster of several nodes would log into a machine-local store (its
+    workers would each quietly create an empty one)."""
+    import ray
+
+    from rankdistill.errors import ConfigError
+
+    if not ray.is_initialized() or not is_machine_local(uri):
+        return
+    nodes = [n for n in ray.nodes() if n.get("Alive")]
+    if len(nodes) > 1:
+        raise ConfigError(f"MLflow store '{uri}' is on this machine only, but the Ray cluster has {len(nodes)} "
+                          "nodes: set MLFLOW_TRACKING_URI (or tracking.uri) to an MLflow server, e.g. the one "
+                          "cluster.yaml starts on the head (http://<head>:5000)", "tracking.uri")

@@ -43,10 +43,10 @@ def run_evaluate(config: EvaluateConfig) -> EvaluationResult:
     write_trec_run(run, run_path, tag=str(label).replace(" ", "_"))
     eval_path = write_json(result.to_dict(), output / "evaluation.json")
     tags = {"job": "evaluate", "dataset": data.spec.name, "split": config.dataset.split, "first_stage": label}
-    with start_run(config.tracking, output, tags=tags) as tracker:
+    with start_run(config.tracking, tags=tags) as tracker:
         tracker.log_config(config)
         tracker.log_params({"num_queries": result.num_queries})
-        tracker.log_metrics(result.aggregate)
+        tracker.log_metrics(result.aggregate, prefix=f"{config.dataset.split}/")
         tracker.log_artifact(run_path, "runs")
         tracker.log_artifact(eval_path, "evaluation")
         first = next(iter(result.aggregate))

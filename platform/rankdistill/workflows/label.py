@@ -242,7 +242,7 @@ def _report(config: LabelConfig, summary: LabelSummary, output: Path) -> None:
     path = write_json(summary.to_dict(), output / "label_summary.json")
     tags = {"job": "label", "kind": summary.kind, "teacher": summary.teacher, "template": summary.template_id,
             "template_hash": summary.template_hash, "dataset": config.dataset.name}
-    with start_run(config.tracking, output, tags=tags) as tracker:
+    with start_run(config.tracking, tags=tags) as tracker:
         tracker.log_config(config)
         tracker.log_params({"teacher_id": summary.teacher, "template_hash": summary.template_hash,
                             "num_queries": summary.queries})

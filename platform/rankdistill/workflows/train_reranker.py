@@ -16,8 +16,8 @@ from rankdistill.evaluation.rerank import RerankConfig, rerank_on_ray
 from rankdistill.evaluation.runner import per_query_figure
 from rankdistill.ray_runtime import RayConfig, init_ray, shutdown_ray
 from rankdistill.retrieval.bm25 import BM25Index
-from rankdistill.tracking import TrackingConfig, start_run, tracking_uri
-from rankdistill.tracking.mlflow_tracking import write_json
+from rankdistill.tracking import TrackingConfig, start_run
+from rankdistill.tracking.mlflow_tracking import check_reachable_from_workers, write_json
 from rankdistill.training import TrainingConfig, fit
 from rankdistill.training.examples import ExamplesConfig, training_rows
 from rankdistill.training.factories import LossConfig, LossFactory, StudentConfig, StudentFactory, extra_fields
@@ -87,10 +87,12 @@ def run_train_reranker(config: TrainRerankerConfig) -> dict[str, Any]:
     tags = {"job": "train_reranker", "architecture": config.student.architecture, "loss": config.loss.name,
             "dataset": config.data.dataset, "strategy": config.training.strategy}
     try:
-        with start_run(config.tracking, output, tags=tags) as tracker:
+        with start_run(config.tracking, tags=tags) as tracker:
             tracker.log_config(config)
             tracker.log_params({"num_examples": len(rows)})
-            tracking = {"uri": tracking_uri(config.tracking, output), "run_id": tracker.run_id} if tracker.active else None
+            tracking = tracker.worker_handle()
+            if tracking:
+                check_reachable_from_workers(tracking["uri"])
             result = train_stages(config, rows, output, tracking)
             summary.update(model_dir=str(result.model_dir), steps=result.steps)
             print(f"trained {config.student.architecture} for {result.steps} steps -> {result.model_dir}", flush=True)
@@ -128,7 +130,7 @@ def evaluate_student(model_dir: Path, config: TrainRerankerConfig, output: Path,
     write_trec_run(reranked, output / "rerank.trec", tag=config.student.architecture)
     write_json({"first_stage": before.to_dict(), "reranked": after.to_dict()}, output / "evaluation.json")
     tracker.log_metrics(before.aggregate, prefix="first_stage/")
-    tracker.log_metrics(after.aggregate, prefix="test/")
+    tracker.log_metrics(after.aggregate, prefix=f"{ev.split}/")
     tracker.log_artifact(output / "rerank.trec", "runs")
     tracker.log_artifact(output / "evaluation.json", "evaluation")
     if tracker.active:
