@@ -9,14 +9,14 @@ PIP    := $(PY) -m pip
 TORCH_CPU ?= torch==2.13.0
 PYTEST_ARGS ?=
 
+# Single-machine settings for the targets below (a job that joins a cluster keeps the cluster's).
 export RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER ?= 0
-export RAY_TRAIN_HEALTH_CHECK_INTERVAL_S ?= 0.2
 export RAY_USAGE_STATS_ENABLED ?= 0
 export HF_HUB_OFFLINE ?= 1
 export TRANSFORMERS_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: demo test test-fast bench lint install install-dev clean
+.PHONY: demo test test-fast bench lint install install-dev clean mlflow-ui
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -50,6 +50,12 @@ bench: $(VENV)/.installed-dev
 
 lint: $(VENV)/.installed-dev
 	$(PY) -m ruff check platform jobs serve tests benchmarks
+
+# The machine's one MLflow store (every job's runs; $$RANKDISTILL_HOME, default ~/.rankdistill).
+RANKDISTILL_HOME ?= $(HOME)/.rankdistill
+mlflow-ui: $(VENV)/.installed
+	$(VENV)/bin/mlflow ui --host 127.0.0.1 --port 5000 \
+		--backend-store-uri sqlite:///$(RANKDISTILL_HOME)/mlruns/mlflow.db
 
 clean:
 	rm -rf outputs .pytest_cache

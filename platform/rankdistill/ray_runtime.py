@@ -27,8 +27,11 @@ def init_ray(config: RayConfig | None = None) -> bool:
     address = config.address or os.environ.get("RAY_ADDRESS")
     local = not address
     if local:
+        # a single machine: keep Ray on loopback, and let Ray Train poll its one local worker group
+        # often (its 2 s default health-check interval makes every report wait). A job that joins a
+        # cluster keeps the cluster's settings.
         os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
-    os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2")
+        os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2")
     import ray
 
     if ray.is_initialized():
