@@ -11,7 +11,8 @@ and 16 test queries, their judged documents plus 300 more) for quickstarts and f
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+import warnings
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from rankdistill.data.beir import BeirFolder, SubsetFolder
@@ -34,10 +35,15 @@ class DatasetSpec:
     subset: bool = False  # a SubsetFolder slice of the folder (the demo)
     test_split: str = "test"
     train_split: str | None = "train"
+    dev_split: str | None = None
     relevance_threshold: int = 1
     runs: tuple[str, ...] = ()
     description: str = ""
+    card: str | None = None  # the dataset card the conventions came from, if any
 
+
+CARD_FILE = "dataset.yaml"
+CARD_FIELDS = ("name", "description", "relevance_threshold", "test_split", "train_split", "dev_split", "runs")
 
 REGISTRY: dict[str, DatasetSpec] = {
     spec.name: spec
@@ -46,8 +52,8 @@ REGISTRY: dict[str, DatasetSpec] = {
                     description="a small slice of BEIR SciFact (32 train / 16 test queries), read in place"),
         DatasetSpec("scifact", "scifact", runs=("bm25.test.trec", "bm25.train.trec"),
                     description="BEIR SciFact"),
-        DatasetSpec("nfcorpus", "nfcorpus", runs=("bm25.test.trec", "bm25.dev.trec", "bm25.train.trec"),
-                    description="BEIR NFCorpus"),
+        DatasetSpec("nfcorpus", "nfcorpus", dev_split="dev",
+                    runs=("bm25.test.trec", "bm25.dev.trec", "bm25.train.trec"), description="BEIR NFCorpus"),
         DatasetSpec("cranfield", "cranfield", train_split=None, runs=("bm25.test.trec",),
                     description="Cranfield 1400"),
         DatasetSpec("trec-dl-2019-passage", "trec-dl-2019-passage", train_split=None, relevance_threshold=2,
@@ -59,33 +65,93 @@ REGISTRY: dict[str, DatasetSpec] = {
 
 
 def shared_data_roots() -> list[Path]:
-    roots = []
-    if os.environ.get("RANKDISTILL_DATA"):
-        roots.append(Path(os.environ["RANKDISTILL_DATA"]))
+    """Where collections are looked up by name: ``$RANKDISTILL_DATA`` (``:``-separated folders),
+    then ``shared/data`` beside the repository."""
+    roots = [Path(p) for p in os.environ.get("RANKDISTILL_DATA", "").split(os.pathsep) if p]
     roots.append(REPO_ROOT.parent / "shared" / "data")
     return roots
 
 
-def spec(name: str) -> DatasetSpec:
-    if name not in REGISTRY:
-        raise ConfigError(f"unknown dataset '{name}' (known: {', '.join(REGISTRY)})", "dataset.name")
-    return REGISTRY[name]
+def _is_collection(folder: Path) -> bool:
+    return (folder / "queries.jsonl").exists() or (folder / "queries.jsonl.gz").exists()
+
+
+def read_card(folder: Path, base: DatasetSpec) -> DatasetSpec:
+    """``base`` with the fields of ``folder``'s dataset card (``dataset.yaml``) applied, if it has one.
+
+    A card holds any of ``name``, ``description``, ``relevance_threshold`` (binary measures count
+    grade ≥ this as relevant), ``test_split``, ``train_split``, ``dev_split`` (null: none) and ``runs``
+    (file names under ``runs/``); unknown fields are errors naming the card."""
+    import yaml
+
+    path = folder / CARD_FILE
+    if not path.exists():
+        return base
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8-sig")) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"not valid YAML: {exc}", path=str(path)) from exc
+    if not isinstance(data, dict):
+        raise ConfigError("a dataset card is a mapping of fields", path=str(path))
+    unknown = sorted(set(data) - set(CARD_FIELDS))
+    if unknown:
+        raise ConfigError(f"unknown field(s) {unknown} (known: {', '.join(CARD_FIELDS)})", path=str(path))
+    fields: dict = {}
+    for key, value in data.items():
+        if key == "relevance_threshold":
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ConfigError(f"relevance_threshold must be an integer >= 1, got {value!r}", key, str(path))
+        elif key == "runs":
+            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                raise ConfigError("runs must be a list of file names", key, str(path))
+            value = tuple(value)
+        elif key in ("train_split", "dev_split"):
+            if value is not None and not isinstance(value, str):
+                raise ConfigError(f"{key} must be a split name or null", key, str(path))
+        elif not isinstance(value, str):
+            raise ConfigError(f"{key} must be a string", key, str(path))
+        fields[key] = value
+    return replace(base, **fields, card=str(path))
+
+
+def _by_folder(folder: Path) -> DatasetSpec:
+    """A folder given by path: its card, else the registered conventions of a folder of that name
+    (a copy of ``trec-dl-2019-passage`` keeps threshold 2), else defaults, with a warning."""
+    base = next((s for s in REGISTRY.values() if s.folder == folder.name and not s.subset), None)
+    base = replace(base, folder=str(folder)) if base else DatasetSpec(folder.name, str(folder))
+    spec = read_card(folder, base)
+    if spec.card is None and base.name == folder.name and folder.name not in REGISTRY:
+        warnings.warn(f"{folder} has no {CARD_FILE}: evaluating with relevance threshold 1 and the split names "
+                      "test/train; write a card to set them (see the README's dataset cards)", stacklevel=3)
+    return spec
 
 
 def resolve(name_or_path: str) -> tuple[DatasetSpec, BeirFolder]:
-    """A registered name, or a path to any BEIR folder (evaluated with default conventions)."""
-    if name_or_path not in REGISTRY and Path(name_or_path).is_dir():
-        path = Path(name_or_path)
-        return DatasetSpec(path.name, str(path)), BeirFolder(path)
-    s = spec(name_or_path)
-    for root in shared_data_roots():
-        if (root / s.folder / "queries.jsonl").exists():
-            return s, (SubsetFolder if s.subset else BeirFolder)(root / s.folder)
-    tried = ", ".join(str(r) for r in shared_data_roots())
-    raise DatasetUnavailable(
-        f"dataset '{name_or_path}' is not on this machine (looked in {tried}); "
-        "set RANKDISTILL_DATA to the folder holding it"
-    )
+    """A registered name, the name of any collection folder under the data roots, or a path to a
+    BEIR folder; its evaluation conventions come from its card, else the registry, else defaults."""
+    path = Path(name_or_path)
+    if name_or_path not in REGISTRY and path.is_dir():
+        if not _is_collection(path):
+            raise ConfigError(f"'{path}' is a folder but not a BEIR collection (no queries.jsonl)", "dataset.name")
+        return _by_folder(path), BeirFolder(path)
+    roots = shared_data_roots()
+    tried = ", ".join(str(r) for r in roots)
+    if name_or_path in REGISTRY:
+        s = REGISTRY[name_or_path]
+        for root in roots:
+            if _is_collection(root / s.folder):
+                folder = root / s.folder
+                return read_card(folder, replace(s, folder=str(folder))), (SubsetFolder if s.subset else BeirFolder)(folder)
+        raise DatasetUnavailable(f"dataset '{name_or_path}' is not on this machine (looked in {tried}); "
+                                 "set RANKDISTILL_DATA to the folder holding it")
+    if os.sep in name_or_path or name_or_path.startswith("."):
+        raise ConfigError(f"dataset folder '{name_or_path}' does not exist", "dataset.name")
+    for root in roots:
+        if _is_collection(root / name_or_path):
+            return _by_folder(root / name_or_path), BeirFolder(root / name_or_path)
+    found = sorted({p.name for r in roots if r.is_dir() for p in r.iterdir() if _is_collection(p)})
+    raise ConfigError(f"unknown dataset '{name_or_path}': not registered ({', '.join(REGISTRY)}) and no folder of "
+                      f"that name in {tried} (found there: {', '.join(found) or 'none'})", "dataset.name")
 
 
 @dataclass
