@@ -8,7 +8,7 @@ from rankdistill.losses.base import RankingLoss
 from rankdistill.losses.bce import BCE
 from rankdistill.losses.circle import CircleLoss
 from rankdistill.losses.da_infonce import DuplicateAwareInfoNCE
-from rankdistill.losses.infonce import LCE, InfoNCE
+from rankdistill.losses.infonce import LCE, InfoNCE, with_in_batch_negatives
 from rankdistill.losses.kl import KLDistillation
 from rankdistill.losses.margin_mse import MarginMSE
 from rankdistill.losses.na_ranknet import (
@@ -17,6 +17,7 @@ from rankdistill.losses.na_ranknet import (
     novelty_adjusted_relevance,
     novelty_clusters,
 )
+from rankdistill.losses.pairdistill import PairDistillLoss, PairDistillZSLoss
 from rankdistill.losses.pairwise_kl import PairwiseKL, pair_targets
 from rankdistill.losses.ranknet import RankNet
 from rankdistill.losses.registry import LOSSES, get_loss
@@ -31,6 +32,8 @@ __all__ = [
     "KLDistillation",
     "MarginMSE",
     "NoveltyAwareRankNet",
+    "PairDistillLoss",
+    "PairDistillZSLoss",
     "PairwiseKL",
     "RankNet",
     "RankingLoss",
@@ -39,4 +42,5 @@ __all__ = [
     "novelty_adjusted_relevance",
     "novelty_clusters",
     "pair_targets",
+    "with_in_batch_negatives",
 ]
