@@ -84,7 +84,7 @@ def tiny_reranker(name: str, kind: str = "bert", seed: int = 0, **options):
     from rankdistill.models import get_reranker_class
 
     cls = get_reranker_class(name)
-    backbone = tiny_backbone(kind, head=(name != "listconranker"), seed=seed)
+    backbone = tiny_backbone(kind, head=name not in ("listconranker", "bi-encoder", "colbert"), seed=seed)
     torch.manual_seed(seed + 1)
     model = cls.from_backbone_model(backbone, tokenizer(), **options)
     return model.eval()

@@ -273,7 +273,7 @@ def test_every_loss_is_finite_with_padding_and_has_gradients(name):
     kwargs = {}
     if name in ("ranknet", "na_ranknet"):
         targets = torch.tensor([[1.0, 2.0, 3.0, 4.0, 5.0]] * 3)
-    elif name == "margin_mse" or name == "kl":
+    elif name in ("margin_mse", "kl", "pairdistill", "pairdistill_zs"):
         targets = torch.randn(3, 5)
     elif name == "pairwise_kl":
         targets = pair_targets(5, [(0, 1), (1, 2), (0, 3)], [0.8, 0.3, 0.9])[None].repeat(3, 1, 1)
@@ -285,6 +285,10 @@ def test_every_loss_is_finite_with_padding_and_has_gradients(name):
         kwargs = {"duplicate_logits": torch.randn(3, 5), "duplicate_targets": torch.tensor([[0, 1, 1, 0, 0]] * 3)}
     if name == "na_ranknet":
         kwargs = {"clusters": torch.tensor([[0, 0, 1, 2, 3]] * 3)}
+    if name.startswith("pairdistill"):
+        kwargs = {"pair_targets": pair_targets(5, [(0, 1), (1, 2), (0, 3)], [0.8, 0.3, 0.9])[None].repeat(3, 1, 1)}
+        if name == "pairdistill":  # labels for L_CL, and in-batch scores as a dense student gives them
+            kwargs |= {"labels": torch.tensor([0, 1, 2]), "in_batch_scores": scores.reshape(1, 15).expand(3, 15)}
     value = loss(scores, targets, mask, **kwargs) if name != "pairwise_kl" else loss(scores, targets)
     assert value.dim() == 0 and torch.isfinite(value)
     value.backward()

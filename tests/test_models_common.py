@@ -11,13 +11,15 @@ from rankdistill.errors import ConfigError
 from rankdistill.losses import BCE, InfoNCE
 from rankdistill.models import RERANKERS, get_reranker_class, load_reranker
 
-NAMES = ["mono", "celi", "set-encoder", "listconranker", "duo"]
+NAMES = ["mono", "celi", "set-encoder", "listconranker", "duo", "bi-encoder", "colbert"]
 OPTIONS = {
     "mono": {"query_length": 16},
     "celi": {"token_dim": 8},
     "set-encoder": {"duplicate_head_token": "int"},
     "listconranker": {"stop_size": 3, "list_layers": 1},
     "duo": {"aggregation": "min"},
+    "bi-encoder": {"pooling": "mean", "similarity": "dot", "shared_encoder": False},
+    "colbert": {"dim": 16},
 }
 
 
@@ -43,12 +45,12 @@ def test_registry():
     assert set(RERANKERS) == set(NAMES)
     assert get_reranker_class("set_encoder") is get_reranker_class("set-encoder")
     with pytest.raises(ConfigError, match="unknown reranker"):
-        get_reranker_class("colbert")
+        get_reranker_class("splade")
     with pytest.raises(ConfigError, match="unknown option"):
         tiny_reranker("mono", token_dim=3)
 
 
-@pytest.mark.parametrize("name", ["mono", "celi", "set-encoder", "listconranker"])
+@pytest.mark.parametrize("name", ["mono", "celi", "set-encoder", "listconranker", "bi-encoder", "colbert"])
 def test_score_contract_and_a_training_step(name):
     model = tiny_reranker(name)
     scores = model.score(QUERY, PASSAGES, batch_size=2)

@@ -8,10 +8,11 @@ from rankdistill.losses.base import RankingLoss
 from rankdistill.losses.bce import BCE
 from rankdistill.losses.circle import CircleLoss
 from rankdistill.losses.da_infonce import DuplicateAwareInfoNCE
-from rankdistill.losses.infonce import LCE, InfoNCE
+from rankdistill.losses.infonce import LCE, InfoNCE, with_in_batch_negatives
 from rankdistill.losses.kl import KLDistillation
 from rankdistill.losses.margin_mse import MarginMSE
 from rankdistill.losses.na_ranknet import NoveltyAwareRankNet, novelty_adjusted_relevance
+from rankdistill.losses.pairdistill import PairDistillLoss, PairDistillZSLoss
 from rankdistill.losses.pairwise_kl import PairwiseKL, pair_targets
 from rankdistill.losses.ranknet import RankNet
 from rankdistill.losses.registry import LOSSES, get_loss
@@ -26,10 +27,13 @@ __all__ = [
     "KLDistillation",
     "MarginMSE",
     "NoveltyAwareRankNet",
+    "PairDistillLoss",
+    "PairDistillZSLoss",
     "PairwiseKL",
     "RankNet",
     "RankingLoss",
     "get_loss",
     "novelty_adjusted_relevance",
     "pair_targets",
+    "with_in_batch_negatives",
 ]

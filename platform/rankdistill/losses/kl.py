@@ -10,9 +10,9 @@ from rankdistill.losses.base import RankingLoss, check_shapes, mean_over_queries
 
 
 class KLDistillation(RankingLoss):
-    """Listwise KL divergence (PairDistill's L_KD; Hinton et al. 2015)::
+    """Listwise KL divergence (PairDistill's L_KD, §3.3; Hinton et al. 2015)::
 
-        L = KL( softmax(t / τ) || softmax(s / τ) ) = sum_i p_i (log p_i - log q_i)
+        L = KL( softmax(t / τ) || softmax(s / τ_s) ) = sum_i p_i (log p_i - log q_i)
 
     over each query's real passages, averaged over queries (``1/|B| sum_q``).
 
@@ -23,7 +23,9 @@ class KLDistillation(RankingLoss):
         mask: ``bool [B, k]``.
 
     Args:
-        temperature: τ applied to teacher and student (default 1).
+        temperature: τ applied to the teacher (default 1).
+        student_temperature: τ_s applied to the student; ``None`` (default) = τ, Hinton-style.
+            PairDistill's P(d | q) has no temperature: ``student_temperature=1``.
 
     Example::
 
@@ -34,17 +36,18 @@ class KLDistillation(RankingLoss):
 
     name = "kl"
 
-    def __init__(self, temperature: float = 1.0):
+    def __init__(self, temperature: float = 1.0, student_temperature: float | None = None):
         super().__init__()
-        if temperature <= 0:
+        if temperature <= 0 or (student_temperature is not None and student_temperature <= 0):
             raise ValueError("temperature must be > 0")
         self.temperature = float(temperature)
+        self.student_temperature = float(temperature if student_temperature is None else student_temperature)
 
     def forward(self, scores: Tensor, targets: Tensor, mask: Tensor | None = None) -> Tensor:
         check_shapes(scores, targets)
         mask = resolve_mask(scores, mask)
         neg_inf = float("-inf")
-        log_q = F.log_softmax((scores / self.temperature).masked_fill(~mask, neg_inf), dim=1)
+        log_q = F.log_softmax((scores / self.student_temperature).masked_fill(~mask, neg_inf), dim=1)
         log_p = F.log_softmax((targets.to(scores.dtype) / self.temperature).masked_fill(~mask, neg_inf), dim=1)
         p = log_p.exp()
         terms = torch.where(mask & (p > 0), p * (log_p - log_q), torch.zeros_like(p))

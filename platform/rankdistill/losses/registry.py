@@ -14,6 +14,7 @@ from rankdistill.losses.infonce import InfoNCE
 from rankdistill.losses.kl import KLDistillation
 from rankdistill.losses.margin_mse import MarginMSE
 from rankdistill.losses.na_ranknet import NoveltyAwareRankNet
+from rankdistill.losses.pairdistill import PairDistillLoss, PairDistillZSLoss
 from rankdistill.losses.pairwise_kl import PairwiseKL
 from rankdistill.losses.ranknet import RankNet
 
@@ -28,6 +29,8 @@ LOSSES: dict[str, type[nn.Module]] = {
     "da_infonce": DuplicateAwareInfoNCE,
     "na_ranknet": NoveltyAwareRankNet,
     "circle": CircleLoss,
+    "pairdistill": PairDistillLoss,
+    "pairdistill_zs": PairDistillZSLoss,
 }
 
 

@@ -8,6 +8,8 @@ name               class                       paper
 ``set-encoder``    :class:`SetEncoder`         Set-Encoder (Schlatt et al., ECIR 2025)
 ``listconranker``  :class:`ListConRanker`      ListConRanker (Liu et al. 2025)
 ``duo``            :class:`DuoCrossEncoder`    duoBERT (Pradeep et al. 2021)
+``bi-encoder``     :class:`BiEncoder`          DPR (Karpukhin et al. 2020), dense retriever
+``colbert``        :class:`ColBERT`            ColBERT (Khattab & Zaharia 2020), dense retriever
 =================  ==========================  =================================================
 """
 
@@ -18,7 +20,10 @@ from rankdistill.models.base import (
     RerankerOutput,
     RerankerTokenizer,
 )
+from rankdistill.models.bi_encoder import BiEncoder, BiEncoderConfig
 from rankdistill.models.celi import CELI, CELIConfig, CELIOutput, late_interaction
+from rankdistill.models.colbert import ColBERT, ColBERTConfig, ColBERTTokenizer
+from rankdistill.models.dense import DenseOutput, DenseRetriever, DenseTokenizer
 from rankdistill.models.duo import DuoConfig, DuoCrossEncoder, DuoOutput, DuoTokenizer, aggregate_pairs
 from rankdistill.models.listconranker import (
     EmbeddingListTokenizer,
@@ -27,6 +32,7 @@ from rankdistill.models.listconranker import (
     ListConRankerOutput,
     list_attention_mask,
 )
+from rankdistill.models.maxsim import maxsim
 from rankdistill.models.mono import MonoConfig, MonoCrossEncoder
 from rankdistill.models.registry import RERANKERS, build_reranker, get_reranker_class, load_reranker, load_student
 from rankdistill.models.set_encoder import (
@@ -39,9 +45,17 @@ from rankdistill.models.set_encoder import (
 __all__ = [
     "CELI",
     "RERANKERS",
+    "BiEncoder",
+    "BiEncoderConfig",
     "CELIConfig",
     "CELIOutput",
+    "ColBERT",
+    "ColBERTConfig",
+    "ColBERTTokenizer",
     "CrossEncoderTokenizer",
+    "DenseOutput",
+    "DenseRetriever",
+    "DenseTokenizer",
     "DuoConfig",
     "DuoCrossEncoder",
     "DuoOutput",
@@ -67,4 +81,5 @@ __all__ = [
     "list_attention_mask",
     "load_reranker",
     "load_student",
+    "maxsim",
 ]

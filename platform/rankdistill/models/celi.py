@@ -34,6 +34,7 @@ from rankdistill.models.base import (
     flatten_valid,
     scatter_scores,
 )
+from rankdistill.models.maxsim import maxsim
 
 ENCODER_KEYS = ("input_ids", "attention_mask", "token_type_ids")
 
@@ -71,7 +72,8 @@ class CELIOutput(RerankerOutput):
 
 
 def late_interaction(vectors: Tensor, query_token_mask: Tensor, passage_token_mask: Tensor) -> Tensor:
-    """CELI Eq. 4 on joint sequences: ``s_l = sum_{i in query} max_{j in passage} v_i . v_j``.
+    """CELI Eq. 4 on joint sequences: ``s_l = sum_{i in query} max_{j in passage} v_i . v_j``
+    (the shared :func:`~rankdistill.models.maxsim.maxsim`, also used by ColBERT).
 
     Args:
         vectors: ``[N, L, D]`` token vectors of N joint query-passage sequences.
@@ -84,11 +86,8 @@ def late_interaction(vectors: Tensor, query_token_mask: Tensor, passage_token_ma
     if rows.numel() == 0:
         return vectors.new_zeros(vectors.shape[0])
     rows = torch.arange(int(rows.min()), int(rows.max()) + 1, device=vectors.device)
-    sim = torch.matmul(vectors[:, rows], vectors.transpose(1, 2))  # [N, R, L], R = query span
-    sim = sim.masked_fill(~passage_token_mask[:, None, :], float("-inf"))
-    best = sim.max(dim=-1).values  # [N, R]
-    best = torch.where(query_token_mask[:, rows] & torch.isfinite(best), best, best.new_zeros(()))
-    return best.sum(dim=-1)
+    # query span R of each sequence against the whole sequence (the passage mask picks its tokens)
+    return maxsim(vectors[:, rows], query_token_mask[:, rows], vectors, passage_token_mask, paired=True)
 
 
 class CELI(Reranker):

@@ -8,14 +8,17 @@ from typing import Any
 
 from rankdistill.errors import ConfigError
 from rankdistill.models.base import Reranker
+from rankdistill.models.bi_encoder import BiEncoder
 from rankdistill.models.celi import CELI
+from rankdistill.models.colbert import ColBERT
 from rankdistill.models.duo import DuoCrossEncoder
 from rankdistill.models.listconranker import ListConRanker
 from rankdistill.models.mono import MonoCrossEncoder
 from rankdistill.models.set_encoder import SetEncoder
 
 RERANKERS: dict[str, type[Reranker]] = {
-    cls.registry_name: cls for cls in (MonoCrossEncoder, CELI, SetEncoder, ListConRanker, DuoCrossEncoder)
+    cls.registry_name: cls
+    for cls in (MonoCrossEncoder, CELI, SetEncoder, ListConRanker, DuoCrossEncoder, BiEncoder, ColBERT)
 }
 _BY_MODEL_TYPE = {cls.config_class.model_type: cls for cls in RERANKERS.values()}
 
@@ -36,7 +39,7 @@ _register_auto_classes()
 
 
 def get_reranker_class(name: str) -> type[Reranker]:
-    """``"mono" | "celi" | "set-encoder" | "listconranker" | "duo"`` -> class."""
+    """``"mono" | "celi" | "set-encoder" | "listconranker" | "duo" | "bi-encoder" | "colbert"`` -> class."""
     key = name.strip().lower().replace("_", "-")
     if key not in RERANKERS:
         raise ConfigError(f"unknown reranker '{name}'; known: {', '.join(sorted(RERANKERS))}", key="model.name")

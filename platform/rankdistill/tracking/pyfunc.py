@@ -8,7 +8,7 @@ Input of ``predict`` (a pandas DataFrame):
   Output: one float per row, the student's raw score (higher is more relevant).
 - a dense student (``encode_queries`` / ``encode_passages``): column ``text`` and an optional
   column ``kind`` (``query`` or ``passage``, default ``passage``). Output: one embedding (list of
-  floats) per row.
+  floats) per row; given ``query`` and ``passage`` columns instead, it scores them like a reranker.
 
 The student folder (``save_pretrained`` layout) is stored as the model's ``student`` artifact;
 :func:`student_folder` finds it in a downloaded model.
@@ -38,9 +38,9 @@ class StudentModel(mlflow.pyfunc.PythonModel):
 
         frame = model_input if isinstance(model_input, pd.DataFrame) else pd.DataFrame(model_input)
         batch_size = int((params or {}).get("batch_size", 32))
-        if hasattr(self.model, "score"):
-            return _score_pairs(self.model, frame, batch_size)
-        return _encode(self.model, frame, batch_size)
+        if "text" in frame.columns and hasattr(self.model, "encode_queries"):
+            return _encode(self.model, frame, batch_size)
+        return _score_pairs(self.model, frame, batch_size)
 
 
 def _score_pairs(model, frame, batch_size: int) -> list[float]:
