@@ -201,3 +201,39 @@ def run_on_ray(units: Sequence[dict[str, Any]], spec: LabelerSpec, store: LabelS
         _consume(spec.kind, ds.iter_batches(batch_size=None, batch_format="pyarrow"), store, stats, on_batch)
     stats.seconds = time.perf_counter() - started
     return stats
+
+
+@dataclass
+class LabelingResult:
+    """What :func:`label_lists` did: ``units_total`` asked for, ``units_skipped`` already stored."""
+
+    kind: str
+    teacher_id: str
+    template_hash: str
+    units_total: int
+    units_skipped: int
+    stats: PipelineStats
+
+
+def label_lists(lists: Sequence[CandidateList], spec: LabelerSpec, store: LabelStore, config: PipelineConfig,
+                desc: str | None = None) -> LabelingResult:
+    """Label ``lists`` with ``spec``'s teacher into ``store``, skipping every stored key (a label an
+    earlier run or iteration paid for is not asked again). On Ray (``config.use_ray``; Ray must
+    be initialised) or in-process; a progress bar when ``config.progress``."""
+    from tqdm.auto import tqdm
+
+    template = load_template(spec.template, spec.template_overrides)
+    units = work_units(spec.kind, lists, spec)
+    pending = pending_units(spec.kind, units, store.unit_keys(spec.kind, spec.teacher_id, template.hash))
+    bar = tqdm(total=len(pending), desc=desc or f"labeling ({spec.kind}, {spec.teacher_id})", unit="unit",
+               disable=not config.progress or not pending, mininterval=1.0)
+    try:
+        if not pending:
+            stats = PipelineStats()
+        elif config.use_ray:
+            stats = run_on_ray(pending, spec, store, config, bar.update)
+        else:
+            stats = run_bare(pending, spec, store, config.batch_size, bar.update)
+    finally:
+        bar.close()
+    return LabelingResult(spec.kind, spec.teacher_id, template.hash, len(units), len(units) - len(pending), stats)

@@ -1,0 +1,444 @@
+"""``jobs/pairdistill.py``: PairDistill's iterative training of a dense student
+(../shared/papers/pairdistill.md §4.3), every stage on Ray.
+
+Per iteration ``t = 1..iterations``:
+
+1. retrieve the top ``candidates.depth`` passages of every training query with the current
+   retriever (iteration 1: ``candidates.first_stage`` — BM25 on Ray, a run file, or the zero-shot
+   student; later: the student trained in iteration ``t - 1`` and its faiss index);
+2. pointwise teacher labels for them (Ray Data actor pool → label store);
+3. each list reranked by those labels; pairs ``(i, j)``, ``|i − j| < δ``, sampled on it (seeded);
+4. pairwise teacher labels for the pairs (both orders combined by the labeller);
+5. examples built from the label store in Ray Data tasks (pointwise ``[B, k]`` and pairwise
+   ``[B, k, k]`` targets, qrels positives for L_CL) → Ray Train (DDP or DeepSpeed) continues the
+   student with ``L = L_CL + λ_KD·L_KD + λ_pair·L_pair`` (or L_ZS);
+6. the corpus encoded by a Ray Data actor pool, a faiss index built and saved with the iteration;
+7. dev and test evaluated with ir-measures.
+
+The label store skips every label an earlier iteration or run already paid for. The job is one
+MLflow parent run with one child run per iteration (iteration 0 is the zero-shot student). The
+checkpoint kept is the best on the dev split (a fixed, seeded slice carved from the training
+queries when the collection has none: SciFact); test figures are reported only. The kept student
+is registered as a pyfunc model tagged with its teachers, label-store keys, data and parent run.
+
+Training lists: the passages of a query are its ``passages_per_query`` best by pointwise teacher
+score among all its labelled passages, so an iteration trains on its fresh top-k together with
+earlier iterations' labelled passages (the paper re-trains on the refreshed top-k alone; the
+union costs no teacher call and keeps every label in use).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rankdistill.data.candidates import candidate_lists
+from rankdistill.data.datasets import DatasetSpec, resolve, resolve_run_path
+from rankdistill.data.records import CandidateList, Document, Qrels, Query, Run
+from rankdistill.data.trec import read_trec_run, write_trec_run
+from rankdistill.errors import ConfigError
+from rankdistill.evaluation.metrics import DEFAULT_MEASURES, EvaluationResult, evaluate
+from rankdistill.ray_runtime import RayConfig, init_ray, shutdown_ray
+from rankdistill.retrieval.bm25 import BM25Index
+from rankdistill.retrieval.dense_index import DenseIndexConfig
+from rankdistill.retrieval.encode import EncodeConfig
+from rankdistill.retrieval.first_stage import bm25_search_on_ray
+from rankdistill.teachers.pairwise import PairwiseConfig, rerank_by_scores
+from rankdistill.teachers.pipeline import LabelerSpec, LabelingResult, PipelineConfig, label_lists
+from rankdistill.teachers.pointwise import PointwiseConfig
+from rankdistill.teachers.prompts import load_template
+from rankdistill.teachers.store import LabelStore
+from rankdistill.tracking import TrackingConfig, start_run
+from rankdistill.tracking.mlflow_tracking import check_reachable_from_workers, write_json
+from rankdistill.training import TrainingConfig, fit
+from rankdistill.training.factories import LossConfig, LossFactory, StudentConfig, StudentFactory, backbone_path
+from rankdistill.training.pair_examples import EXTRA_FIELDS, PairExamplesConfig, pair_example_dataset
+from rankdistill.workflows.label import TeacherConfig, teacher_id
+
+
+@dataclass
+class SplitsConfig:
+    """Which queries train, select and test. ``dev: null`` carves ``dev_queries`` training queries
+    (seeded by ``seed``) into a dev set that is then not trained on."""
+
+    train: str = "train"
+    dev: str | None = None
+    dev_queries: int = 50
+    test: str = "test"
+    max_train_queries: int | None = None  # the first N training queries (by id), after carving dev
+    max_test_queries: int | None = None
+    seed: int = 13
+
+
+@dataclass
+class CandidatesConfig:
+    """Iteration 1's candidates (``first_stage``: ``bm25`` | ``run`` | ``student``, the zero-shot
+    student) and the retrieval depth k of every iteration (paper: 100)."""
+
+    first_stage: str = "bm25"
+    run: str | None = None  # first_stage: run — a TREC file or a name in the dataset's runs/ (train queries)
+    depth: int = 100
+    bm25_shards: int = 2
+    index: DenseIndexConfig = field(default_factory=DenseIndexConfig)
+    encode: EncodeConfig = field(default_factory=EncodeConfig)
+
+
+@dataclass
+class ExamplesOptions:
+    """How label-store rows become examples (see :class:`PairExamplesConfig`)."""
+
+    passages_per_query: int = 64  # paper Table 7
+    min_grade: int = 1
+    add_positive: bool = True
+    seed: int = 42
+
+
+@dataclass
+class PairDistillConfig:
+    dataset: str = "demo"
+    splits: SplitsConfig = field(default_factory=SplitsConfig)
+    iterations: int = 2  # paper: 2 (§5.4: the gain converges after 2)
+    student: StudentConfig = field(default_factory=lambda: StudentConfig(architecture="bi-encoder"))
+    candidates: CandidatesConfig = field(default_factory=CandidatesConfig)
+    pointwise_teacher: TeacherConfig = field(default_factory=lambda: TeacherConfig(template="pairdistill-pointwise"))
+    pairwise_teacher: TeacherConfig | None = field(
+        default_factory=lambda: TeacherConfig(template="pairdistill-pairwise"))
+    pointwise: PointwiseConfig = field(default_factory=PointwiseConfig)
+    pairwise: PairwiseConfig = field(default_factory=PairwiseConfig)
+    examples: ExamplesOptions = field(default_factory=ExamplesOptions)
+    loss: LossConfig = field(default_factory=lambda: LossConfig(name="pairdistill"))
+    training: TrainingConfig = field(default_factory=TrainingConfig)
+    measures: list[str] = field(default_factory=lambda: list(DEFAULT_MEASURES))
+    select_on: str = "nDCG@10"
+    evaluate_teacher: bool = True  # the pointwise teacher reranking the test first stage (costs labels)
+    pipeline: PipelineConfig = field(default_factory=PipelineConfig)
+    label_store: str = "outputs/labels"
+    ray: RayConfig = field(default_factory=RayConfig)
+    tracking: TrackingConfig = field(
+        default_factory=lambda: TrackingConfig(experiment="pairdistill", register_model="pairdistill-student"))
+    output_dir: str = "outputs/pairdistill"
+
+    def check(self) -> None:
+        """Errors that can be found before Ray starts."""
+        if self.iterations < 1:
+            raise ConfigError("must be >= 1", "iterations")
+        if self.candidates.first_stage not in ("bm25", "run", "student"):
+            raise ConfigError(f"unknown first stage '{self.candidates.first_stage}' (bm25, run, student)",
+                              "candidates.first_stage")
+        if self.candidates.first_stage == "run" and not self.candidates.run:
+            raise ConfigError("first_stage 'run' needs candidates.run (a TREC run of the training queries)",
+                              "candidates.run")
+        if self.candidates.depth < 2:
+            raise ConfigError("must be >= 2", "candidates.depth")
+        if self.splits.dev is None and self.splits.dev_queries < 1:
+            raise ConfigError("must be >= 1 when splits.dev is null (a dev set is carved from train)",
+                              "splits.dev_queries")
+        if self.loss.name not in ("pairdistill", "pairdistill_zs"):
+            raise ConfigError(f"PairDistill trains with 'pairdistill' (L) or 'pairdistill_zs' (L_ZS), not "
+                              f"'{self.loss.name}'", "loss.name")
+        if self.loss.name == "pairdistill_zs" and self.pairwise_teacher is None:
+            raise ConfigError("L_ZS without L_CL needs the pairwise teacher", "pairwise_teacher")
+        self.pairwise.check()
+        from rankdistill.models import get_reranker_class
+
+        if not hasattr(get_reranker_class(self.student.architecture), "encode_queries"):
+            raise ConfigError(f"'{self.student.architecture}' is not a dense student (bi-encoder, colbert)",
+                              "student.architecture")
+
+
+@dataclass
+class Splits:
+    train: dict[str, Query]
+    dev: dict[str, Query]
+    test: dict[str, Query]
+    qrels: dict[str, Qrels]  # by split name ("train", "dev", "test")
+    dev_source: str  # how dev was made, for the record
+
+
+def load_splits(config: SplitsConfig, spec: DatasetSpec, folder) -> Splits:
+    train_q, train_qrels = folder.queries(config.train), folder.qrels(config.train)
+    train_ids = sorted(q for q in train_q if q in train_qrels)
+    dev_split = config.dev or spec.dev_split
+    if dev_split:
+        dev_q, dev_qrels = folder.queries(dev_split), folder.qrels(dev_split)
+        source = f"split '{dev_split}'"
+    else:
+        if len(train_ids) <= config.dev_queries:
+            raise ConfigError(f"only {len(train_ids)} judged training queries: cannot carve {config.dev_queries} "
+                              "for dev", "splits.dev_queries")
+        carved = sorted(random.Random(config.seed).sample(train_ids, config.dev_queries))
+        dev_q = {q: train_q[q] for q in carved}
+        dev_qrels = train_qrels.restricted_to(carved)
+        train_ids = [q for q in train_ids if q not in set(carved)]
+        source = f"{config.dev_queries} training queries carved with seed {config.seed}"
+    if config.max_train_queries is not None:
+        train_ids = train_ids[: config.max_train_queries]
+    test_q, test_qrels = folder.queries(config.test), folder.qrels(config.test)
+    test_ids = sorted(q for q in test_q if q in test_qrels)[: config.max_test_queries]
+    dev_ids = sorted(q for q in dev_q if q in dev_qrels)
+    return Splits(
+        train={q: train_q[q] for q in train_ids},
+        dev={q: dev_q[q] for q in dev_ids},
+        test={q: test_q[q] for q in test_ids},
+        qrels={"train": train_qrels.restricted_to(train_ids), "dev": dev_qrels.restricted_to(dev_ids),
+               "test": test_qrels.restricted_to(test_ids)},
+        dev_source=source,
+    )
+
+
+def _spec(kind: str, teacher: TeacherConfig, config: PairDistillConfig) -> LabelerSpec:
+    return LabelerSpec(kind=kind, teacher_id=teacher_id(teacher), template=teacher.template,
+                       template_overrides=dict(teacher.template_overrides), backend=teacher.backend,
+                       pairwise=config.pairwise, pointwise=config.pointwise)
+
+
+def _pointwise_scores(store: LabelStore, spec: LabelerSpec, template_hash: str) -> dict[str, dict[str, float]]:
+    labels = store.read("pointwise", teacher=spec.teacher_id, template=template_hash)
+    out: dict[str, dict[str, float]] = {}
+    for qid, docid, score in zip(labels.qid, labels.docid, labels.score, strict=True):
+        out.setdefault(str(qid), {}).setdefault(str(docid), float(score))
+    return out
+
+
+@dataclass
+class Stage:
+    """One row of the job's table: a system evaluated on dev and test."""
+
+    name: str
+    dev: dict[str, float]
+    test: dict[str, float]
+    teacher_calls: int = 0
+    model_dir: str | None = None
+
+
+class PairDistill:
+    """The job's state across iterations (one instance per run)."""
+
+    def __init__(self, config: PairDistillConfig):
+        config.check()
+        self.config = config
+        self.output = Path(config.output_dir).resolve()
+        self.output.mkdir(parents=True, exist_ok=True)
+        self.spec, self.folder = resolve(config.dataset)
+        self.splits = load_splits(config.splits, self.spec, self.folder)
+        if not self.splits.train:
+            raise ConfigError("no judged training queries", "splits.train")
+        self.corpus: dict[str, Document] = self.folder.corpus()
+        self.store = LabelStore(config.label_store)
+        self.point_spec = _spec("pointwise", config.pointwise_teacher, config)
+        self.pair_spec = _spec("pairwise", config.pairwise_teacher, config) if config.pairwise_teacher else None
+        self.point_hash = load_template(self.point_spec.template, self.point_spec.template_overrides).hash
+        self.pair_hash = (load_template(self.pair_spec.template, self.pair_spec.template_overrides).hash
+                          if self.pair_spec else None)
+        self.teacher_calls = 0
+        self.stages: list[Stage] = []
+
+    # ---- evaluation -----------------------------------------------------------------------------
+    def _evaluate(self, run: Run, split: str) -> EvaluationResult:
+        return evaluate(run, self.splits.qrels[split], self.config.measures, self.spec.relevance_threshold)
+
+    def _label(self, lists: list[CandidateList], spec: LabelerSpec, desc: str) -> LabelingResult:
+        result = label_lists(lists, spec, self.store, self.config.pipeline, desc=desc)
+        self.teacher_calls += result.stats.backend_calls
+        return result
+
+    # ---- retrieval ------------------------------------------------------------------------------
+    def bm25(self, queries: dict[str, Query]) -> Run:
+        if not hasattr(self, "_bm25"):
+            self._bm25 = BM25Index().index(self.corpus.values(), show_progress=False)
+        return bm25_search_on_ray(self._bm25, list(queries.values()), self.config.candidates.depth,
+                                  self.config.candidates.bm25_shards)
+
+    def index_student(self, model_dir: Path, folder: Path):
+        """Encode the corpus on a Ray Data actor pool, build and save the faiss index."""
+        from rankdistill.retrieval.encode import build_dense_index, encode_corpus
+
+        shards = folder / "embeddings"
+        if shards.exists():
+            shutil.rmtree(shards)
+        encode_corpus(model_dir, self.corpus, shards, self.config.candidates.encode)
+        index = build_dense_index(shards, self.config.candidates.index)
+        index.save(folder / "index")
+        return index
+
+    def retrieve(self, model, index, queries: dict[str, Query]) -> Run:
+        from rankdistill.retrieval.dense_retrieve import retrieve
+
+        return retrieve(model, index, queries, self.config.candidates.depth)
+
+    def evaluate_student(self, name: str, model_dir: Path, folder: Path, tracker) -> tuple[Stage, Any, Any]:
+        from rankdistill.models import load_student
+
+        index = self.index_student(model_dir, folder)
+        model = load_student(model_dir).eval()
+        dev = self._evaluate(self.retrieve(model, index, self.splits.dev), "dev")
+        test_run = self.retrieve(model, index, self.splits.test)
+        test = self._evaluate(test_run, "test")
+        write_trec_run(test_run, folder / "test.trec", tag=name.replace(" ", "_"))
+        tracker.log_metrics(dev.aggregate, prefix="dev/")
+        tracker.log_metrics(test.aggregate, prefix="test/")
+        tracker.log_artifact(folder / "test.trec", "runs")
+        stage = Stage(name, dev.aggregate, test.aggregate, model_dir=str(model_dir))
+        self.stages.append(stage)
+        return stage, model, index
+
+    # ---- the loop -------------------------------------------------------------------------------
+    def first_stage_train_run(self, model, index) -> Run:
+        c = self.config.candidates
+        if c.first_stage == "bm25":
+            return self.bm25(self.splits.train)
+        if c.first_stage == "run":
+            run = read_trec_run(resolve_run_path(c.run, self.folder, "candidates.run"))
+            return Run({q: d for q, d in run.top(c.depth).items() if q in self.splits.train})
+        return self.retrieve(model, index, self.splits.train)
+
+    def label(self, run: Run, iteration: int) -> dict[str, Any]:
+        lists = list(candidate_lists(run, self.splits.train, self.corpus, k=self.config.candidates.depth))
+        point = self._label(lists, self.point_spec, f"iteration {iteration}: pointwise teacher")
+        counts = {"pointwise_units": point.units_total, "pointwise_skipped": point.units_skipped,
+                  "pointwise_calls": point.stats.backend_calls}
+        if self.pair_spec is not None:
+            scores = _pointwise_scores(self.store, self.point_spec, self.point_hash)
+            reranked = [rerank_by_scores(cl, scores.get(cl.qid, {})) for cl in lists]
+            pair = self._label(reranked, self.pair_spec, f"iteration {iteration}: pairwise teacher")
+            counts.update(pairwise_units=pair.units_total, pairwise_skipped=pair.units_skipped,
+                          pairwise_calls=pair.stats.backend_calls)
+        return counts
+
+    def examples(self):
+        e = self.config.examples
+        config = PairExamplesConfig(
+            label_store=self.config.label_store,
+            pointwise_teacher=self.point_spec.teacher_id, pointwise_template=self.point_hash,
+            pairwise_teacher=self.pair_spec.teacher_id if self.pair_spec else None,
+            pairwise_template=self.pair_hash,
+            passages_per_query=e.passages_per_query, min_grade=e.min_grade, add_positive=e.add_positive, seed=e.seed,
+        )
+        return pair_example_dataset(self.splits.train, self.corpus, config, qrels=self.splits.qrels["train"])
+
+    def teacher_as_reranker(self, first_test: Run, tracker) -> Stage | None:
+        """The pointwise teacher reranking the test first stage (its own labels, stored)."""
+        lists = list(candidate_lists(first_test, self.splits.test, self.corpus, k=self.config.candidates.depth))
+        self._label(lists, self.point_spec, "teacher on the test first stage")
+        scores = _pointwise_scores(self.store, self.point_spec, self.point_hash)
+        run = Run({cl.qid: {c.docid: scores.get(cl.qid, {}).get(c.docid, -1e9) for c in cl.candidates}
+                   for cl in lists})
+        test = self._evaluate(run, "test")
+        tracker.log_metrics(test.aggregate, prefix="teacher_test/")
+        stage = Stage(f"teacher {self.point_spec.teacher_id} reranking first stage", {}, test.aggregate)
+        self.stages.append(stage)
+        return stage
+
+
+def _initial_student(config: StudentConfig, folder: Path) -> Path:
+    """The zero-shot student saved where every worker reads it (``<output>/iteration-0/model``)."""
+    model = StudentFactory(config)()
+    target = folder / "model"
+    if target.exists():
+        shutil.rmtree(target)
+    model.save_pretrained(target)
+    return target
+
+
+def run_pairdistill(config: PairDistillConfig) -> dict[str, Any]:
+    job = PairDistill(config)
+    c = config
+    started = init_ray(c.ray)
+    tags = {"job": "pairdistill", "architecture": c.student.architecture, "dataset": job.spec.name,
+            "loss": c.loss.name, "pointwise_teacher": job.point_spec.teacher_id,
+            "pairwise_teacher": job.pair_spec.teacher_id if job.pair_spec else ""}
+    summary: dict[str, Any] = {"dev": job.splits.dev_source, "train_queries": len(job.splits.train),
+                               "dev_queries": len(job.splits.dev), "test_queries": len(job.splits.test)}
+    try:
+        with start_run(c.tracking, tags=tags) as parent:
+            parent.log_config(c)
+            parent.log_params({"dev_source": job.splits.dev_source, "train_queries": len(job.splits.train),
+                               "backbone_path": backbone_path(c.student.backbone) if not c.student.init_from else
+                               c.student.init_from})
+            if parent.active:
+                check_reachable_from_workers(parent.uri)
+            # first stage on dev / test, for the table
+            if c.candidates.first_stage == "bm25":
+                first_dev, first_test = job.bm25(job.splits.dev), job.bm25(job.splits.test)
+                name = "BM25"
+            elif c.candidates.first_stage == "run":
+                run = read_trec_run(resolve_run_path(c.candidates.run, job.folder, "candidates.run"))
+                first_dev = Run({q: d for q, d in run.top(c.candidates.depth).items() if q in job.splits.dev})
+                first_test = Run({q: d for q, d in run.top(c.candidates.depth).items() if q in job.splits.test})
+                name = f"run {c.candidates.run}"
+            else:
+                first_dev = first_test = None
+            if first_test is not None:
+                dev, test = job._evaluate(first_dev, "dev"), job._evaluate(first_test, "test")
+                parent.log_metrics(dev.aggregate, prefix="first_stage_dev/")
+                parent.log_metrics(test.aggregate, prefix="first_stage_test/")
+                job.stages.append(Stage(f"first stage ({name})", dev.aggregate, test.aggregate))
+                if c.evaluate_teacher:
+                    job.teacher_as_reranker(first_test, parent)
+
+            folder = job.output / "iteration-0"
+            model_dir = _initial_student(c.student, folder)
+            with start_run(c.tracking, tags={**tags, "iteration": 0, "job": "pairdistill iteration 0"},
+                           nested=True) as child:
+                stage, model, index = job.evaluate_student("student zero-shot", model_dir, folder, child)
+            best = stage
+            for iteration in range(1, c.iterations + 1):
+                folder = job.output / f"iteration-{iteration}"
+                with start_run(c.tracking, tags={**tags, "iteration": iteration,
+                                                 "job": f"pairdistill iteration {iteration}"}, nested=True) as child:
+                    run = (job.first_stage_train_run(model, index) if iteration == 1
+                           else job.retrieve(model, index, job.splits.train))
+                    calls_before = job.teacher_calls
+                    counts = job.label(run, iteration)
+                    child.log_metrics(counts)
+                    training = dataclasses.replace(c.training, run_name=f"{c.training.run_name}-iteration-{iteration}")
+                    result = fit(StudentFactory(c.student, init_from=str(model_dir)), LossFactory(c.loss),
+                                 job.examples(), training, folder, tracking=child.worker_handle(),
+                                 extra_fields=EXTRA_FIELDS)
+                    model_dir = result.model_dir
+                    stage, model, index = job.evaluate_student(f"student iteration {iteration}", model_dir, folder,
+                                                               child)
+                    stage.teacher_calls = job.teacher_calls - calls_before
+                    child.log_metrics({"teacher_calls": stage.teacher_calls, "train_steps": result.steps})
+                if stage.dev.get(c.select_on, float("-inf")) > best.dev.get(c.select_on, float("-inf")):
+                    best = stage
+            summary.update(best=best.name, best_model_dir=best.model_dir, teacher_calls=job.teacher_calls,
+                           stages=[dataclasses.asdict(s) for s in job.stages])
+            parent.log_metrics({f"best_dev/{k}": v for k, v in best.dev.items()})
+            parent.log_metrics({f"best_test/{k}": v for k, v in best.test.items()})
+            parent.log_metrics({"teacher_calls": job.teacher_calls})
+            parent.set_tags({"selected": best.name})
+            if c.tracking.register_model and best.model_dir:
+                version = parent.register_model(best.model_dir, c.tracking.register_model, tags={
+                    **tags, "selected": best.name, "parent_run": parent.run_id or "",
+                    "label_store": c.label_store,
+                    "pointwise_labels": f"{job.point_spec.teacher_id}/{job.point_hash}",
+                    "pairwise_labels": f"{job.pair_spec.teacher_id}/{job.pair_hash}" if job.pair_spec else "",
+                    "dev": job.splits.dev_source, **{f"dev_{k}": f"{v:.4f}" for k, v in best.dev.items()},
+                    **{f"test_{k}": f"{v:.4f}" for k, v in best.test.items()}})
+                summary["registered_version"] = version
+            summary["parent_run_id"] = parent.run_id
+            table = format_table(job.stages, c.select_on, best.name, job.spec.name)
+            print(table, flush=True)
+            (job.output / "table.txt").write_text(table + "\n")
+            parent.log_artifact(job.output / "table.txt", "report")
+    finally:
+        shutdown_ray(started, c.ray)
+    write_json(summary, job.output / "summary.json")
+    return summary
+
+
+def format_table(stages: list[Stage], measure: str, best: str, dataset: str) -> str:
+    width = max(len(s.name) for s in stages) + 2
+    lines = [f"{dataset}: {measure} (dev selects, test reports)",
+             f"{'system':<{width}}{'dev':>8}{'test':>8}{'teacher calls':>15}"]
+    for s in stages:
+        dev = f"{s.dev[measure]:.4f}" if measure in s.dev else "-"
+        test = f"{s.test[measure]:.4f}" if measure in s.test else "-"
+        mark = "  <- selected" if s.name == best else ""
+        lines.append(f"{s.name:<{width}}{dev:>8}{test:>8}{s.teacher_calls:>15}{mark}")
+    return "\n".join(lines)
