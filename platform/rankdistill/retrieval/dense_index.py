@@ -1,7 +1,9 @@
-"""A faiss index over any encoder's embeddings (inner product): flat, HNSW or IVF.
+"""A faiss index over any encoder's embeddings (inner product): flat, HNSW, IVF, or any
+``faiss.index_factory`` string (``"Flat"``, ``"HNSW32"``, ``"IVF1024,PQ32"``, ``"OPQ16,IVF256,PQ16"``).
 
 On a machine with ``faiss-gpu`` (the ``gpu`` extra) and visible GPUs the index is moved to all
-GPUs for search; otherwise it stays on the CPU. Save/load keeps the document ids beside the index.
+GPUs for search; otherwise it stays on the CPU. Save/load keeps the document ids beside the index,
+at a local folder or a storage URI (``retrieval.storage``).
 """
 
 from __future__ import annotations
@@ -19,13 +21,19 @@ from rankdistill.errors import ConfigError, DataFormatError
 
 @dataclass
 class DenseIndexConfig:
-    kind: str = "flat"  # flat | hnsw | ivf
+    """``factory`` (a ``faiss.index_factory`` string, inner-product metric) overrides ``kind``;
+    ``search_params`` is a ``faiss.ParameterSpace`` string applied after building or loading
+    (e.g. ``"nprobe=16"``, ``"efSearch=128"``)."""
+
+    kind: str = "flat"  # flat | hnsw | ivf (ignored when factory is set)
     hnsw_m: int = 32
     hnsw_ef_search: int = 128
     hnsw_ef_construction: int = 200
     ivf_nlist: int = 256
     ivf_nprobe: int = 16
     use_gpu: bool = True  # only takes effect when faiss has GPUs
+    factory: str | None = None
+    search_params: str | None = None
 
 
 def _faiss():
@@ -50,6 +58,14 @@ class DenseIndex:
     @staticmethod
     def _make(dim: int, config: DenseIndexConfig):
         faiss = _faiss()
+        if config.factory:
+            try:
+                index = faiss.index_factory(dim, config.factory, faiss.METRIC_INNER_PRODUCT)
+            except RuntimeError as exc:
+                raise ConfigError(f"faiss cannot build '{config.factory}' for dimension {dim}: "
+                                  f"{str(exc).strip().splitlines()[-1]}", "index.factory") from exc
+            DenseIndex._apply_search_params(index, config)
+            return index
         if config.kind == "flat":
             return faiss.IndexFlatIP(dim)
         if config.kind == "hnsw":
@@ -63,6 +79,15 @@ class DenseIndex:
             index.nprobe = config.ivf_nprobe
             return index
         raise ConfigError(f"unknown dense index kind '{config.kind}' (flat, hnsw, ivf)", "index.kind")
+
+    @staticmethod
+    def _apply_search_params(index, config: DenseIndexConfig) -> None:
+        if config.search_params:
+            try:
+                _faiss().ParameterSpace().set_index_parameters(index, config.search_params)
+            except RuntimeError as exc:
+                raise ConfigError(f"faiss rejects '{config.search_params}' for this index: "
+                                  f"{str(exc).strip().splitlines()[-1]}", "index.search_params") from exc
 
     @property
     def size(self) -> int:
@@ -79,13 +104,18 @@ class DenseIndex:
         if len(docids) != len(array):
             raise DataFormatError(f"{len(docids)} document ids for {len(array)} embeddings")
         if not self._index.is_trained:
-            if len(array) < self.config.ivf_nlist:
+            if not self.config.factory and len(array) < self.config.ivf_nlist:
                 raise ConfigError(
                     f"IVF with nlist={self.config.ivf_nlist} needs at least that many vectors to train, "
                     f"got {len(array)}",
                     "index.ivf_nlist",
                 )
-            self._index.train(array)
+            try:
+                self._index.train(array)
+            except RuntimeError as exc:
+                raise ConfigError(f"faiss could not train '{self.config.factory or self.config.kind}' on "
+                                  f"{len(array)} vectors (train on more, or use a smaller index): "
+                                  f"{str(exc).strip().splitlines()[-1]}", "index.factory") from exc
         self._index.add(array)
         self.docids.extend(docids)
         self._search_index = None
@@ -94,7 +124,8 @@ class DenseIndex:
         if self._search_index is None:
             faiss = _faiss()
             gpus = faiss.get_num_gpus() if hasattr(faiss, "get_num_gpus") else 0
-            if self.config.use_gpu and gpus > 0 and self.config.kind != "hnsw":  # pragma: no cover - GPU only
+            hnsw = self.config.kind == "hnsw" if not self.config.factory else "HNSW" in self.config.factory
+            if self.config.use_gpu and gpus > 0 and not hnsw:  # pragma: no cover - GPU only
                 self._search_index = faiss.index_cpu_to_all_gpus(self._index)
             else:
                 self._search_index = self._index
@@ -111,23 +142,31 @@ class DenseIndex:
             run[qid] = {self.docids[int(i)]: float(s) for i, s in zip(idx_row, score_row) if i >= 0}
         return run
 
-    def save(self, folder: str | Path) -> Path:
-        folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        _faiss().write_index(self._index, str(folder / self.FILE))
-        meta = {"dim": self.dim, "config": self.config.__dict__, "docids": self.docids}
-        (folder / self.META).write_text(json.dumps(meta))
-        return folder
+    def save(self, folder: str | Path) -> str | Path:
+        """Write ``index.faiss`` + metadata to a local folder or a storage URI; returns it."""
+        from rankdistill.retrieval.storage import is_uri, writable_folder
+
+        with writable_folder(folder) as local:
+            _faiss().write_index(self._index, str(local / self.FILE))
+            meta = {"dim": self.dim, "config": self.config.__dict__, "docids": self.docids}
+            (local / self.META).write_text(json.dumps(meta))
+        return folder if is_uri(folder) else Path(folder)
 
     @classmethod
     def load(cls, folder: str | Path) -> DenseIndex:
-        folder = Path(folder)
-        meta_path = folder / cls.META
-        if not meta_path.exists():
-            raise DataFormatError("not a rankdistill dense index (no metadata file)", meta_path)
-        meta = json.loads(meta_path.read_text())
-        index = cls(meta["dim"], DenseIndexConfig(**meta["config"]))
-        index._index = _faiss().read_index(str(folder / cls.FILE))
+        """Read an index saved by :meth:`save` (local folder or storage URI)."""
+        from rankdistill.retrieval.storage import readable_folder
+
+        with readable_folder(folder) as local:
+            meta_path = local / cls.META
+            if not meta_path.exists():
+                raise DataFormatError("not a rankdistill dense index (no metadata file)", Path(str(folder)) / cls.META)
+            meta = json.loads(meta_path.read_text())
+            config = DenseIndexConfig(**meta["config"])
+            index = cls.__new__(cls)
+            index.dim, index.config, index._search_index = int(meta["dim"]), config, None
+            index._index = _faiss().read_index(str(local / cls.FILE))
+            cls._apply_search_params(index._index, config)
         index.docids = list(meta["docids"])
         if index.size != len(index.docids):
             raise DataFormatError(f"index holds {index.size} vectors but {len(index.docids)} ids", meta_path)

@@ -49,6 +49,8 @@ class ExamplesConfig:
     label_kind: str = "listwise"
     teacher: str | None = None
     template: str | None = None
+    pointwise_teacher: str | None = None  # label_kind pairwise: teacher / template of the [B, k] targets
+    pointwise_template: str | None = None
 
 
 def examples_from_qrels(

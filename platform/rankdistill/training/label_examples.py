@@ -6,8 +6,10 @@
 * ``pointwise``: the teacher's ``log P(yes)`` per passage as ``targets`` (for the listwise KL
   loss, which applies its own temperature), passages in first-stage order.
 
-Pairwise labels (``P(a ≻ b)``) train dense retrievers with PairDistill's pairwise KL; they are
-not turned into per-passage targets here.
+* ``pairwise``: PairDistill examples (``training.pair_examples``): pointwise teacher scores as
+  ``targets`` (teacher ``pointwise_teacher``, when set) and the pairwise teacher's ``P(a ≻ b)`` as
+  ``pair_i / pair_j / pair_p``, collated to ``[B, k, k]`` by ``loop.collate`` when
+  ``extra_fields`` holds ``"pair_targets"``.
 """
 
 from __future__ import annotations
@@ -44,9 +46,19 @@ def examples_from_labels(
             if str(qid) in queries and len(group) >= 2:
                 rows.append(_row(queries[str(qid)], [str(d) for d in group["docid"]],
                                  [float(s) for s in group["score"]], corpus))
+    elif config.label_kind == "pairwise":
+        from rankdistill.training.pair_examples import PairExamplesConfig, pair_examples_from_store
+
+        pair_config = PairExamplesConfig(
+            label_store=config.label_store, pairwise_teacher=config.teacher, pairwise_template=config.template,
+            pointwise_teacher=getattr(config, "pointwise_teacher", None),
+            pointwise_template=getattr(config, "pointwise_template", None),
+            passages_per_query=k, seed=config.seed,
+        )
+        rows = pair_examples_from_store(queries, corpus, pair_config)
     else:
-        raise ConfigError(f"label kind '{config.label_kind}' cannot train a cross-encoder here "
-                          "(listwise, pointwise)", "data.label_kind")
+        raise ConfigError(f"label kind '{config.label_kind}' is not known here "
+                          "(listwise, pointwise, pairwise)", "data.label_kind")
     if not rows:
         raise DataFormatError(
             f"no {config.label_kind} labels of teacher '{config.teacher}' for these queries", config.label_store

@@ -40,7 +40,12 @@ def _seed_everything(seed: int) -> None:
 
 
 def collate(model: Any, rows: list[dict[str, Any]], extra_fields: tuple[str, ...], device) -> tuple[dict, Any, dict]:
-    """Tokenise a list of example rows into ``(batch, targets [B, k], extras)`` on ``device``."""
+    """Tokenise a list of example rows into ``(batch, targets [B, k], extras)`` on ``device``.
+
+    ``extra_fields`` name per-passage row fields collated to ``long [B, k]`` (-1 at padding), except
+    ``"pair_targets"``: the rows' ``pair_i/pair_j/pair_p`` become ``extras["pair_targets"]``
+    ``float [B, k, k]`` and ``extras["pair_mask"]`` ``bool [B, k, k]`` (:func:`pair_target_tensors`).
+    ``targets`` may hold NaN (a passage without a teacher score)."""
     import torch
 
     queries = [str(r["query"]) for r in rows]
@@ -54,6 +59,10 @@ def collate(model: Any, rows: list[dict[str, Any]], extra_fields: tuple[str, ...
         targets[i, : len(values)] = torch.tensor(values)
     extras = {}
     for name in extra_fields:
+        if name == "pair_targets":  # PairDistill: [B, k, k] P(d_i ≻ d_j) + mask (training.pair_examples)
+            extras["pair_targets"], extras["pair_mask"] = pair_target_tensors(rows, k)
+            extras["pair_targets"], extras["pair_mask"] = extras["pair_targets"].to(device), extras["pair_mask"].to(device)
+            continue
         values = torch.full((len(rows), k), -1, dtype=torch.long)
         for i, r in enumerate(rows):
             v = list(r[name])
@@ -61,6 +70,20 @@ def collate(model: Any, rows: list[dict[str, Any]], extra_fields: tuple[str, ...
         extras[name] = values.to(device)
     batch = {key: value.to(device) for key, value in batch.items()}
     return batch, targets.to(device), extras
+
+
+def pair_target_tensors(rows: list[dict[str, Any]], k: int) -> tuple[Any, Any]:
+    """Rows' ``pair_i``, ``pair_j``, ``pair_p`` lists -> ``pair_targets float [B, k, k]`` with
+    ``P(d_i ≻ d_j)`` at ``[b, i, j]`` (NaN where unlabelled) and ``pair_mask bool [B, k, k]``."""
+    import torch
+
+    targets = torch.full((len(rows), k, k), float("nan"), dtype=torch.float32)
+    for b, r in enumerate(rows):
+        i = torch.as_tensor([int(x) for x in r["pair_i"]], dtype=torch.long)
+        j = torch.as_tensor([int(x) for x in r["pair_j"]], dtype=torch.long)
+        if len(i):
+            targets[b, i, j] = torch.as_tensor([float(x) for x in r["pair_p"]], dtype=torch.float32)
+    return targets, ~torch.isnan(targets)
 
 
 def _batches(shard, batch_size: int, skip: int) -> Iterator[list[dict[str, Any]]]:

@@ -1,0 +1,177 @@
+"""Encode a corpus with a dense student on a Ray Data actor pool, into embedding shards.
+
+``encode_corpus(model_path, documents, output)`` -> a folder (local path or storage URI) of
+Parquet shards, one row per passage:
+
+- bi-encoder: ``docid`` (string), ``embedding`` (``list<float32>``, D values);
+- ColBERT: ``docid``, ``n_tokens`` (int32), ``embedding`` (the ``n_tokens x dim`` token vectors
+  flattened row-major; only the tokens MaxSim matches).
+
+Each actor loads the student once (``rankdistill.models.load_reranker``; the path must be
+readable by the workers: a shared folder, or a URI copied locally first with
+``retrieval.storage``) and encodes batches of passages with ``model.encode_passages``.
+
+:func:`read_embedding_shards` reads a shard folder back (``docids``, ``float32 [N, D]`` or the
+ColBERT token matrix with per-passage offsets); :func:`build_dense_index` /
+:func:`rankdistill.retrieval.colbert_index.ColbertIndex.from_shards` turn it into an index.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from rankdistill.data.records import Document
+from rankdistill.errors import DataFormatError
+
+
+@dataclass
+class EncodeConfig:
+    """Ray Data settings of :func:`encode_corpus`.
+
+    Args:
+        num_actors: encoder actors in the pool (each holds one copy of the student).
+        cpus_per_actor: CPUs reserved per actor (also its torch threads).
+        gpus_per_actor: GPUs per actor (0 on CPU machines).
+        batch_size: passages per ``encode_passages`` call.
+        rows_per_shard: at most this many passages per Parquet shard.
+    """
+
+    num_actors: int = 1
+    cpus_per_actor: float = 1.0
+    gpus_per_actor: float = 0.0
+    batch_size: int = 64
+    rows_per_shard: int = 50_000
+
+
+class _PassageEncoder:
+    """Ray Data actor: loads the student once, encodes ``{"docid", "text"}`` batches."""
+
+    def __init__(self, model_path: str, batch_size: int, threads: int):
+        import torch
+
+        from rankdistill.models import load_reranker
+
+        torch.set_num_threads(max(1, threads))
+        self.model = load_reranker(model_path)
+        if torch.cuda.is_available():  # pragma: no cover - GPU only
+            self.model.to("cuda")
+        self.batch_size = batch_size
+        if not hasattr(self.model, "encode_passages"):
+            raise DataFormatError(f"{type(self.model).__name__} is not a dense retriever (no encode_passages)",
+                                  model_path)
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, Any]:
+        import pyarrow as pa
+
+        texts = [str(t) for t in batch["text"]]
+        encoded = self.model.encode_passages(texts, batch_size=self.batch_size)
+        docids = pa.array([str(d) for d in batch["docid"]], pa.string())
+        if isinstance(encoded, list):  # ColBERT: token vectors per passage
+            flat = [v.numpy().astype(np.float32).reshape(-1) for v in encoded]
+            return pa.table({
+                "docid": docids,
+                "n_tokens": pa.array([int(v.shape[0]) for v in encoded], pa.int32()),
+                "embedding": pa.array(flat, pa.list_(pa.float32())),
+            })
+        array = encoded.numpy().astype(np.float32)
+        return pa.table({"docid": docids, "embedding": pa.array(list(array), pa.list_(pa.float32()))})
+
+
+def _documents_dataset(documents: Iterable[Document] | Mapping[str, Document] | Any):
+    import ray.data
+
+    if isinstance(documents, ray.data.Dataset):
+        return documents
+    docs = documents.values() if isinstance(documents, Mapping) else documents
+    return ray.data.from_items([{"docid": d.docid, "text": d.contents} for d in docs])
+
+
+def encode_corpus(
+    model_path: str | os.PathLike,
+    documents: Iterable[Document] | Mapping[str, Document] | Any,
+    output: str | os.PathLike,
+    config: EncodeConfig | None = None,
+) -> str:
+    """Encode every passage on a Ray Data actor pool and write embedding shards to ``output``.
+
+    Args:
+        model_path: a saved dense student (``save_pretrained`` folder) the workers can read.
+        documents: ``Document`` records (list or ``docid -> Document``) or a Ray Dataset with
+            ``docid`` and ``text`` columns (large corpora: read it with Ray Data, never on the driver).
+        output: shard folder, local path or storage URI (``s3://``, ``gs://``, ``file://``).
+
+    Returns ``output`` as a string.
+    """
+    config = config or EncodeConfig()
+    ds = _documents_dataset(documents)
+    encoded = ds.map_batches(
+        _PassageEncoder,
+        fn_constructor_kwargs={"model_path": os.fspath(model_path), "batch_size": config.batch_size,
+                               "threads": int(max(1, config.cpus_per_actor))},
+        batch_size=config.batch_size,
+        batch_format="numpy",
+        concurrency=config.num_actors,
+        num_cpus=config.cpus_per_actor,
+        num_gpus=config.gpus_per_actor or None,
+    )
+    out = os.fspath(output)
+    if "://" not in out:
+        Path(out).mkdir(parents=True, exist_ok=True)
+    encoded.write_parquet(out, max_rows_per_file=config.rows_per_shard)
+    return out
+
+
+@dataclass
+class EmbeddingShards:
+    """Shards read back: ``docids`` (N), ``embeddings`` ``float32 [N, D]`` (bi-encoder) or
+    ``float32 [T, dim]`` token vectors with ``offsets`` ``int64 [N + 1]`` (ColBERT: passage n's
+    tokens are rows ``offsets[n]:offsets[n+1]``)."""
+
+    docids: list[str]
+    embeddings: np.ndarray
+    offsets: np.ndarray | None = None
+
+    @property
+    def token_level(self) -> bool:
+        return self.offsets is not None
+
+
+def read_embedding_shards(location: str | os.PathLike) -> EmbeddingShards:
+    """Read the Parquet shards written by :func:`encode_corpus` (sorted by file name)."""
+    import pyarrow.dataset as pads
+
+    from rankdistill.retrieval.storage import readable_folder
+
+    with readable_folder(location) as folder:
+        files = sorted(str(p) for p in Path(folder).rglob("*.parquet"))
+        if not files:
+            raise DataFormatError("no embedding shards (*.parquet) in this folder", Path(str(location)))
+        table = pads.dataset(files, format="parquet").to_table()
+    docids = [str(d) for d in table["docid"].to_pylist()]
+    values = table["embedding"].combine_chunks()
+    flat = values.values.to_numpy(zero_copy_only=False).astype(np.float32, copy=False)
+    if "n_tokens" in table.column_names:
+        counts = np.asarray(table["n_tokens"].to_numpy(zero_copy_only=False), dtype=np.int64)
+        offsets = np.concatenate([[0], np.cumsum(counts)])
+        dim = flat.size // max(int(offsets[-1]), 1)
+        return EmbeddingShards(docids, flat.reshape(int(offsets[-1]), dim), offsets)
+    n = len(docids)
+    return EmbeddingShards(docids, flat.reshape(n, flat.size // max(n, 1)))
+
+
+def build_dense_index(location: str | os.PathLike, index_config: Any = None):
+    """A :class:`~rankdistill.retrieval.dense_index.DenseIndex` over a bi-encoder's shards."""
+    from rankdistill.retrieval.dense_index import DenseIndex, DenseIndexConfig
+
+    shards = read_embedding_shards(location)
+    if shards.token_level:
+        raise DataFormatError("these are ColBERT token shards; use ColbertIndex.from_shards", Path(str(location)))
+    index = DenseIndex(shards.embeddings.shape[1], index_config or DenseIndexConfig())
+    index.add(shards.docids, shards.embeddings)
+    return index

@@ -1,0 +1,158 @@
+"""PairDistill examples from the label store: pointwise [B, k] and pairwise [B, k, k] targets,
+listwise permutations as pairs, the Ray Data path equal to the driver path, collate."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+import torch
+from rankdistill.data.records import Document, Query
+from rankdistill.errors import ConfigError
+from rankdistill.training.examples import ExamplesConfig
+from rankdistill.training.label_examples import examples_from_labels
+from rankdistill.training.loop import collate
+from rankdistill.training.pair_examples import (
+    EXTRA_FIELDS,
+    PairExamplesConfig,
+    build_pair_example,
+    pair_example_dataset,
+    pair_examples_from_store,
+)
+
+CORPUS = {d: Document(d, f"text of {d}") for d in ["a", "b", "c", "d", "e", "pos"]}
+TEXTS = {d: doc.contents for d, doc in CORPUS.items()}
+QUERIES = {"q1": Query("q1", "first query"), "q2": Query("q2", "second query"), "q3": Query("q3", "third")}
+
+
+def pointwise_row(qid, docid, score, rank=1):
+    return {"teacher": "mono", "template_id": "yn", "template_hash": "h1", "qid": qid, "docid": docid,
+            "rank": rank, "score": score, "logprob_yes": score, "logprob_no": -1.0}
+
+
+def pairwise_row(qid, a, b, p):
+    return {"teacher": "duo", "template_id": "ab", "template_hash": "h2", "qid": qid, "docid_a": a, "docid_b": b,
+            "rank_a": 1, "rank_b": 2, "logprob_a_wins": math.log(p), "p_a_wins": p, "seed": 0}
+
+
+def listwise_row(qid, ranking, window=0):
+    return {"teacher": "llm", "template_id": "rz", "template_hash": "h3", "qid": qid, "list_key": "k",
+            "pass_index": 0, "window_index": window, "start": 0, "end": len(ranking), "window_size": 20,
+            "stride": 10, "docids_in": ranking, "ranking_out": ranking, "response": "", "repair": "ok",
+            "n_out_of_range": 0, "n_repeats": 0, "n_missing": 0, "ranking_after": ranking}
+
+
+def test_build_example_order_targets_and_pairs_by_hand():
+    config = PairExamplesConfig(label_store="unused", pairwise_teacher="duo", passages_per_query=4)
+    row = build_pair_example(
+        "q1", "first query", TEXTS, config,
+        pointwise=[("c", -0.5), ("a", -2.0), ("b", -0.1), ("missing", 5.0)],
+        pairwise=[("a", "b", 0.2), ("b", "a", 0.6), ("c", "d", 0.9), ("a", "e", 0.7)],
+        judged={"c": 1},
+    )
+    # pointwise-reranked order b (-0.1), c (-0.5), a (-2.0); then d, e from the pairs; cut to k = 4
+    assert row["docids"] == ["b", "c", "a", "d"]
+    assert row["targets"][:3] == [-0.1, -0.5, -2.0] and math.isnan(row["targets"][3])
+    assert row["labels"] == [0, 1, 0, 0]
+    # (a, b) at positions (2, 0): P(b ≻ a) = 1 - .2 = .8 and, from (b, a), .6 -> mean .7 at (0, 2);
+    # (c, d) -> (1, 3) .9; (a, e) dropped: e was cut
+    assert list(zip(row["pair_i"], row["pair_j"])) == [(0, 2), (1, 3)]
+    assert row["pair_p"] == pytest.approx([0.7, 0.9])
+
+
+def test_listwise_permutation_becomes_pairs_within_delta_and_positive_is_added():
+    config = PairExamplesConfig(label_store="unused", listwise_teacher="llm", passages_per_query=4, listwise_delta=2)
+    row = build_pair_example("q1", "first query", TEXTS, config, ranking=["c", "a", "b", "d"],
+                             judged={"pos": 2, "a": 0})
+    # δ = 2: only neighbours in the teacher ranking; the positive replaces the last slot (d)
+    assert row["docids"] == ["c", "a", "b", "pos"] and row["labels"] == [0, 0, 0, 2]
+    assert all(math.isnan(t) for t in row["targets"])
+    assert list(zip(row["pair_i"], row["pair_j"], row["pair_p"])) == [(0, 1, 1.0), (1, 2, 1.0)]
+    everything = build_pair_example("q1", "q", TEXTS, PairExamplesConfig(label_store="x", listwise_teacher="llm"),
+                                    ranking=["b", "a", "c"])
+    # all pairs; position order b, a, c (the ranking's); the better one always first here
+    assert list(zip(everything["pair_i"], everything["pair_j"], everything["pair_p"])) == [
+        (0, 1, 1.0), (0, 2, 1.0), (1, 2, 1.0)]
+    assert build_pair_example("q1", "q", TEXTS, config, ranking=["a"]) is None
+    with pytest.raises(ConfigError, match="pairwise_teacher"):
+        PairExamplesConfig(label_store="x")
+
+
+def _store(tmp_path: Path):
+    from rankdistill.teachers.store import LabelStore
+
+    store = LabelStore(tmp_path / "labels")
+    store.write("pointwise", [pointwise_row("q1", d, s) for d, s in [("a", -1.0), ("b", -0.2), ("c", -3.0)]]
+                + [pointwise_row("q2", d, s) for d, s in [("d", -0.3), ("e", -0.4)]]
+                + [pointwise_row("q1", "a", 0.0, rank=2)] * 0)
+    store.write("pairwise", [pairwise_row("q1", "b", "a", 0.8), pairwise_row("q1", "a", "c", 0.65),
+                             pairwise_row("q2", "d", "e", 0.3)])
+    store.write("pairwise", [pairwise_row("q1", "b", "a", 0.1)])  # a later duplicate: the first one wins
+    store.write("pointwise", [pointwise_row("q9", "a", 1.0), pointwise_row("q9", "b", 0.5)])  # unknown query
+    return store
+
+
+def test_examples_from_the_store_and_through_label_examples(tmp_path: Path):
+    _store(tmp_path)
+    config = PairExamplesConfig(label_store=str(tmp_path / "labels"), pointwise_teacher="mono",
+                                pairwise_teacher="duo", pairwise_template="ab", passages_per_query=8)
+    rows = pair_examples_from_store(QUERIES, CORPUS, config, qrels={"q1": {"a": 1}})
+    assert [r["qid"] for r in rows] == ["q1", "q2"]
+    q1 = rows[0]
+    assert q1["docids"] == ["b", "a", "c"] and q1["targets"] == [-0.2, -1.0, -3.0] and q1["labels"] == [0, 1, 0]
+    assert list(zip(q1["pair_i"], q1["pair_j"])) == [(0, 1), (1, 2)] and q1["pair_p"] == pytest.approx([0.8, 0.65])
+    via = examples_from_labels(QUERIES, CORPUS, ExamplesConfig(
+        source="labels", label_store=str(tmp_path / "labels"), label_kind="pairwise", teacher="duo",
+        pointwise_teacher="mono", passages_per_query=8))
+    assert sorted((r["qid"], r["docids"], r["pair_p"]) for r in via) == sorted(
+        (r["qid"], r["docids"], r["pair_p"]) for r in pair_examples_from_store(
+            QUERIES, CORPUS, PairExamplesConfig(label_store=str(tmp_path / "labels"), pointwise_teacher="mono",
+                                                pairwise_teacher="duo", passages_per_query=8)))
+
+
+@pytest.mark.slow
+def test_ray_data_examples_equal_the_driver_examples(tmp_path: Path, local_ray):
+    store = _store(tmp_path)
+    store.write("listwise", [listwise_row("q3", ["e", "d", "c"], 0), listwise_row("q3", ["c", "e", "d"], 1)])
+    config = PairExamplesConfig(label_store=str(tmp_path / "labels"), pointwise_teacher="mono",
+                                pairwise_teacher="duo", listwise_teacher="llm", passages_per_query=8)
+    qrels = {"q1": {"a": 1}, "q2": {"pos": 1}}
+    expected = pair_examples_from_store(QUERIES, CORPUS, config, qrels)
+    ds = pair_example_dataset(QUERIES, CORPUS, config, qrels, queries_per_task=2)  # two Ray tasks
+    got = sorted(ds.materialize().take_all(), key=lambda r: r["qid"])
+    assert [r["qid"] for r in got] == ["q1", "q2", "q3"]
+    q3 = got[2]
+    assert list(q3["docids"]) == ["c", "e", "d"]  # the last window's ranking
+    for ours, theirs in zip(got, expected, strict=True):
+        for key, value in theirs.items():
+            if key == "targets":
+                assert [None if math.isnan(v) else v for v in ours[key]] == [None if math.isnan(v) else v for v in value]
+            else:
+                assert list(ours[key]) == list(value), key
+
+
+def test_collate_builds_pair_targets_and_the_pairdistill_loss_trains_a_bi_encoder():
+    from model_fixtures import tiny_reranker
+    from rankdistill.losses import PairDistillLoss
+
+    config = PairExamplesConfig(label_store="unused", pointwise_teacher="mono", pairwise_teacher="duo")
+    rows = [
+        build_pair_example("q1", "first", TEXTS, config, pointwise=[("a", 1.0), ("b", 0.0), ("c", -1.0)],
+                           pairwise=[("a", "b", 0.9), ("c", "b", 0.3)], judged={"a": 1}),
+        build_pair_example("q2", "second", TEXTS, config, pointwise=[("d", 0.5), ("e", 0.0)],
+                           pairwise=[("e", "d", 0.25)], judged={"e": 1}),
+    ]
+    model = tiny_reranker("bi-encoder", pooling="mean", similarity="dot")
+    batch, targets, extras = collate(model, rows, EXTRA_FIELDS, torch.device("cpu"))
+    assert targets.shape == (2, 3) and targets[1, :2].tolist() == [0.5, 0.0]
+    assert extras["labels"].tolist() == [[1, 0, 0], [0, 1, -1]]
+    pt, pm = extras["pair_targets"], extras["pair_mask"]
+    assert pt.shape == pm.shape == (2, 3, 3)
+    assert pm.sum().item() == 3 and pm[0, 0, 1] and pm[0, 1, 2] and pm[1, 0, 1]
+    assert pt[0, 0, 1].item() == pytest.approx(0.9) and pt[0, 1, 2].item() == pytest.approx(0.7)
+    assert pt[1, 0, 1].item() == pytest.approx(0.75) and torch.isnan(pt[~pm]).all()
+    model.train()
+    loss = model.compute_loss(model(**batch), targets, PairDistillLoss(), **extras)
+    assert torch.isfinite(loss)
+    loss.backward()
