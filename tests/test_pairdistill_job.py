@@ -1,0 +1,122 @@
+"""The PairDistill job end to end on the demo slice with tiny random models: a mono teacher
+(pointwise) and a duo teacher (pairwise) through the ``reranker`` backend, a tiny bi-encoder
+student; MLflow parent run, one child per iteration, a registered pyfunc model; a second run
+pays for no label twice."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from rankdistill.config import load_config
+from rankdistill.errors import ConfigError
+from rankdistill.tracking import tracking_uri
+from rankdistill.workflows.pairdistill import PairDistillConfig, load_splits
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def tiny_models(root: Path) -> dict[str, Path]:
+    from model_fixtures import tiny_reranker
+
+    paths = {}
+    for name, options in (("mono", {}), ("duo", {}), ("bi-encoder", {"pooling": "mean", "similarity": "dot"})):
+        paths[name] = root / name
+        if not (paths[name] / "config.json").exists():
+            tiny_reranker(name, **options).save_pretrained(paths[name])
+    return paths
+
+
+def tiny_overrides(tmp_path: Path, models: dict[str, Path]) -> list[str]:
+    return [
+        f"student.init_from={models['bi-encoder']}", "student.architecture=bi-encoder",
+        "pointwise_teacher.id=tiny-mono", f"pointwise_teacher.backend={{name: reranker, model: {models['mono']}}}",
+        "pairwise_teacher.id=tiny-duo", f"pairwise_teacher.backend={{name: reranker, model: {models['duo']}}}",
+        "splits.dev_queries=8", "candidates.depth=8", "pointwise.top_k=8",
+        "pairwise={top_k: 8, delta: 4, pairs_per_query: 4, seed: 0}", "examples.passages_per_query=6",
+        "training.max_steps=3", "training.batch_size=4", "training.log_every=1", "training.num_workers=1",
+        "pipeline.progress=false", "pipeline.batch_size=64", f"label_store={tmp_path / 'labels'}",
+        f"output_dir={tmp_path / 'out'}", "tracking.register_model=tiny-pairdistill",
+    ]
+
+
+def test_shipped_pairdistill_configs_validate():
+    for name in ("quickstart.yaml", "pairdistill-gpu.yaml"):
+        config = load_config(PairDistillConfig, REPO / "configs" / name)
+        config.check()
+
+
+@pytest.mark.parametrize("override,match", [
+    ("iterations=0", "iterations: must be >= 1"),
+    ("candidates.first_stage=dense", "unknown first stage 'dense'"),
+    ("candidates.first_stage=run", "needs candidates.run"),
+    ("loss.name=infonce", "PairDistill trains with 'pairdistill'"),
+    ("student.architecture=mono", "'mono' is not a dense student"),
+])
+def test_bad_configs_fail_before_ray(override: str, match: str):
+    config = load_config(PairDistillConfig, REPO / "configs" / "quickstart.yaml", [override])
+    with pytest.raises(ConfigError, match=match):
+        config.check()
+
+
+def test_dev_is_carved_from_train_and_not_trained_on(demo):
+    from rankdistill.data.datasets import resolve
+    from rankdistill.workflows.pairdistill import SplitsConfig
+
+    spec, folder = resolve("demo")
+    splits = load_splits(SplitsConfig(dev_queries=8, seed=13), spec, folder)
+    again = load_splits(SplitsConfig(dev_queries=8, seed=13), spec, folder)
+    assert len(splits.dev) == 8 and len(splits.train) == 32 - 8 and len(splits.test) == 16
+    assert not set(splits.dev) & set(splits.train)
+    assert sorted(splits.dev) == sorted(again.dev)  # seeded: the same dev set every run
+    assert "carved with seed 13" in splits.dev_source
+
+
+@pytest.mark.slow
+def test_pairdistill_job_tracks_registers_and_pays_for_no_label_twice(tmp_path: Path, local_ray, monkeypatch):
+    import mlflow.pyfunc
+    import pandas as pd
+    from mlflow.tracking import MlflowClient
+    from rankdistill.models import load_student
+    from rankdistill.workflows.pairdistill import run_pairdistill
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    models = tiny_models(tmp_path / "models")
+    config = load_config(PairDistillConfig, REPO / "configs" / "quickstart.yaml", tiny_overrides(tmp_path, models))
+    first = run_pairdistill(config)
+    assert first["teacher_calls"] > 0
+    names = [s["name"] for s in first["stages"]]
+    assert names[0] == "first stage (BM25)" and names[-3:] == ["student zero-shot", "student iteration 1",
+                                                               "student iteration 2"]
+    assert (tmp_path / "out" / "iteration-2" / "index").exists()
+
+    client = MlflowClient(tracking_uri=tracking_uri())
+    experiment = client.get_experiment_by_name("pairdistill")
+    runs = client.search_runs([experiment.experiment_id])
+    parent = client.get_run(first["parent_run_id"])
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    assert sorted(r.data.tags["iteration"] for r in children) == ["0", "1", "2"]
+    for child in children:
+        assert "dev/nDCG_at_10" in child.data.metrics and "test/nDCG_at_10" in child.data.metrics
+    trained = [c for c in children if c.data.tags["iteration"] != "0"]
+    assert all(c.data.metrics["train_steps"] == 3 for c in trained)
+    assert "best_dev/nDCG_at_10" in parent.data.metrics and parent.info.run_name.startswith("pairdistill bi-encoder demo")
+
+    version = client.get_model_version("tiny-pairdistill", first["registered_version"])
+    assert version.tags["pointwise_teacher"] == "tiny-mono" and version.tags["parent_run"] == parent.info.run_id
+    assert version.tags["pointwise_labels"].startswith("tiny-mono/")
+    mlflow.set_tracking_uri(tracking_uri())
+    loaded = mlflow.pyfunc.load_model(f"models:/tiny-pairdistill/{first['registered_version']}")
+    texts = ["a cat sat", "vitamin d and bone density"]
+    vectors = loaded.predict(pd.DataFrame({"text": texts, "kind": ["query", "passage"]}))
+    student = load_student(first["best_model_dir"])
+    expected = [student.encode_queries(texts[:1])[0].tolist(), student.encode_passages(texts[1:])[0].tolist()]
+    assert vectors == pytest.approx(expected, abs=1e-5)
+
+    # the same job again: every label is in the store already
+    second = run_pairdistill(load_config(PairDistillConfig, REPO / "configs" / "quickstart.yaml",
+                                         tiny_overrides(tmp_path, models)))
+    assert second["teacher_calls"] == 0
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["teacher_calls"] == 0
