@@ -36,6 +36,33 @@ def test_relevance_threshold_applies_to_binary_measures_only():
     assert evaluate(run, qrels, ["RR@10"]).aggregate["RR@10"] == 1.0
 
 
+def test_tied_scores_are_evaluated_by_trec_evals_rule_not_the_files_ranks(tmp_path):
+    # file ranks put a before b; trec_eval breaks the tie by docid descending: b, a, c
+    (tmp_path / "tied.trec").write_text("q Q0 a 1 2.0 t\nq Q0 b 2 2.0 t\nq Q0 c 3 1.0 t\n")
+    run = read_trec_run(tmp_path / "tied.trec")
+    assert [d for d, _ in run.ranked("q")] == ["a", "b", "c"]
+    result = evaluate(run, Qrels({"q": {"a": 1, "c": 0}}), ["nDCG@10", "RR@10", "AP", "P@1"])
+    per_q = result.per_query["q"]
+    assert per_q["RR@10"] == pytest.approx(1 / 2)  # the MS MARCO provider alone would say 1
+    assert per_q["nDCG@10"] == pytest.approx(1 / math.log2(3))
+    assert per_q["AP"] == pytest.approx(1 / 2)
+    assert per_q["P@1"] == 0.0
+
+
+@pytest.mark.shared_data
+def test_rr_on_the_tied_splade_run_agrees_with_trec_eval_itself():
+    import pytrec_eval
+
+    _, folder = shared_dataset("trec-dl-2019-passage")
+    run = read_trec_run(folder.root / "runs" / "splade-pp-ed.trec")
+    qrels = folder.qrels("test")
+    ours = evaluate(run, qrels, ["RR@10"], relevance_threshold=2).per_query
+    trec = pytrec_eval.RelevanceEvaluator(dict(qrels), {"recip_rank"}, relevance_level=2).evaluate(dict(run))
+    for qid, values in trec.items():
+        rr = values["recip_rank"]
+        assert ours[qid]["RR(rel=2)@10"] == pytest.approx(rr if rr >= 0.1 else 0.0), qid
+
+
 @pytest.mark.shared_data
 @pytest.mark.parametrize("run_name,ndcg,rr", [("bm25.trec", 0.5058, 0.7024), ("bm25.rankvicuna-7b.trec", 0.6682, 0.8486)])
 def test_trec_dl_2019_published_numbers(run_name, ndcg, rr):
