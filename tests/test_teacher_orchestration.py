@@ -228,3 +228,38 @@ def test_replay_on_a_run_with_tied_scores_presents_the_recorded_windows(tmp_path
     reranked = Run.from_candidate_lists(r.candidates for r in results)
     result = evaluate(reranked, folder.qrels("test"), ["nDCG@10"], relevance_threshold=2)
     assert round(result.aggregate["nDCG@10"], 4) == 0.6682
+
+
+def test_listwise_prompts_are_fitted_to_the_teachers_context():
+    """With a tokenizer, every window's prompt plus rank_llm's answer estimate fits context_size:
+    the 20 passages of 200 words are cut to the same shorter length; without a context limit
+    (or without a tokenizer) the 200 words are sent as they are."""
+    from rankdistill.teachers.testing import minilm_tokenizer
+
+    tok = minilm_tokenizer()
+    words = " ".join(f"word{i}" for i in range(200))
+    cl = CandidateList(Query("q", "query q"), [Candidate(f"d{i}", float(30 - i), words) for i in range(30)])
+    relevance = {c.docid: -i for i, c in enumerate(cl.candidates)}
+    template = load_template("rankzephyr")
+
+    def prompts_sent(context_size, tokenizer):
+        backend = ScriptedBackend(relevance)
+        backend.tokenizer = tokenizer
+        sent = []
+        original = backend.generate
+
+        def generate(prompts, max_new_tokens):
+            sent.extend(as_prompts(prompts))
+            return original(prompts, max_new_tokens)
+
+        backend.generate = generate
+        rerank_listwise([cl], backend, template, ListwiseConfig(window_size=20, stride=10, context_size=context_size))
+        return [p.text for p in sent]
+
+    fitted = prompts_sent(2048, tok)
+    budget = 2048 - len(tok.encode(" > ".join(f"[{i + 1}]" for i in range(20)), add_special_tokens=False))
+    assert len(fitted) == 2 and all(len(tok.encode(p)) <= budget for p in fitted)
+    kept = {len(line.split()) - 1 for p in fitted for line in p.split("\n") if line.startswith("[1] word0")}
+    assert len(kept) == 1 and 10 < kept.pop() < 200
+    for unlimited in (prompts_sent(None, tok), prompts_sent(2048, None)):
+        assert all("word199\n[2]" in p for p in unlimited)
