@@ -18,10 +18,13 @@ Writes ``tests/fixtures/rankllm/dl19_messages.json`` (a few windows, chosen belo
 window, the message lists rank_llm builds for RankZephyr (``ZephyrReranker``'s default template),
 RankVicuna (``VicunaReranker``'s default template: in 0.26.0 the same rank_zephyr template) and
 RankGPT (``rank_gpt_template.yaml``, multi-turn); and ``dl19_context_fit.json``: rank_llm's
-``RankListwiseOSLLM.create_prompt`` context-shrinking loop on long windows with the SmolLM2 tokenizer
-and a small context, recording every ``max_length`` it tried and the final chat prompt.
-``--all OUT`` writes the messages of all 387 recorded windows to OUT instead (for a one-off
-comparison; too big for the repository).
+``RankListwiseOSLLM.create_prompt`` context-shrinking loop on the longest windows at small
+contexts, with the SmolLM2 tokenizer (its own chat template) and with all-MiniLM-L6-v2's (chat
+template = the shipped rankzephyr format, since BERT has none), recording every ``max_length`` it
+tried and the final chat prompt. ``--all OUT`` writes the messages of all 387 recorded windows to
+OUT instead, for ``scripts/compare_rankllm_prompts.py`` (too big for the repository).
+
+rank_llm 0.26.0 installs ftfy 6.3.1; the platform pins ``ftfy>=6.3,<7`` (pyproject.toml).
 
 Windows are the recorded RankVicuna-7B BM25 windows (``teacher/rankvicuna-7b.bm25.windows.jsonl``):
 the docids in prompt order, so both sides render exactly the same passages.
@@ -41,7 +44,6 @@ from rank_llm.rerank.listwise import RankListwiseOSLLM
 from rank_llm.rerank.listwise.listwise_rankllm import ListwiseRankLLM
 from rank_llm.rerank.listwise.vicuna_reranker import VicunaReranker
 from rank_llm.rerank.listwise.zephyr_reranker import ZephyrReranker
-from rank_llm.rerank.rankllm import RankLLM
 
 OUT = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "rankllm"
 # a plain window (the first), the two windows with the most passages ftfy repairs (MS MARCO
@@ -192,5 +194,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    RankLLM  # noqa: B018  (imported so a missing rank_llm fails at import, before any work)
     main()
