@@ -50,17 +50,30 @@ def test_tied_scores_are_evaluated_by_trec_evals_rule_not_the_files_ranks(tmp_pa
 
 
 @pytest.mark.shared_data
-def test_rr_on_the_tied_splade_run_agrees_with_trec_eval_itself():
+def test_a_run_full_of_ties_is_evaluated_as_trec_eval_itself_does(tmp_path):
+    """DL19 BM25 with scores floored to integers (4,274 of 4,300 lines tie), written in reverse:
+    every per-query nDCG@10, AP and RR@10 equals pytrec_eval's (trec_eval's own code)."""
     import pytrec_eval
 
     _, folder = shared_dataset("trec-dl-2019-passage")
-    run = read_trec_run(folder.root / "runs" / "splade-pp-ed.trec")
+    lines = (folder.root / "runs" / "bm25.trec").read_text().splitlines()
+    floored = [" ".join(p[:4] + [str(math.floor(float(p[4]))), p[5]]) for p in (line.split() for line in lines)]
+    (tmp_path / "tied.trec").write_text("\n".join(reversed(floored)) + "\n")
+    run = read_trec_run(tmp_path / "tied.trec")
     qrels = folder.qrels("test")
-    ours = evaluate(run, qrels, ["RR@10"], relevance_threshold=2).per_query
-    trec = pytrec_eval.RelevanceEvaluator(dict(qrels), {"recip_rank"}, relevance_level=2).evaluate(dict(run))
-    for qid, values in trec.items():
-        rr = values["recip_rank"]
+    ours = evaluate(run, qrels, ["nDCG@10", "AP", "RR@10"], relevance_threshold=2).per_query
+    graded = pytrec_eval.RelevanceEvaluator(dict(qrels), {"ndcg_cut_10"}).evaluate(dict(run))
+    binary = pytrec_eval.RelevanceEvaluator(dict(qrels), {"map", "recip_rank"}, relevance_level=2).evaluate(dict(run))
+    rr_changed = 0
+    for qid in graded:
+        assert ours[qid]["nDCG@10"] == pytest.approx(graded[qid]["ndcg_cut_10"]), qid
+        assert ours[qid]["AP(rel=2)"] == pytest.approx(binary[qid]["map"]), qid
+        rr = binary[qid]["recip_rank"]
         assert ours[qid]["RR(rel=2)@10"] == pytest.approx(rr if rr >= 0.1 else 0.0), qid
+        ranked = [d for d, _ in run.ranked(qid)]
+        first = next((i for i, d in enumerate(ranked) if qrels[qid].get(d, 0) >= 2), None)
+        rr_changed += first is not None and first < 10 and abs(1 / (first + 1) - rr) > 1e-9
+    assert rr_changed > 0  # the file's order would give other RR values: the ties matter here
 
 
 @pytest.mark.shared_data
