@@ -93,10 +93,59 @@ def test_trec_run_round_trip_and_tie_order(tmp_path: Path):
     run = Run({"q1": {"a": 1.0, "b": 3.0, "c": 1.0}, "q2": {"x": 0.5}})
     write_trec_run(run, tmp_path / "r.trec", tag="t")
     lines = (tmp_path / "r.trec").read_text().splitlines()
-    # best first; equal scores ordered by docid descending (trec_eval's tie rule)
-    assert [line.split()[2] for line in lines[:3]] == ["b", "c", "a"]
+    # best first; equal scores keep the run's own order (a before c), not trec_eval's docid rule
+    assert [line.split()[2] for line in lines[:3]] == ["b", "a", "c"]
     assert [line.split()[3] for line in lines[:3]] == ["1", "2", "3"]
-    assert read_trec_run(tmp_path / "r.trec") == run
+    assert [d for d, _ in run.trec_eval_ranked("q1")] == ["b", "c", "a"]
+    back = read_trec_run(tmp_path / "r.trec")
+    assert back == run and [d for d, _ in back.ranked("q1")] == ["b", "a", "c"]
+
+
+# A first stage with tied scores: the rank column, not the docid, orders the ties; the lines are
+# shuffled in the file (rank column 3, 1, 4, 2), so file position alone would give another order.
+TIED_RUN = (
+    "q1 Q0 d4 3 1.5 t\n"
+    "q1 Q0 d1 1 2.0 t\n"
+    "q1 Q0 d9 4 1.0 t\n"
+    "q1 Q0 d2 2 2.0 t\n"
+    "q2 Q0 z 1 7.0 t\n"
+)
+
+
+def test_tied_scores_keep_the_files_ranks_for_candidates(tmp_path: Path):
+    run = read_trec_run(write(tmp_path / "tied.trec", TIED_RUN))
+    assert list(run) == ["q1", "q2"]
+    assert [d for d, _ in run.ranked("q1")] == ["d1", "d2", "d4", "d9"]  # file ranks 1..4
+    assert [d for d, _ in run.trec_eval_ranked("q1")] == ["d2", "d1", "d4", "d9"]  # docid desc
+    assert list(run.top(1)["q1"]) == ["d1"]
+    queries = {"q1": Query("q1", "bees"), "q2": Query("q2", "wasps")}
+    corpus = {d: Document(d, f"text {d}") for d in ("d1", "d2", "d4", "d9", "z")}
+    lists = list(candidate_lists(run, queries, corpus, k=3))
+    assert lists[0].docids == ["d1", "d2", "d4"]
+    write_trec_run(run, tmp_path / "again.trec", tag="t")  # ranks survive a round trip
+    assert [line.split()[2:4] for line in (tmp_path / "again.trec").read_text().splitlines()][:4] == [
+        ["d1", "1"], ["d2", "2"], ["d4", "3"], ["d9", "4"]
+    ]
+
+
+@pytest.mark.shared_data
+def test_splade_dl19_candidates_follow_the_rank_column():
+    from conftest import shared_dataset
+
+    _, folder = shared_dataset("trec-dl-2019-passage")
+    path = folder.root / "runs" / "splade-pp-ed.trec"
+    by_rank: dict[str, list[tuple[int, str]]] = {}
+    for line in path.read_text().splitlines():
+        qid, _, docid, rank, _, _ = line.split()
+        by_rank.setdefault(qid, []).append((int(rank), docid))
+    run = read_trec_run(path)
+    docs = {d: Document(d, "") for q in run for d in run[q]}
+    lists = {cl.qid: cl.docids for cl in candidate_lists(run, folder.queries(), docs)}
+    assert lists == {q: [d for _, d in sorted(rows)] for q, rows in by_rank.items()}
+    # the 15 queries with tied scores are exactly those where trec_eval's order differs
+    tied = {q for q in run if len(set(run[q].values())) < len(run[q])}
+    differ = {q for q in run if lists[q] != [d for d, _ in run.trec_eval_ranked(q)]}
+    assert len(tied) == 15 and differ == tied
 
 
 def test_trec_qrels_four_columns(tmp_path: Path):

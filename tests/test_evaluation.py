@@ -36,6 +36,46 @@ def test_relevance_threshold_applies_to_binary_measures_only():
     assert evaluate(run, qrels, ["RR@10"]).aggregate["RR@10"] == 1.0
 
 
+def test_tied_scores_are_evaluated_by_trec_evals_rule_not_the_files_ranks(tmp_path):
+    # file ranks put a before b; trec_eval breaks the tie by docid descending: b, a, c
+    (tmp_path / "tied.trec").write_text("q Q0 a 1 2.0 t\nq Q0 b 2 2.0 t\nq Q0 c 3 1.0 t\n")
+    run = read_trec_run(tmp_path / "tied.trec")
+    assert [d for d, _ in run.ranked("q")] == ["a", "b", "c"]
+    result = evaluate(run, Qrels({"q": {"a": 1, "c": 0}}), ["nDCG@10", "RR@10", "AP", "P@1"])
+    per_q = result.per_query["q"]
+    assert per_q["RR@10"] == pytest.approx(1 / 2)  # the MS MARCO provider alone would say 1
+    assert per_q["nDCG@10"] == pytest.approx(1 / math.log2(3))
+    assert per_q["AP"] == pytest.approx(1 / 2)
+    assert per_q["P@1"] == 0.0
+
+
+@pytest.mark.shared_data
+def test_a_run_full_of_ties_is_evaluated_as_trec_eval_itself_does(tmp_path):
+    """DL19 BM25 with scores floored to integers (4,274 of 4,300 lines tie), written in reverse:
+    every per-query nDCG@10, AP and RR@10 equals pytrec_eval's (trec_eval's own code)."""
+    import pytrec_eval
+
+    _, folder = shared_dataset("trec-dl-2019-passage")
+    lines = (folder.root / "runs" / "bm25.trec").read_text().splitlines()
+    floored = [" ".join(p[:4] + [str(math.floor(float(p[4]))), p[5]]) for p in (line.split() for line in lines)]
+    (tmp_path / "tied.trec").write_text("\n".join(reversed(floored)) + "\n")
+    run = read_trec_run(tmp_path / "tied.trec")
+    qrels = folder.qrels("test")
+    ours = evaluate(run, qrels, ["nDCG@10", "AP", "RR@10"], relevance_threshold=2).per_query
+    graded = pytrec_eval.RelevanceEvaluator(dict(qrels), {"ndcg_cut_10"}).evaluate(dict(run))
+    binary = pytrec_eval.RelevanceEvaluator(dict(qrels), {"map", "recip_rank"}, relevance_level=2).evaluate(dict(run))
+    rr_changed = 0
+    for qid in graded:
+        assert ours[qid]["nDCG@10"] == pytest.approx(graded[qid]["ndcg_cut_10"]), qid
+        assert ours[qid]["AP(rel=2)"] == pytest.approx(binary[qid]["map"]), qid
+        rr = binary[qid]["recip_rank"]
+        assert ours[qid]["RR(rel=2)@10"] == pytest.approx(rr if rr >= 0.1 else 0.0), qid
+        ranked = [d for d, _ in run.ranked(qid)]
+        first = next((i for i, d in enumerate(ranked) if qrels[qid].get(d, 0) >= 2), None)
+        rr_changed += first is not None and first < 10 and abs(1 / (first + 1) - rr) > 1e-9
+    assert rr_changed > 0  # the file's order would give other RR values: the ties matter here
+
+
 @pytest.mark.shared_data
 @pytest.mark.parametrize("run_name,ndcg,rr", [("bm25.trec", 0.5058, 0.7024), ("bm25.rankvicuna-7b.trec", 0.6682, 0.8486)])
 def test_trec_dl_2019_published_numbers(run_name, ndcg, rr):

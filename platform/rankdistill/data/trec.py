@@ -10,8 +10,14 @@ from rankdistill.errors import DataFormatError
 
 
 def read_trec_run(path: str | Path) -> Run:
-    """Read a 6-column TREC run. Anything else (e.g. a 3-column MS MARCO run) is an error."""
-    run = Run()
+    """Read a 6-column TREC run. Anything else (e.g. a 3-column MS MARCO run) is an error.
+
+    Each query's documents are inserted in the order of the file's rank column (equal ranks in
+    file order), so :meth:`Run.ranked` breaks tied scores by the first stage's ranks; evaluation
+    still applies trec_eval's rules (:meth:`Run.trec_eval_ranked`).
+    """
+    rows: dict[str, list[tuple[int, int, str, float]]] = {}
+    seen: set[tuple[str, str]] = set()
     for line, text in iter_lines(path):
         parts = text.split()
         if len(parts) != 6:
@@ -23,19 +29,20 @@ def read_trec_run(path: str | Path) -> Run:
             )
         qid, _, docid, rank, score, _tag = parts
         try:
-            int(rank)
+            position = int(rank)
             value = float(score)
         except ValueError:
             raise DataFormatError(f"rank '{rank}' / score '{score}' is not a number", path, line) from None
-        per_query = run.setdefault(qid, {})
-        if docid in per_query:
+        if (qid, docid) in seen:
             raise DataFormatError(f"document '{docid}' appears twice for query '{qid}'", path, line)
-        per_query[docid] = value
-    return run
+        seen.add((qid, docid))
+        rows.setdefault(qid, []).append((position, line, docid, value))
+    return Run({qid: {docid: value for _, _, docid, value in sorted(docs)} for qid, docs in rows.items()})
 
 
 def write_trec_run(run: Run, path: str | Path, tag: str = "rankdistill") -> None:
-    """Write a run with ranks 1..n per query, best first (ties broken by docid, descending)."""
+    """Write a run with ranks 1..n per query in :meth:`Run.ranked` order (best first; equal scores
+    in the run's own order, so a run read from a file keeps its ranks)."""
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     with open_text(path, "w") as f:
         for qid, ranked in run.iter_ranked():

@@ -1,8 +1,9 @@
 """The metrics core: ir-measures over a :class:`Run` and :class:`Qrels`.
 
-Aggregates follow ``trec_eval -c`` semantics: the mean is taken over every query in the qrels,
-and a judged query the run did not answer scores 0 (so a retriever cannot gain by returning
-nothing for hard queries).
+Rankings follow trec_eval's rules (score descending, ties by docid descending; see
+:func:`trec_eval_order`), whatever order the run file gave. Aggregates follow ``trec_eval -c``
+semantics: the mean is taken over every query in the qrels, and a judged query the run did not
+answer scores 0 (so a retriever cannot gain by returning nothing for hard queries).
 """
 
 from __future__ import annotations
@@ -56,6 +57,19 @@ class EvaluationResult:
         return {"aggregate": self.aggregate, "num_queries": self.num_queries, "per_query": self.per_query}
 
 
+def trec_eval_order(docs: dict[str, float]) -> dict[str, float]:
+    """One query's scores replaced by ``n, n-1, ..., 1`` in trec_eval's order (score descending,
+    ties by docid descending), so every ir-measures provider ranks as trec_eval does.
+
+    Without this, tied scores are ordered by the provider: pytrec_eval (nDCG, AP, R) breaks them
+    by docid descending, the MS MARCO provider behind ``RR@k`` by docid ascending, so one run
+    would be ranked two ways in one evaluation.
+    """
+    ranked = sorted(docs.items(), key=lambda kv: (kv[1], kv[0]), reverse=True)
+    n = len(ranked)
+    return {docid: float(n - i) for i, (docid, _) in enumerate(ranked)}
+
+
 def evaluate(
     run: Run,
     qrels: Qrels,
@@ -67,7 +81,7 @@ def evaluate(
     names = [str(m) for m in parsed]
     judged = [q for q in qrels if qrels[q]]
     per_query: dict[str, dict[str, float]] = {q: {n: 0.0 for n in names} for q in judged}
-    answered = {q: docs for q, docs in run.items() if q in qrels and docs}
+    answered = {q: trec_eval_order(docs) for q, docs in run.items() if q in qrels and docs}
     if answered:
         for metric in ir_measures.iter_calc(parsed, dict(qrels), answered):
             per_query[metric.query_id][str(metric.measure)] = float(metric.value)

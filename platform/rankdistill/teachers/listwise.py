@@ -33,6 +33,9 @@ class ListwiseConfig:
     rank_end: int | None = 100  # null: the whole list
     direction: str = "back_to_front"  # back_to_front | front_to_back
     max_new_tokens: int | None = None  # default: the tokens of "[1] > [2] > ... > [w]" (rank_llm)
+    # the teacher's context (tokens): passages shrink until prompt + answer fit, as rank_llm's
+    # create_prompt does (needs the backend's tokenizer; a backend without one sends prompts as is)
+    context_size: int | None = 4096
 
     def check(self) -> None:
         if self.window_size < 2:
@@ -43,6 +46,8 @@ class ListwiseConfig:
             raise ConfigError("must be >= 1", "listwise.passes")
         if self.direction not in ("back_to_front", "front_to_back"):
             raise ConfigError("must be back_to_front or front_to_back", "listwise.direction")
+        if self.context_size is not None and self.context_size < 1:
+            raise ConfigError("must be a positive number of tokens or null", "listwise.context_size")
 
 
 def sliding_windows(
@@ -90,7 +95,8 @@ def list_key(docids: Sequence[str], config: ListwiseConfig) -> str:
     """Identifies one listwise job on one query: the input ranking and the window schedule."""
     payload = json.dumps(
         {"docids": list(docids), "window": config.window_size, "stride": config.stride, "passes": config.passes,
-         "start": config.rank_start, "end": config.rank_end, "direction": config.direction},
+         "start": config.rank_start, "end": config.rank_end, "direction": config.direction,
+         "context": config.context_size},
         separators=(",", ":"),
     )
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
@@ -190,7 +196,11 @@ def rerank_listwise(
         for state in active:
             shown = state.window()
             passages = [state.by_id[d].contents for d in shown]
-            prompts.append(Prompt(template.listwise(state.cl.query.text, passages, tokenizer), state.cl.qid, tuple(shown)))
+            if config.context_size and tokenizer is not None:
+                text = template.fit_listwise(state.cl.query.text, passages, tokenizer, config.context_size).text
+            else:
+                text = template.listwise(state.cl.query.text, passages, tokenizer)
+            prompts.append(Prompt(text, state.cl.qid, tuple(shown)))
         responses = backend.generate(prompts, max_new)
         for state, response in zip(active, responses, strict=True):
             state.apply(response)

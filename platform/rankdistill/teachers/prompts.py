@@ -25,9 +25,12 @@ braces inside passages never expand):
     pointwise ``{yes, no}``.
 ``truncation``
     ``{unit: words|tokens, max: N}`` per passage (tokens of the serving model's tokenizer).
+``passage_fix``
+    ``none`` or ``ftfy``: applied to each passage after stripping, before truncation (rank_llm
+    0.26's ``_convert_doc_to_prompt_content``), so it changes the messages themselves.
 ``text_fix``
-    ``none`` or ``rankllm`` (what rank_llm's ``ftfy.fix_text`` does to MS MARCO text, without ftfy:
-    see :func:`fix_text_rankllm`).
+    ``none`` or ``ftfy``: applied to the whole rendered prompt string (rank_llm 0.0.5's
+    ``create_prompt``, and 0.26's for local models after the chat template).
 ``replace_bracket_numbers``
     rank_llm's ``[12]`` → ``(12)`` in passages and query, so identifiers stay unambiguous.
 """
@@ -36,10 +39,8 @@ from __future__ import annotations
 
 import copy
 import hashlib
-import html
 import json
 import re
-import unicodedata
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -56,7 +57,7 @@ _DOC_FIELDS = ("description", "source")
 _KNOWN_FIELDS = {
     "id", "version", "kind", "description", "source", "style", "chat", "system", "prefix",
     "prefix_assistant", "passage", "passage_assistant", "suffix", "user", "label_tokens",
-    "truncation", "text_fix", "replace_bracket_numbers",
+    "truncation", "text_fix", "passage_fix", "replace_bracket_numbers",
 }
 _LABEL_KEYS = {"pairwise": ("first", "second"), "pointwise": ("yes", "no")}
 _PLACEHOLDER = re.compile(r"\{([a-z_]+)\}")
@@ -68,56 +69,17 @@ def substitute(text: str, values: Mapping[str, Any]) -> str:
 
 
 # ---------------------------------------------------------------------------------------------
-# Text normalisation (rank_llm applies ftfy.fix_text to the whole prompt)
+# Text normalisation: rank_llm runs ftfy.fix_text (ftfy's defaults) on every passage (0.26) and on
+# the whole chat prompt (0.0.5 and 0.26's local models); ftfy repairs MS MARCO's mojibake
+# (``â€”`` → ``—``), HTML entities, curly quotes, ligatures, and normalises to NFC.
 # ---------------------------------------------------------------------------------------------
-_CP1252_BYTE: dict[str, int] = {}
-for _b in range(0x80, 0x100):
-    _CP1252_BYTE[chr(_b)] = _b
-    try:
-        _CP1252_BYTE[bytes([_b]).decode("cp1252")] = _b
-    except UnicodeDecodeError:
-        pass
-_CONTINUATION = "".join(re.escape(c) for c, b in _CP1252_BYTE.items() if 0x80 <= b <= 0xBF)
-_MOJIBAKE = re.compile(f"[\u00c2-\u00f4](?:[{_CONTINUATION}])+")
-_HTML_ENTITY = re.compile(r"&#?[0-9A-Za-z]{1,24};")
-_LIGATURES = {"\ufb00": "ff", "\ufb01": "fi", "\ufb02": "fl", "\ufb03": "ffi", "\ufb04": "ffl",
-              "\ufb05": "st", "\ufb06": "st"}
-_SINGLE_QUOTES = re.compile("[\u02bc\u2018-\u201b]")
-_DOUBLE_QUOTES = re.compile("[\u201c-\u201f]")
+def _ftfy(text: str) -> str:
+    import ftfy
+
+    return ftfy.fix_text(text)
 
 
-def _undo_mojibake(match: re.Match) -> str:
-    text = match.group(0)
-    for end in range(len(text), 1, -1):
-        try:
-            return bytes(_CP1252_BYTE[c] for c in text[:end]).decode("utf-8") + text[end:]
-        except (UnicodeDecodeError, KeyError):
-            continue
-    return text
-
-
-def fix_text_rankllm(text: str) -> str:
-    """The parts of ``ftfy.fix_text`` (ftfy's defaults) that matter for MS MARCO passages, with no
-    dependency on ftfy: HTML entities (lines without ``<``), UTF-8 read as Windows-1252/Latin-1
-    (e.g. ``â€”`` → ``—``), byte-order marks, U+2028/9 line separators, Latin ligatures, curly quotes
-    → straight, NFC. ftfy decides some mixed cases by a badness heuristic; on the 387 recorded DL19
-    RankVicuna prompts this reproduces all but a handful byte for byte (tested)."""
-    text = "\n".join(
-        line if "<" in line else _HTML_ENTITY.sub(lambda m: html.unescape(m.group(0)), line)
-        for line in text.split("\n")
-    )
-    previous = None
-    while previous != text:
-        previous, text = text, _MOJIBAKE.sub(_undo_mojibake, text)
-    text = text.replace("\ufeff", "").replace("\u2028", "\n").replace("\u2029", "\n")
-    for ligature, plain in _LIGATURES.items():
-        text = text.replace(ligature, plain)
-    text = _SINGLE_QUOTES.sub("'", text)
-    text = _DOUBLE_QUOTES.sub('"', text)
-    return unicodedata.normalize("NFC", text)
-
-
-TEXT_FIXES: dict[str, Callable[[str], str]] = {"none": lambda s: s, "rankllm": fix_text_rankllm}
+TEXT_FIXES: dict[str, Callable[[str], str]] = {"none": lambda s: s, "ftfy": _ftfy}
 _BRACKET_NUMBER = re.compile(r"\[(\d+)\]")
 
 
@@ -190,8 +152,12 @@ class PromptTemplate:
         return self.truncation.unit == "tokens" or self.content.get("chat") == "tokenizer"
 
     # -- rendering ------------------------------------------------------------------------------
-    def _clean(self, text: str, tokenizer: Any = None) -> str:
-        text = self.truncation.apply(text.strip(), tokenizer)
+    def _clean(self, text: str, tokenizer: Any = None, max_words: int | None = None) -> str:
+        """rank_llm's order: strip, passage fix, truncate, ``[n]`` → ``(n)``; ``max_words``
+        overrides the template's word budget (the context-fitting loop lowers it)."""
+        text = TEXT_FIXES[self.content.get("passage_fix", "none")](text.strip())
+        truncation = self.truncation if max_words is None else Truncation("words", max_words)
+        text = truncation.apply(text, tokenizer)
         if self.content.get("replace_bracket_numbers"):
             text = replace_bracket_numbers(text)
         return text
@@ -199,10 +165,12 @@ class PromptTemplate:
     def _query(self, query: str) -> str:
         return replace_bracket_numbers(query) if self.content.get("replace_bracket_numbers") else query
 
-    def _chat(self, messages: list[tuple[str, str]], tokenizer: Any = None) -> str:
+    def render(self, messages: Sequence[Mapping[str, str]], tokenizer: Any = None) -> str:
+        """Chat messages (``[{"role", "content"}]``) as the one prompt string the model reads:
+        the template's chat format (or the tokenizer's chat template), then ``text_fix``."""
         chat = self.content.get("chat", "none")
         if chat == "none":
-            text = "".join(content for role, content in messages if role == "user")
+            text = "".join(m["content"] for m in messages if m["role"] == "user")
         elif chat == "tokenizer":
             if tokenizer is None or not getattr(tokenizer, "chat_template", None):
                 raise ConfigError(
@@ -210,23 +178,35 @@ class PromptTemplate:
                     "has none", "teacher.template"
                 )
             text = tokenizer.apply_chat_template(
-                [{"role": r, "content": c} for r, c in messages], tokenize=False, add_generation_prompt=True
+                [{"role": m["role"], "content": m["content"]} for m in messages], tokenize=False,
+                add_generation_prompt=True,
             )
         else:
-            text = "".join(substitute(chat[role], {"content": content}) for role, content in messages)
+            text = "".join(substitute(chat[m["role"]], {"content": m["content"]}) for m in messages)
             text += chat.get("generation", "")
         return TEXT_FIXES[self.content.get("text_fix", "none")](text)
+
+    def _chat(self, messages: list[tuple[str, str]], tokenizer: Any = None) -> str:
+        return self.render(_as_messages(messages), tokenizer)
 
     def _with_system(self, turns: list[tuple[str, str]]) -> list[tuple[str, str]]:
         system = self.content.get("system")
         return ([("system", system)] if system else []) + turns
 
-    def listwise(self, query: str, passages: Sequence[str], tokenizer: Any = None) -> str:
+    def listwise(self, query: str, passages: Sequence[str], tokenizer: Any = None,
+                 max_words: int | None = None) -> str:
+        """The prompt string for one window (``passages`` in prompt order [1]..[n])."""
+        return self.render(self.listwise_messages(query, passages, tokenizer, max_words), tokenizer)
+
+    def listwise_messages(self, query: str, passages: Sequence[str], tokenizer: Any = None,
+                          max_words: int | None = None) -> list[dict[str, str]]:
+        """The chat messages of one window, as rank_llm's inference handlers build them
+        (``[{"role": "system"|"user"|"assistant", "content": ...}]``; no text_fix yet)."""
         self._expect("listwise")
         c = self.content
         q = self._query(query)
         num = len(passages)
-        texts = [self._clean(p, tokenizer) for p in passages]
+        texts = [self._clean(p, tokenizer, max_words) for p in passages]
         if c.get("style", "single_turn") == "single_turn":
             body = substitute(c["prefix"], {"num": num, "query": q})
             for rank, text in enumerate(texts, start=1):
@@ -240,7 +220,37 @@ class PromptTemplate:
                 turns.append(("user", substitute(c["passage"], {"rank": rank, "passage": text})))
                 turns.append(("assistant", substitute(c["passage_assistant"], {"rank": rank})))
             turns.append(("user", substitute(c["suffix"], {"num": num, "query": q})))
-        return self._chat(self._with_system(turns), tokenizer)
+        return _as_messages(self._with_system(turns))
+
+    def fit_listwise(self, query: str, passages: Sequence[str], tokenizer: Any, context_size: int) -> FittedPrompt:
+        """rank_llm's ``create_prompt`` loop: render with the template's word budget (300), count
+        the prompt's tokens with the teacher's tokenizer (``tokenizer.encode``, special tokens
+        included) and, while they exceed ``context_size − num_output_tokens(window)``, lower the
+        budget by ``max(1, overflow // (window · 4))`` words per passage.
+
+        Raises ConfigError when even one-word passages do not fit (rank_llm would loop forever)."""
+        start = self.truncation
+        if start.unit != "words" or start.max is None:
+            raise ConfigError(
+                f"fitting prompts to the context lowers a per-passage word budget; template '{self.id}' "
+                f"truncates by {start.unit} (max {start.max})", "teacher.template.truncation",
+            )
+        window = len(passages)
+        budget = context_size - num_output_tokens(tokenizer, window)
+        max_words, tried = start.max, []
+        while True:
+            tried.append(max_words)
+            text = self.listwise(query, passages, tokenizer, max_words)
+            num_tokens = len(tokenizer.encode(text))
+            if num_tokens <= budget:
+                return FittedPrompt(text, num_tokens, tried)
+            max_words -= max(1, (num_tokens - budget) // (window * 4))
+            if max_words < 1:
+                raise ConfigError(
+                    f"a window of {window} passages does not fit context_size {context_size} even with "
+                    f"1-word passages ({num_tokens} tokens, budget {budget}): raise it or shrink the window",
+                    "listwise.context_size",
+                )
 
     def pairwise(self, query: str, doc_a: str, doc_b: str, tokenizer: Any = None) -> str:
         self._expect("pairwise")
@@ -257,6 +267,25 @@ class PromptTemplate:
     def _expect(self, kind: str) -> None:
         if self.kind != kind:
             raise ConfigError(f"template '{self.id}' is {self.kind}, not {kind}", "teacher.template")
+
+
+@dataclass(frozen=True)
+class FittedPrompt:
+    """A prompt fitted to the context: its text, its token count and every word budget tried."""
+
+    text: str
+    num_tokens: int
+    max_words_tried: list[int]
+
+
+def num_output_tokens(tokenizer: Any, window: int) -> int:
+    """rank_llm's estimate of the answer's length: the tokens of ``[1] > [2] > ... > [window]``."""
+    text = " > ".join(f"[{i + 1}]" for i in range(window))
+    return len(tokenizer.encode(text, add_special_tokens=False))
+
+
+def _as_messages(turns: Sequence[tuple[str, str]]) -> list[dict[str, str]]:
+    return [{"role": role, "content": content} for role, content in turns]
 
 
 def _merge(base: dict[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
@@ -287,8 +316,9 @@ def validate_template(content: dict[str, Any], where: str) -> None:
         bad("must be 'none', 'tokenizer' or a mapping with at least a 'user' format", "chat")
     if isinstance(chat, dict) and content.get("system") and "system" not in chat:
         bad("a system message needs a 'system' format", "chat")
-    if content.get("text_fix", "none") not in TEXT_FIXES:
-        bad(f"must be one of {list(TEXT_FIXES)}", "text_fix")
+    for key in ("text_fix", "passage_fix"):
+        if content.get(key, "none") not in TEXT_FIXES:
+            bad(f"must be one of {list(TEXT_FIXES)}", key)
     trunc = content.get("truncation") or {}
     if trunc.get("unit", "words") not in ("words", "tokens"):
         bad("must be 'words' or 'tokens'", "truncation.unit")
