@@ -1,5 +1,5 @@
 # rankdistill: two commands on a fresh machine (Python 3.11, no GPU, PyPI only):
-#   make demo   # create .venv, install, run the main job on the demo slice of ../shared/data's SciFact
+#   make demo   # create .venv, install, train the demo teachers once, run PairDistill on the demo slice
 #   make test   # create/update .venv with the dev extras, run the test suite
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   ?= .venv
@@ -16,7 +16,7 @@ export HF_HUB_OFFLINE ?= 1
 export TRANSFORMERS_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: demo test test-fast bench lint install install-dev clean mlflow-ui
+.PHONY: demo teachers test test-fast bench lint install install-dev clean mlflow-ui
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -36,8 +36,16 @@ $(VENV)/.installed-dev: $(VENV)/.installed pyproject.toml
 install: $(VENV)/.installed
 install-dev: $(VENV)/.installed-dev
 
-demo: $(VENV)/.installed
-	$(PY) jobs/evaluate.py --config configs/evaluate.yaml
+# The quickstart's teachers: cross-encoders trained on the demo slice's training split (once).
+TEACHERS := outputs/train_reranker-mono/model/config.json outputs/train_reranker-duo/model/config.json
+outputs/train_reranker-%/model/config.json: | $(VENV)/.installed
+	$(PY) jobs/train_reranker.py --config configs/train_reranker-$*.yaml evaluation.enabled=false \
+		tracking.register_model=null
+
+teachers: $(TEACHERS)
+
+demo: $(VENV)/.installed $(TEACHERS)
+	$(PY) jobs/pairdistill.py --config configs/quickstart.yaml
 
 test: $(VENV)/.installed-dev
 	$(PY) -m pytest tests $(PYTEST_ARGS)

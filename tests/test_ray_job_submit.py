@@ -3,6 +3,7 @@ with token authentication on (Ray 2.60's default); the test stops only the clust
 
 from __future__ import annotations
 
+import json
 import secrets
 import subprocess
 import sys
@@ -15,12 +16,12 @@ REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 
 
-@pytest.fixture
-def ray_cluster(tmp_path: Path):
+@pytest.fixture(scope="module")
+def ray_cluster(tmp_path_factory):
     import ray
 
     assert not ray.is_initialized()
-    cluster = LocalCluster(tmp_path)
+    cluster = LocalCluster(tmp_path_factory.mktemp("cluster"))
     cluster.env.pop("MLFLOW_TRACKING_URI", None)  # the job must use the machine's embedded store
     try:
         cluster.start_head(num_cpus=2)
@@ -32,8 +33,9 @@ def ray_cluster(tmp_path: Path):
 @pytest.mark.slow
 def test_ray_job_submit_evaluate_on_local_cluster(ray_cluster, tmp_path: Path, rankdistill_home: Path):
     out = tmp_path / "job-output"
+    env = json.dumps({"env_vars": {"RANKDISTILL_HOME": str(rankdistill_home)}})
     proc = ray_cluster.submit(["python", "jobs/evaluate.py", "--config", "configs/evaluate.yaml",
-                               f"output_dir={out}"], working_dir=REPO)
+                               f"output_dir={out}"], working_dir=REPO, runtime_env_json=env)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "nDCG@10" in proc.stdout and "succeeded" in proc.stdout + proc.stderr
     assert (out / "run.trec").exists() and (out / "evaluation.json").exists()
@@ -47,3 +49,31 @@ def test_ray_job_submit_evaluate_on_local_cluster(ray_cluster, tmp_path: Path, r
                              text=True, timeout=120)
     assert refused.returncode != 0
     assert "uthentication" in refused.stdout + refused.stderr
+
+
+@pytest.mark.slow
+def test_ray_job_submit_pairdistill_quickstart(ray_cluster, tmp_path: Path, rankdistill_home: Path):
+    """The main job as users run it: `ray job submit -- python jobs/pairdistill.py --config
+    configs/quickstart.yaml` (tiny random teachers and student), then its runs in MLflow."""
+    import mlflow.pyfunc
+    from mlflow.tracking import MlflowClient
+    from rankdistill.tracking import tracking_uri
+    from test_pairdistill_job import tiny_models, tiny_overrides
+
+    models = tiny_models(tmp_path / "models")
+    overrides = [o for o in tiny_overrides(tmp_path, models) if not o.startswith("training.max_steps")]
+    env = json.dumps({"env_vars": {"RANKDISTILL_HOME": str(rankdistill_home)}})
+    proc = ray_cluster.submit(["python", "jobs/pairdistill.py", "--config", "configs/quickstart.yaml",
+                               "iterations=1", "training.max_steps=2", *overrides], working_dir=REPO,
+                              runtime_env_json=env)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-3000:]
+    assert "student iteration 1" in proc.stdout and "<- selected" in proc.stdout
+    client = MlflowClient(tracking_uri=tracking_uri())
+    runs = client.search_runs([client.get_experiment_by_name("pairdistill").experiment_id])
+    (parent,) = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    assert sorted(r.data.tags["iteration"] for r in children) == ["0", "1"]
+    assert all("test/nDCG_at_10" in r.data.metrics for r in children)
+    mlflow.set_tracking_uri(tracking_uri())
+    model = mlflow.pyfunc.load_model("models:/tiny-pairdistill/1")
+    assert len(model.predict({"text": ["vitamin d"], "kind": ["query"]})[0]) == 32  # the tiny student's width

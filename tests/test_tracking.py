@@ -112,3 +112,18 @@ def test_jobs_share_one_store_and_do_not_leak_the_uri(tmp_path: Path, monkeypatc
     assert sorted(r.info.run_id for r in runs) == sorted(ids)
     assert {r.info.run_name for r in runs} == {"evaluate", "train_reranker"}
     assert all(r.data.metrics == {"test/nDCG_at_10": 0.5} for r in runs)
+
+
+def test_nested_runs_are_children_in_the_parents_experiment(monkeypatch):
+    from mlflow.tracking import MlflowClient
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    with start_run(TrackingConfig(experiment="jobs"), tags={"job": "pairdistill"}) as parent:
+        for i in range(2):
+            with start_run(TrackingConfig(experiment="jobs"), tags={"job": f"pairdistill iteration {i}"},
+                           nested=True) as child:
+                child.log_metrics({"dev/nDCG@10": 0.1 * i})
+    client = MlflowClient(tracking_uri=tracking_uri())
+    runs = client.search_runs([client.get_experiment_by_name("jobs").experiment_id])
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.run_id]
+    assert sorted(r.info.run_name for r in children) == ["pairdistill iteration 0", "pairdistill iteration 1"]

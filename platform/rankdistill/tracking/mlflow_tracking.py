@@ -162,8 +162,11 @@ def start_run(config: TrackingConfig, tags: Mapping[str, Any] | None = None, nes
     import mlflow
 
     if nested:
-        with mlflow.start_run(run_name=config.run_name or run_name_for(tags or {}), tags=dict(tags or {}),
-                              nested=True) as run:
+        parent = mlflow.active_run()
+        if parent is None:
+            raise RuntimeError("a nested run needs an active parent run (open the job's run first)")
+        with mlflow.start_run(experiment_id=parent.info.experiment_id, nested=True, tags=dict(tags or {}),
+                              run_name=run_name_for(tags or {})) as run:
             yield Tracker(run.info.run_id)
         return
 

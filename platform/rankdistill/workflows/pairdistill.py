@@ -44,6 +44,7 @@ from rankdistill.errors import ConfigError
 from rankdistill.evaluation.metrics import DEFAULT_MEASURES, EvaluationResult, evaluate
 from rankdistill.ray_runtime import RayConfig, init_ray, shutdown_ray
 from rankdistill.retrieval.bm25 import BM25Index
+from rankdistill.retrieval.colbert_index import ColbertIndex, ColbertIndexConfig
 from rankdistill.retrieval.dense_index import DenseIndexConfig
 from rankdistill.retrieval.encode import EncodeConfig
 from rankdistill.retrieval.first_stage import bm25_search_on_ray
@@ -83,7 +84,8 @@ class CandidatesConfig:
     run: str | None = None  # first_stage: run — a TREC file or a name in the dataset's runs/ (train queries)
     depth: int = 100
     bm25_shards: int = 2
-    index: DenseIndexConfig = field(default_factory=DenseIndexConfig)
+    index: DenseIndexConfig = field(default_factory=DenseIndexConfig)  # bi-encoder students
+    colbert_index: ColbertIndexConfig = field(default_factory=ColbertIndexConfig)  # ColBERT students
     encode: EncodeConfig = field(default_factory=EncodeConfig)
 
 
@@ -261,7 +263,10 @@ class PairDistill:
         if shards.exists():
             shutil.rmtree(shards)
         encode_corpus(model_dir, self.corpus, shards, self.config.candidates.encode)
-        index = build_dense_index(shards, self.config.candidates.index)
+        if self.config.student.architecture == "colbert":  # token vectors, exact MaxSim re-scoring
+            index = ColbertIndex.from_shards(shards, self.config.candidates.colbert_index)
+        else:
+            index = build_dense_index(shards, self.config.candidates.index)
         index.save(folder / "index")
         return index
 
