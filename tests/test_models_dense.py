@@ -38,7 +38,8 @@ def test_bi_encoder_scores_are_products_of_the_encodings(options):
     model = tiny_reranker("bi-encoder", **options)
     queries = [QUERY, "dogs"]
     passages = [PASSAGES[:3], PASSAGES[3:4]]
-    out = model(**model.tokenizer(queries, passages))
+    with torch.no_grad():
+        out = model(**model.tokenizer(queries, passages))
     q = model.encode_queries(queries)
     p = model.encode_passages([t for row in passages for t in row])
     assert q.shape == (2, 32)
@@ -112,7 +113,8 @@ def test_colbert_scores_are_maxsim_of_the_encodings_written_as_loops():
     model = tiny_reranker("colbert", dim=16)
     queries = [QUERY, "dogs"]
     passages = [PASSAGES[:3], ["Dogs, bark!"]]
-    out = model(**model.tokenizer(queries, passages))
+    with torch.no_grad():
+        out = model(**model.tokenizer(queries, passages))
     q = model.encode_queries(queries)  # [2, N_q, 16]
     docs = model.encode_passages([t for row in passages for t in row])
     assert q.shape == (2, 35, 16)
