@@ -81,12 +81,13 @@ def inprocess(scorer, reqs, group: int, seconds: float) -> tuple[float, float]:
     """(passages/s, useful GFLOP/s) of batched in-process scoring over groups of ``group`` requests."""
     prepared = [scorer.prepare(q, docs) for q, docs in reqs]
     scorer.score_prepared(prepared[:1])  # warm-up
-    passages = tokens = 0
+    passages = tokens = slots = 0
     flops = 0.0
     config = scorer.model.model.config
     start = time.perf_counter()
     for chunk in itertools.cycle([prepared[i : i + group] for i in range(0, len(prepared), group)]):
         scorer.score_prepared(chunk)
+        slots += scorer.last_stats.padded_tokens
         passages += sum(len(p.pieces) for p in chunk)
         for p in chunk:
             tokens += sum(p.lengths)
@@ -94,6 +95,8 @@ def inprocess(scorer, reqs, group: int, seconds: float) -> tuple[float, float]:
         if time.perf_counter() - start > seconds:
             break
     elapsed = time.perf_counter() - start
+    print(f"inprocess padding: {1 - tokens / max(slots, 1):.3f} of computed token slots "
+          f"({tokens} tokens, {slots} slots)")
     return passages / elapsed, flops / elapsed / 1e9
 
 
