@@ -33,6 +33,11 @@ def test_plan_sub_batches_by_hand():
     assert padding_fraction(lengths, plan) == pytest.approx(1 - 37 / (18 + 14 + 8))
     assert [b.rows for b in plan_sub_batches(lengths, 1000, max_rows=4)] == [(1, 3, 5, 0), (4, 2)]
     assert [b.rows for b in plan_sub_batches([50, 2], 10)] == [(0,), (1,)]  # a row over budget alone
+    # padding cap 10 %: [9, 9] 0 pad; + 7 -> 2 of 27 slots (7 %) ok; + 5 -> 6 of 36 (17 %) cut;
+    # [5, 4] -> 1 of 10 (10 %) ok; + 3 -> 3 of 15 (20 %) cut; [3]
+    capped = plan_sub_batches(lengths, 1000, max_padding=0.10)
+    assert [(b.rows, b.width) for b in capped] == [((1, 3, 5), 9), ((0, 4), 5), ((2,), 3)]
+    assert padding_fraction(lengths, capped) == pytest.approx(1 - 37 / (27 + 10 + 3))
     with pytest.raises(ValueError):
         plan_sub_batches([1], 0)
 
@@ -48,7 +53,7 @@ def test_scorer_equals_in_process_score(name):
 
 def test_pointwise_requests_are_flattened_across_requests():
     model = tiny_reranker("mono")
-    scorer = Scorer(model, ScoringConfig(token_budget=10_000, dtype="float32"))
+    scorer = Scorer(model, ScoringConfig(token_budget=10_000, max_padding=1.0, dtype="float32"))
     items = [scorer.prepare(QUERY, PASSAGES), scorer.prepare("dogs", PASSAGES[:2])]
     out = scorer.score_prepared(items)
     assert scorer.last_stats.forward_passes == 1 and scorer.last_stats.rows == 7

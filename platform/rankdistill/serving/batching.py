@@ -24,17 +24,22 @@ class SubBatch:
         return len(self.rows) * self.width
 
 
-def plan_sub_batches(lengths: Sequence[int], token_budget: int, max_rows: int | None = None) -> list[SubBatch]:
+def plan_sub_batches(
+    lengths: Sequence[int], token_budget: int, max_rows: int | None = None, max_padding: float = 1.0
+) -> list[SubBatch]:
     """Cut rows of token ``lengths`` into length-sorted sub-batches.
 
     Rows are sorted by length, longest first (stable, so equal lengths keep input order); a
     sub-batch grows while ``(rows + 1) * width <= token_budget`` (``width`` = its first, longest
-    row) and ``rows < max_rows``. A single row longer than the budget gets a sub-batch of its own.
+    row), ``rows < max_rows`` and its padding stays within ``max_padding`` of its token slots.
+    A single row longer than the budget gets a sub-batch of its own.
 
     Args:
         lengths: tokens per row (special tokens included), ``n`` values.
         token_budget: max padded token slots per sub-batch (``rows * width``).
         max_rows: optional cap on rows per sub-batch.
+        max_padding: max share of padding slots per sub-batch (1.0: no limit); small values give
+            more, smaller forward passes with (almost) no padding computed.
 
     Returns:
         Sub-batches covering every row exactly once, in processing order.
@@ -44,14 +49,20 @@ def plan_sub_batches(lengths: Sequence[int], token_budget: int, max_rows: int | 
     order = sorted(range(len(lengths)), key=lambda i: -int(lengths[i]))
     out: list[SubBatch] = []
     current: list[int] = []
-    width = 0
+    width = padding = 0
     for i in order:
-        if current and ((len(current) + 1) * width > token_budget or (max_rows and len(current) >= max_rows)):
+        n = int(lengths[i])
+        if current and (
+            (len(current) + 1) * width > token_budget
+            or (max_rows and len(current) >= max_rows)
+            or padding + width - n > max_padding * (len(current) + 1) * width
+        ):
             out.append(SubBatch(tuple(current), width))
             current = []
         if not current:
-            width = max(int(lengths[i]), 1)
+            width, padding = max(n, 1), 0
         current.append(i)
+        padding += width - n
     if current:
         out.append(SubBatch(tuple(current), width))
     return out

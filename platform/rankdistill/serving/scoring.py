@@ -49,6 +49,7 @@ class ScoringConfig:
     Args:
         token_budget: padded token slots (rows x width) per forward pass of a pointwise model.
         max_rows: optional cap on rows per forward pass.
+        max_padding: max share of padding token slots per forward pass (pointwise models).
         dtype: ``auto`` (bf16 where native, else fp32), ``float32`` or ``bfloat16``.
         chunking: default for splitting long documents into overlapping windows (requests may override).
         chunk_overlap: tokens shared by neighbouring windows.
@@ -58,6 +59,7 @@ class ScoringConfig:
 
     token_budget: int = 8192
     max_rows: int | None = 256
+    max_padding: float = 0.02
     dtype: str = "auto"
     chunking: bool = False
     chunk_overlap: int = 32
@@ -68,6 +70,8 @@ class ScoringConfig:
             raise ConfigError(f"must be >= 1, got {self.token_budget}", key="scoring.token_budget")
         if self.dtype not in ("auto", *DTYPES):
             raise ConfigError(f"must be auto, float32 or bfloat16, got {self.dtype!r}", key="scoring.dtype")
+        if not 0.0 <= self.max_padding <= 1.0:
+            raise ConfigError(f"must be in [0, 1], got {self.max_padding}", key="scoring.max_padding")
         if self.chunk_overlap < 0:
             raise ConfigError(f"must be >= 0, got {self.chunk_overlap}", key="scoring.chunk_overlap")
         if self.max_chunks < 1:
@@ -278,7 +282,7 @@ class Scorer:
     def _score_pointwise(self, items: Sequence[Prepared], stats: BatchStats) -> list[list[float]]:
         rows = [(i, j) for i, item in enumerate(items) for j in range(len(item.rows))]
         lengths = [items[i].lengths[j] for i, j in rows]
-        plan = plan_sub_batches(lengths, self.config.token_budget, self.config.max_rows)
+        plan = plan_sub_batches(lengths, self.config.token_budget, self.config.max_rows, self.config.max_padding)
         flat = torch.empty(len(rows))
         for sub in plan:
             flat[list(sub.rows)] = self._forward_rows([items[rows[r][0]].rows[rows[r][1]] for r in sub.rows], sub)
