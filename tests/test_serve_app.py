@@ -15,6 +15,8 @@ import requests
 from model_fixtures import PASSAGES, QUERY, tiny_reranker
 from serve_fixtures import running_app
 
+pytestmark = pytest.mark.slow  # one Ray + Serve start for the module (~20 s idle, minutes on a busy machine)
+
 TOKEN = "t0ken-for-tests"
 TOKEN_ENV = "RANKDISTILL_TEST_SERVE_TOKEN"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
