@@ -1,0 +1,30 @@
+"""Library side of the Ray Serve app (``serve/``): request schemas and limits, token-budget
+batching, the fast scoring path with long-document chunking, first-stage retrievers, app config."""
+
+from rankdistill.serving.batching import SubBatch, padding_fraction, plan_sub_batches
+from rankdistill.serving.config import ServeAppConfig
+from rankdistill.serving.schemas import RequestError, RerankJob, ServeLimits
+from rankdistill.serving.scoring import (
+    DocumentScore,
+    Prepared,
+    Scorer,
+    ScoringConfig,
+    relevance,
+    resolve_dtype,
+)
+
+__all__ = [
+    "DocumentScore",
+    "Prepared",
+    "RequestError",
+    "RerankJob",
+    "Scorer",
+    "ScoringConfig",
+    "ServeAppConfig",
+    "ServeLimits",
+    "SubBatch",
+    "padding_fraction",
+    "plan_sub_batches",
+    "relevance",
+    "resolve_dtype",
+]

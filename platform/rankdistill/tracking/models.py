@@ -1,0 +1,77 @@
+"""Loading trained models by MLflow model URI or local folder.
+
+``models:/NAME/VERSION`` and ``models:/NAME@ALIAS`` (MLflow model registry) and ``runs:/RUN_ID/PATH``
+resolve to a local folder with :func:`mlflow.artifacts.download_artifacts`; anything else must be a
+local ``save_pretrained`` folder. :func:`tracking.mlflow_tracking.register_model` logs a student's
+folder as the run's ``model/`` artifacts, so the downloaded folder is that ``save_pretrained``
+folder again.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+from rankdistill.errors import ConfigError
+
+#: ``models:/NAME/VERSION`` or ``models:/NAME@ALIAS`` (NAME may contain '/'-free registry names)
+MODEL_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:/(?P<version>\d+|latest)|@(?P<alias>[A-Za-z0-9_\-]+))$")
+
+
+def is_model_uri(source: str | os.PathLike) -> bool:
+    """True for ``models:/...`` and ``runs:/...`` URIs."""
+    return isinstance(source, str) and source.startswith(("models:/", "runs:/"))
+
+
+def resolve_model_source(
+    source: str | os.PathLike,
+    tracking_uri: str | None = None,
+    registry_uri: str | None = None,
+    dst_path: str | os.PathLike | None = None,
+) -> Path:
+    """A local folder holding the model of ``source`` (a folder, or an MLflow model URI).
+
+    Args:
+        source: local folder, ``models:/NAME/VERSION``, ``models:/NAME@ALIAS`` or ``runs:/ID/PATH``.
+        tracking_uri / registry_uri: MLflow stores (default: ``$MLFLOW_TRACKING_URI`` /
+            ``$MLFLOW_REGISTRY_URI``, as MLflow itself resolves them).
+        dst_path: where to download (default: a fresh temporary folder managed by MLflow).
+
+    Raises:
+        ConfigError: malformed URI, unknown model/version/alias, or a missing local folder.
+    """
+    if not is_model_uri(source):
+        path = Path(source)
+        if not path.is_dir():
+            raise ConfigError(f"model folder '{path}' does not exist (or use models:/NAME/VERSION)", key="model")
+        return path
+    source = str(source)
+    if source.startswith("models:/") and not MODEL_URI.match(source):
+        raise ConfigError(
+            f"'{source}' is not a model registry URI; expected models:/NAME/VERSION or models:/NAME@ALIAS",
+            key="model",
+        )
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    try:
+        local = mlflow.artifacts.download_artifacts(
+            artifact_uri=source,
+            tracking_uri=tracking_uri,
+            registry_uri=registry_uri or tracking_uri,
+            dst_path=os.fspath(dst_path) if dst_path is not None else None,
+        )
+    except MlflowException as exc:
+        raise ConfigError(f"cannot resolve '{source}': {exc.message}", key="model") from exc
+    path = Path(local)
+    if not (path / "config.json").is_file() and (path / "model" / "config.json").is_file():
+        path = path / "model"
+    return path
+
+
+def load_reranker_from(source: str | os.PathLike, tracking_uri: str | None = None, **kwargs):
+    """``load_reranker`` on a local folder or an MLflow model URI."""
+    from rankdistill.models import load_reranker
+
+    return load_reranker(resolve_model_source(source, tracking_uri=tracking_uri), **kwargs)

@@ -1,0 +1,1 @@
+"""Ray Serve app of rankdistill: ``serve run serve/config.yaml`` (see serve/README.md)."""

@@ -1,0 +1,155 @@
+"""rankdistill.serving without Ray: the batching plan, the Scorer against each model's in-process
+``score()``, chunking and truncation, dtypes, request checks and the app config."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from model_fixtures import PASSAGES, QUERY, tiny_reranker
+from rankdistill.errors import ConfigError
+from rankdistill.serving import (
+    RequestError,
+    Scorer,
+    ScoringConfig,
+    ServeAppConfig,
+    ServeLimits,
+    plan_sub_batches,
+)
+from rankdistill.serving.batching import padding_fraction
+from rankdistill.serving.schemas import RerankV1Request, RerankV2Request, job_from_v1, job_from_v2, order
+from rankdistill.serving.scoring import relevance, relevance_scores, resolve_dtype
+
+WORDS = ["the", "cat", "dog", "house", "water", "tree", "music", "river", "city", "night", "green", "stone", "light", "paper", "horse", "table"]
+
+
+def test_plan_sub_batches_by_hand():
+    lengths = [5, 9, 3, 9, 4, 7]
+    plan = plan_sub_batches(lengths, token_budget=20)
+    # sorted (stable) 9(1) 9(3) 7(5) 5(0) 4(4) 3(2): [9, 9] = 18 slots; + 7 -> 27 > 20, cut; [7, 5] -> 14,
+    # + 4 -> 21 > 20, cut; [4, 3] -> 8
+    assert [(b.rows, b.width) for b in plan] == [((1, 3), 9), ((5, 0), 7), ((4, 2), 4)]
+    assert padding_fraction(lengths, plan) == pytest.approx(1 - 37 / (18 + 14 + 8))
+    assert [b.rows for b in plan_sub_batches(lengths, 1000, max_rows=4)] == [(1, 3, 5, 0), (4, 2)]
+    assert [b.rows for b in plan_sub_batches([50, 2], 10)] == [(0,), (1,)]  # a row over budget alone
+    # padding cap 10 %: [9, 9] 0 pad; + 7 -> 2 of 27 slots (7 %) ok; + 5 -> 6 of 36 (17 %) cut;
+    # [5, 4] -> 1 of 10 (10 %) ok; + 3 -> 3 of 15 (20 %) cut; [3]
+    capped = plan_sub_batches(lengths, 1000, max_padding=0.10)
+    assert [(b.rows, b.width) for b in capped] == [((1, 3, 5), 9), ((0, 4), 5), ((2,), 3)]
+    assert padding_fraction(lengths, capped) == pytest.approx(1 - 37 / (27 + 10 + 3))
+    with pytest.raises(ValueError):
+        plan_sub_batches([1], 0)
+
+
+@pytest.mark.parametrize("name", ["mono", "celi", "set-encoder", "listconranker", "duo"])
+def test_scorer_equals_in_process_score(name):
+    model = tiny_reranker(name)
+    ref = model.score(QUERY, PASSAGES)
+    scorer = Scorer(model, ScoringConfig(token_budget=30, dtype="float32"))
+    got = [d.score for d in scorer.score(QUERY, PASSAGES)]
+    assert got == pytest.approx(ref, abs=1e-5)
+
+
+def test_pointwise_requests_are_flattened_across_requests():
+    model = tiny_reranker("mono")
+    scorer = Scorer(model, ScoringConfig(token_budget=10_000, max_padding=1.0, dtype="float32"))
+    items = [scorer.prepare(QUERY, PASSAGES), scorer.prepare("dogs", PASSAGES[:2])]
+    out = scorer.score_prepared(items)
+    assert scorer.last_stats.forward_passes == 1 and scorer.last_stats.rows == 7
+    assert [d.score for d in out[1]] == pytest.approx(model.score("dogs", PASSAGES[:2]), abs=1e-5)
+    assert [d.score for d in out[0]] == pytest.approx(model.score(QUERY, PASSAGES), abs=1e-5)
+
+
+def test_chunking_windows_and_truncation():
+    model = tiny_reranker("mono", passage_length=8)
+    scorer = Scorer(model, ScoringConfig(chunk_overlap=2, dtype="float32"))
+    doc = " ".join(WORDS)  # 16 single-token words: windows [0, 8), [6, 14), [12, 16)
+    windows = [" ".join(WORDS[0:8]), " ".join(WORDS[6:14]), " ".join(WORDS[12:16])]
+    (chunked,) = scorer.score(QUERY, [doc], chunking=True)
+    assert (chunked.chunks, chunked.tokens, chunked.truncated) == (3, 16, False)
+    assert chunked.score == pytest.approx(max(model.score(QUERY, windows)), abs=1e-5)
+    (cut,) = scorer.score(QUERY, [doc])
+    assert (cut.chunks, cut.truncated) == (1, True)
+    assert cut.score == pytest.approx(model.score(QUERY, [doc])[0], abs=1e-5)
+    (limited,) = scorer.score(QUERY, [doc], max_tokens_per_doc=3)
+    assert limited.truncated and limited.score == pytest.approx(model.score(QUERY, ["the cat dog"])[0], abs=1e-5)
+    few = Scorer(model, ScoringConfig(chunk_overlap=2, max_chunks=2, dtype="float32"))
+    (capped,) = few.score(QUERY, [doc], chunking=True)
+    assert (capped.chunks, capped.truncated) == (2, True)
+
+
+def test_bf16_path_close_to_fp32():
+    ref = tiny_reranker("mono").score(QUERY, PASSAGES)
+    scorer = Scorer(tiny_reranker("mono"), ScoringConfig(dtype="bfloat16"))
+    assert scorer.dtype == torch.bfloat16 and next(scorer.model.parameters()).dtype == torch.bfloat16
+    got = [d.score for d in scorer.score(QUERY, PASSAGES)]
+    # bf16 keeps 8 bits of mantissa: relative error of a few 1e-3 per operation
+    assert got == pytest.approx(ref, abs=0.1)
+    assert resolve_dtype("float32") == torch.float32
+    with pytest.raises(ConfigError, match="scoring.dtype"):
+        ScoringConfig(dtype="fp8")
+
+
+def test_relevance_mapping():
+    assert relevance(0.0) == 0.5 and relevance(2.0) == pytest.approx(1 / (1 + math.exp(-2)))
+    assert relevance(-800.0) == 0.0 and relevance(800.0) == 1.0
+    assert relevance_scores([2.0, 0.0, 1.0], "pair_sum") == [1.0, 0.0, 0.5]
+    assert order([0.1, 0.9, 0.5, 0.9], 3) == [1, 3, 2]
+
+
+def test_request_checks():
+    limits = ServeLimits(max_documents=3, max_document_chars=10)
+    job = job_from_v1(RerankV1Request(query="q", documents=["a", {"text": "b"}], max_chunks_per_doc=3), limits)
+    assert job.documents == ["a", "b"] and job.chunking is True
+    with pytest.raises(RequestError) as err:
+        job_from_v1(RerankV1Request(query="q", documents=["a"] * 4), limits)
+    assert err.value.status == 413 and "4 documents" in err.value.message
+    with pytest.raises(RequestError) as err:
+        job_from_v2(RerankV2Request(query="q", documents=["a"], top_n=0), limits)
+    assert err.value.status == 422 and "top_n" in err.value.message
+    import pickle
+
+    again = pickle.loads(pickle.dumps(RequestError(429, "full", {"Retry-After": "1"})))
+    assert (again.status, again.message, again.headers) == (429, "full", {"Retry-After": "1"})
+
+
+def test_app_config_errors():
+    with pytest.raises(ConfigError, match="models"):
+        ServeAppConfig.from_dict({})
+    with pytest.raises(ConfigError, match="default_model"):
+        ServeAppConfig.from_dict({"models": {"a": "/x"}, "default_model": "b"})
+    with pytest.raises(ConfigError, match="tokn_budget"):
+        ServeAppConfig.from_dict({"models": {"a": "/x"}, "scoring": {"tokn_budget": 5}})
+    with pytest.raises(ConfigError, match="modles"):
+        ServeAppConfig.from_dict({"modles": {}})
+    config = ServeAppConfig.from_dict({"models": {"a": "/x", "b": "models:/b/1"}, "scoring": {"token_budget": 64}})
+    assert config.default_model == "a" and config.scoring.token_budget == 64
+
+
+def test_model_uri_errors(tmp_path):
+    from rankdistill.tracking.models import resolve_model_source
+
+    with pytest.raises(ConfigError, match="does not exist"):
+        resolve_model_source(tmp_path / "missing")
+    with pytest.raises(ConfigError, match="models:/NAME/VERSION"):
+        resolve_model_source("models:/a/b/c")
+    uri = f"sqlite:///{tmp_path / 'm.db'}"
+    with pytest.raises(ConfigError, match="cannot resolve"):
+        resolve_model_source("models:/nope/1", tracking_uri=uri)
+
+
+def test_shipped_serve_config_is_valid():
+    from pathlib import Path
+
+    import yaml
+    from ray.serve.schema import ServeDeploySchema
+
+    raw = yaml.safe_load((Path(__file__).resolve().parents[1] / "serve" / "config.yaml").read_text())
+    schema = ServeDeploySchema.model_validate(raw)
+    assert schema.http_options.host == "127.0.0.1"
+    app = raw["applications"][0]
+    config = ServeAppConfig.from_dict(app["args"])
+    assert config.default_model in config.models and config.auth_token_env == "RANKDISTILL_SERVE_TOKEN"
+    reranker = next(d for d in app["deployments"] if d["name"] == "Reranker")
+    assert reranker["max_ongoing_requests"] >= 1 and reranker["max_queued_requests"] > 0
