@@ -187,7 +187,7 @@ class ColbertIndex:
         """Token index, vectors, offsets and ids to a local folder or storage URI."""
         import faiss
 
-        from rankdistill.retrieval.storage import is_uri, writable_folder
+        from rankdistill.storage import is_uri, writable_folder
 
         with writable_folder(folder) as local:
             faiss.write_index(self._index, str(local / self.FILE))
@@ -201,7 +201,7 @@ class ColbertIndex:
     def load(cls, folder: str | os.PathLike) -> ColbertIndex:
         import faiss
 
-        from rankdistill.retrieval.storage import is_uri, readable_folder
+        from rankdistill.storage import is_uri, readable_folder
 
         with readable_folder(folder) as local:
             meta_path = local / cls.META

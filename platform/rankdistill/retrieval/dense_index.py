@@ -144,7 +144,7 @@ class DenseIndex:
 
     def save(self, folder: str | Path) -> str | Path:
         """Write ``index.faiss`` + metadata to a local folder or a storage URI; returns it."""
-        from rankdistill.retrieval.storage import is_uri, writable_folder
+        from rankdistill.storage import is_uri, writable_folder
 
         with writable_folder(folder) as local:
             _faiss().write_index(self._index, str(local / self.FILE))
@@ -155,7 +155,7 @@ class DenseIndex:
     @classmethod
     def load(cls, folder: str | Path) -> DenseIndex:
         """Read an index saved by :meth:`save` (local folder or storage URI)."""
-        from rankdistill.retrieval.storage import readable_folder
+        from rankdistill.storage import readable_folder
 
         with readable_folder(folder) as local:
             meta_path = local / cls.META

@@ -146,7 +146,7 @@ def read_embedding_shards(location: str | os.PathLike) -> EmbeddingShards:
     """Read the Parquet shards written by :func:`encode_corpus` (sorted by file name)."""
     import pyarrow.dataset as pads
 
-    from rankdistill.retrieval.storage import readable_folder
+    from rankdistill.storage import readable_folder
 
     with readable_folder(location) as folder:
         files = sorted(str(p) for p in Path(folder).rglob("*.parquet"))
