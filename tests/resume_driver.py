@@ -2,9 +2,10 @@
 
 ``python tests/resume_driver.py --student DIR --output DIR --storage DIR [--slow-after N]``
 connects to the Ray cluster of ``$RAY_ADDRESS``, trains the saved student on :func:`examples`
-(rows carry an ``example_id``; ``training.audit_examples`` is on) with 2 workers, and prints the
-final step. ``--slow-after N``: every worker sleeps before each loss after its N-th, so a test
-can kill the process at a known point mid-run (the values computed are unchanged).
+(rows carry an ``example_id``; ``training.audit_examples`` is on) with 2 workers of half a CPU,
+and prints the final step. ``--stall-after N``: every worker stops (sleeps for an hour) before
+its (N+1)-th loss, so a test can kill the process at a known point mid-run; the values computed
+up to there are those of a run without the option.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ def examples(n: int, seed: int = 0) -> list[dict]:
     return rows
 
 
-class SlowLoss(torch.nn.Module):
+class StallingLoss(torch.nn.Module):
     """The wrapped loss, sleeping ``delay`` seconds before every call after the ``after``-th."""
 
     def __init__(self, loss: torch.nn.Module, after: int, delay: float):
@@ -50,11 +51,11 @@ class SlowLoss(torch.nn.Module):
         return self.loss(*args, **kwargs)
 
 
-def make_loss(slow_after: int | None):
+def make_loss(stall_after: int | None):
     from rankdistill.losses.registry import get_loss
 
     loss = get_loss("infonce")
-    return loss if slow_after is None else SlowLoss(loss, slow_after, delay=3.0)
+    return loss if stall_after is None else StallingLoss(loss, stall_after, delay=3600.0)
 
 
 def main() -> None:
@@ -67,7 +68,7 @@ def main() -> None:
     parser.add_argument("--examples", type=int, default=40)
     parser.add_argument("--max-steps", type=int, default=8)
     parser.add_argument("--checkpoint-every", type=int, default=3)
-    parser.add_argument("--slow-after", type=int, default=None)
+    parser.add_argument("--stall-after", type=int, default=None)
     args = parser.parse_args()
 
     import ray.data
@@ -76,11 +77,12 @@ def main() -> None:
     from rankdistill.training import TrainingConfig, fit
 
     init_ray()
-    config = TrainingConfig(strategy=args.strategy, zero_stage=args.zero_stage, num_workers=2, batch_size=4,
+    config = TrainingConfig(strategy=args.strategy, zero_stage=args.zero_stage, num_workers=2, cpus_per_worker=0.5,
+                            batch_size=4,
                             learning_rate=3e-3, warmup_ratio=0.25, max_steps=args.max_steps, epochs=100,
                             log_every=1, checkpoint_every=args.checkpoint_every, run_name="resume",
                             storage_path=args.storage, audit_examples=True)
-    result = fit(functools.partial(load_reranker, args.student), functools.partial(make_loss, args.slow_after),
+    result = fit(functools.partial(load_reranker, args.student), functools.partial(make_loss, args.stall_after),
                  ray.data.from_items(examples(args.examples)), config, args.output)
     print(json.dumps({"steps": result.steps, "model_dir": str(result.model_dir)}), flush=True)
 

@@ -23,8 +23,10 @@ def _config(storage: Path):
     from rankdistill.training import TrainingConfig
 
     # as tests/resume_driver.py builds it (2 workers x 4 queries; 40 examples = 5 batches per
-    # rank and epoch, so the 8 steps cross an epoch boundary and the resume skips one epoch whole)
-    return TrainingConfig(strategy="deepspeed", zero_stage=2, num_workers=2, batch_size=4, learning_rate=3e-3,
+    # rank and epoch, so the 8 steps cross an epoch boundary; half a CPU per worker, so that the
+    # reference and the run to be killed fit side by side on the 2 CPUs of ``local_ray``)
+    return TrainingConfig(strategy="deepspeed", zero_stage=2, num_workers=2, cpus_per_worker=0.5, batch_size=4,
+                          learning_rate=3e-3,
                           warmup_ratio=0.25, max_steps=MAX_STEPS, epochs=100, log_every=1,
                           checkpoint_every=CHECKPOINT_EVERY, run_name="resume", storage_path=str(storage),
                           audit_examples=True)
@@ -83,25 +85,28 @@ def test_deepspeed_zero2_killed_run_resumes_to_the_uninterrupted_result(tmp_path
     student = tmp_path / "student"
     tiny_reranker("mono").save_pretrained(student)  # dropout 0.1: resume must restore the RNG too
 
-    # 1. the reference: never interrupted
-    reference = _fit(student, tmp_path / "ref-storage", tmp_path / "ref-out")
-    assert reference.steps == MAX_STEPS
-
-    # 2. the same training in a separate driver process, slowed after step 4 and SIGKILLed there
+    # 1. in a separate driver process, the training stalls in step 5 (after the step-3
+    # checkpoint), to be SIGKILLed there; 2. meanwhile, in this process, the same training
+    # never interrupted (the reference)
     storage, run_dir = tmp_path / "storage", tmp_path / "storage" / "resume"
     env = {**os.environ, "RAY_ADDRESS": ray.get_runtime_context().gcs_address,
            "PYTHONPATH": os.pathsep.join([str(HERE.parent / "platform"), os.environ.get("PYTHONPATH", "")])}
     driver = subprocess.Popen(
         [sys.executable, str(HERE / "resume_driver.py"), "--student", str(student), "--output", str(tmp_path / "out1"),
          "--storage", str(storage), "--max-steps", str(MAX_STEPS), "--checkpoint-every", str(CHECKPOINT_EVERY),
-         "--slow-after", "4"],
+         "--stall-after", "4"],
         env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
+        reference = _fit(student, tmp_path / "ref-storage", tmp_path / "ref-out")
+        assert reference.steps == MAX_STEPS
         deadline = time.monotonic() + 240
         while True:
             assert driver.poll() is None, "the driver ended before it could be killed"
             assert time.monotonic() < deadline, "no checkpoint and step 4 in time"
-            state = stored_state(run_dir) if (run_dir / "checkpoint_manager_snapshot.json").exists() else None
+            try:
+                state = stored_state(run_dir)
+            except (ValueError, OSError):  # the snapshot is being written
+                state = None
             if state is not None and (run_dir / "audit" / "rank0" / "step000004.json").exists():
                 break
             time.sleep(0.2)
@@ -109,7 +114,7 @@ def test_deepspeed_zero2_killed_run_resumes_to_the_uninterrupted_result(tmp_path
         os.killpg(driver.pid, signal.SIGKILL)
         driver.wait()
     killed_at = stored_state(run_dir)["step"]
-    assert 0 < killed_at < MAX_STEPS  # killed mid-run, after a checkpoint
+    assert killed_at == CHECKPOINT_EVERY  # killed mid-run, after a checkpoint
     _wait_for_free_cpus(2.0)
 
     # 3. the same call again resumes from that checkpoint and finishes
