@@ -19,7 +19,7 @@ HERE = Path(__file__).resolve().parent
 MAX_STEPS, CHECKPOINT_EVERY = 8, 3
 
 
-def _config(storage: Path):
+def _config(storage: Path, **changes):
     from rankdistill.training import TrainingConfig
 
     # as tests/resume_driver.py builds it (2 workers x 4 queries; 40 examples = 5 batches per
@@ -29,10 +29,10 @@ def _config(storage: Path):
                           learning_rate=3e-3,
                           warmup_ratio=0.25, max_steps=MAX_STEPS, epochs=100, log_every=1,
                           checkpoint_every=CHECKPOINT_EVERY, run_name="resume", storage_path=str(storage),
-                          audit_examples=True)
+                          audit_examples=True, **changes)
 
 
-def _fit(student: Path, storage: Path, output: Path):
+def _fit(student: Path, storage: Path, output: Path, **changes):
     import ray.data
     from rankdistill.losses.registry import get_loss
     from rankdistill.models import load_reranker
@@ -40,7 +40,7 @@ def _fit(student: Path, storage: Path, output: Path):
     from resume_driver import examples
 
     return fit(functools.partial(load_reranker, str(student)), functools.partial(get_loss, "infonce"),
-               ray.data.from_items(examples(40)), _config(storage), output)
+               ray.data.from_items(examples(40)), _config(storage, **changes), output)
 
 
 def _audit(run_dir: Path) -> dict[tuple[int, int], dict]:
@@ -150,3 +150,10 @@ def test_deepspeed_zero2_killed_run_resumes_to_the_uninterrupted_result(tmp_path
     assert one_step > 1000 * 1e-6, one_step
     initial = _weights(student)
     assert any(not torch.equal(initial[k], final[k]) for k in final if k in initial)
+
+    # 4. the finished run's folder with another learning rate: not "resumed" (which would return
+    # this model as if trained with it) but refused, naming the difference, before Ray Train starts
+    from rankdistill.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"training.learning_rate: stored 0.003, now 0.001"):
+        _fit(student, storage, tmp_path / "out3", learning_rate=1e-3)
