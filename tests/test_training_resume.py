@@ -20,16 +20,18 @@ MAX_STEPS, CHECKPOINT_EVERY = 8, 3
 
 
 def _config(storage: Path, **changes):
+    import dataclasses
+
     from rankdistill.training import TrainingConfig
 
     # as tests/resume_driver.py builds it (2 workers x 4 queries; 40 examples = 5 batches per
     # rank and epoch, so the 8 steps cross an epoch boundary; half a CPU per worker, so that the
     # reference and the run to be killed fit side by side on the 2 CPUs of ``local_ray``)
-    return TrainingConfig(strategy="deepspeed", zero_stage=2, num_workers=2, cpus_per_worker=0.5, batch_size=4,
-                          learning_rate=3e-3,
-                          warmup_ratio=0.25, max_steps=MAX_STEPS, epochs=100, log_every=1,
-                          checkpoint_every=CHECKPOINT_EVERY, run_name="resume", storage_path=str(storage),
-                          audit_examples=True, **changes)
+    config = TrainingConfig(strategy="deepspeed", zero_stage=2, num_workers=2, cpus_per_worker=0.5, batch_size=4,
+                            learning_rate=3e-3, warmup_ratio=0.25, max_steps=MAX_STEPS, epochs=100, log_every=1,
+                            checkpoint_every=CHECKPOINT_EVERY, run_name="resume", storage_path=str(storage),
+                            audit_examples=True)
+    return dataclasses.replace(config, **changes)
 
 
 def _fit(student: Path, storage: Path, output: Path, **changes):
