@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import random
 from pathlib import Path
 
@@ -122,3 +123,153 @@ def test_deepspeed_zero_on_cpu_saves_a_loadable_student(tiny_backbone: Path, tmp
         "apple river", ["apple river stone", "piano tiger"])
     assert all(abs(s) < 1e6 for s in scores)
     assert scores != before  # the saved weights are the trained (gathered, for ZeRO-3) ones
+
+
+# ---- configuration, resume checks and the training step, without Ray ---------------------------
+
+
+@pytest.mark.parametrize("field, value", [("max_steps", 0), ("max_steps", -3), ("log_every", 0), ("batch_size", 0),
+                                          ("num_workers", 0), ("gradient_accumulation", 0), ("epochs", 0),
+                                          ("checkpoint_every", -1), ("precision", "fp8"), ("strategy", "fsdp"),
+                                          ("zero_stage", 4), ("learning_rate", 0.0)])
+def test_training_config_rejects_values_that_would_train_wrongly(field, value):
+    from rankdistill.config import load_config
+    from rankdistill.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=f"training.{field}"):
+        TrainingConfig(**{field: value})
+    with pytest.raises(ConfigError, match=f"training.{field}"):  # as a job override
+        load_config(TrainingConfig, overrides=[f"{field}={value}"])
+
+
+def test_deepspeed_fp16_without_gpus_is_a_config_error_not_fp32():
+    from rankdistill.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="training.precision: DeepSpeed's fp16 mode needs GPUs"):
+        TrainingConfig(strategy="deepspeed", precision="fp16")
+    TrainingConfig(strategy="deepspeed", precision="fp16", use_gpu=True)
+    TrainingConfig(strategy="ddp", precision="fp16")  # torch.autocast + GradScaler, also on CPU
+
+
+def _stored(config: TrainingConfig, identity: dict, step: int) -> dict:
+    from dataclasses import asdict
+
+    return {"step": step, "world_size": config.num_workers, "training": asdict(config), "identity": identity}
+
+
+def test_resume_check_lists_every_difference_and_allows_a_longer_run(tmp_path: Path):
+    from rankdistill.errors import ConfigError
+    from rankdistill.training.fit import check_resumable
+
+    old = TrainingConfig(learning_rate=1e-2, max_steps=12, num_workers=2)
+    identity = {"loss": {"name": "infonce", "options": {}}, "num_examples": 48}
+    state = _stored(old, identity, step=12)
+    # the same training, run longer and logged more often: resumable
+    check_resumable(state, TrainingConfig(learning_rate=1e-2, max_steps=18, num_workers=2, log_every=1), identity,
+                    total_steps=18, run_dir=tmp_path)
+    # another loss and learning rate: refused, naming both differences and nothing else
+    other = {"loss": {"name": "ranknet", "options": {}}, "num_examples": 48}
+    with pytest.raises(ConfigError) as error:
+        check_resumable(state, TrainingConfig(learning_rate=1e-3, max_steps=18, num_workers=2), other,
+                        total_steps=18, run_dir=tmp_path)
+    message = str(error.value)
+    assert message.startswith("training.run_name: ")
+    assert "training.learning_rate: stored 0.01, now 0.001" in message
+    assert "loss.name: stored 'infonce', now 'ranknet'" in message
+    assert "max_steps" not in message and "num_examples" not in message
+    # other data (here: fewer examples) is another run too
+    with pytest.raises(ConfigError, match="num_examples: stored 48, now 40"):
+        check_resumable(state, old, {**identity, "num_examples": 40}, total_steps=12, run_dir=tmp_path)
+    # a checkpoint past the steps asked for now would return a model trained longer than asked
+    with pytest.raises(ConfigError, match="training.max_steps: the checkpoint .* is at step 12, beyond the 6 steps"):
+        check_resumable(state, TrainingConfig(learning_rate=1e-2, max_steps=6, num_workers=2), identity,
+                        total_steps=6, run_dir=tmp_path)
+
+
+class _Rows:
+    """A data shard as the loop reads it (``iter_rows``), over a list."""
+
+    def __init__(self, rows):
+        self.rows = rows
+
+    def iter_rows(self):
+        return iter(self.rows)
+
+
+def test_batches_skip_resumes_at_the_same_batch_with_or_without_reading_skipped_epochs():
+    from rankdistill.training.loop import _batches
+
+    shard = _Rows([{"example_id": i} for i in range(10)])  # 3 batches of 3 per epoch, 1 row dropped
+
+    def ids(batches, n):
+        return [[r["example_id"] for r in next(batches)] for _ in range(n)]
+
+    full = ids(_batches(shard, 3, skip=0), 8)
+    assert full[:4] == [[0, 1, 2], [3, 4, 5], [6, 7, 8], [0, 1, 2]]
+    for skip in range(8):
+        assert ids(_batches(shard, 3, skip=skip), 8 - skip) == full[skip:]
+        assert ids(_batches(shard, 3, skip=skip, num_rows=10), 8 - skip) == full[skip:]
+
+
+class _RecordingLoss:
+    """InfoNCE that records the dtype of the scores it is given (what autocast produced)."""
+
+    def __init__(self):
+        from rankdistill.losses.registry import get_loss
+
+        self.loss, self.dtypes = get_loss("infonce"), []
+
+    def __call__(self, scores, *args, **kwargs):
+        self.dtypes.append(scores.dtype)
+        return self.loss(scores, *args, **kwargs)
+
+
+def _worker(config: TrainingConfig, seed: int = 0):
+    import torch
+    from model_fixtures import tiny_reranker
+    from rankdistill.training.loop import Worker, _optimizer_and_schedule, _precision
+
+    model = tiny_reranker("mono", seed=seed).train()
+    params, optimizer, scheduler = _optimizer_and_schedule(model, config, total_steps=4)
+    autocast, scaler = _precision(config, torch.device("cpu"))
+    return Worker(config=config, rank=0, world=1, module=model, forward=model, loss_fn=_RecordingLoss(),
+                  optimizer=optimizer, scheduler=scheduler, device=torch.device("cpu"), scaler=scaler,
+                  autocast=autocast, params=params, total_steps=4)
+
+
+@pytest.mark.parametrize("precision, dtype", [("fp32", "float32"), ("bf16", "bfloat16"), ("fp16", "float16")])
+def test_ddp_step_runs_in_the_configured_precision_and_resumes_exactly(precision, dtype, tmp_path: Path):
+    """fp16 under DDP is torch.autocast + GradScaler (here on CPU), bf16 autocast; before, both
+    were silently fp32 on CPU. A checkpoint of the step restores weights, optimizer, schedule,
+    scaler and RNG: the next step then equals the uninterrupted one bit for bit."""
+    import ray.train
+    import torch
+    from rankdistill.training.loop import _batches, resume, save_checkpoint, train_step
+
+    config = TrainingConfig(precision=precision, batch_size=2, learning_rate=1e-3, warmup_ratio=0.0)
+    rows = [{"example_id": i, **row} for i, row in enumerate(examples(6))]
+    worker = _worker(config)
+    before = {k: v.clone() for k, v in worker.module.state_dict().items()}
+    batches = _batches(_Rows(rows), 2, skip=0)
+    loss, ids = train_step(worker, batches)
+    assert ids == [[0, 1]] and math.isfinite(loss)
+    assert {str(d).removeprefix("torch.") for d in worker.loss_fn.dtypes} == {dtype}
+    assert (worker.scaler is not None) == (precision == "fp16")
+    changed = [k for k, v in worker.module.state_dict().items() if not torch.equal(v, before[k])]
+    if worker.scaler is None:
+        assert changed  # the step updated the weights
+    else:  # the scale starts at 2**16: applied, or halved with the step skipped on an overflow
+        assert worker.scaler.get_scale() in (65536.0, 32768.0)
+        assert bool(changed) == (worker.scaler.get_scale() == 65536.0)
+
+    save_checkpoint(worker, tmp_path, step=1)
+    train_step(worker, batches)  # step 2, uninterrupted
+    expected = worker.module.state_dict()
+
+    restored = _worker(config, seed=5)  # other initial weights: all must come from the checkpoint
+    assert resume(restored, ray.train.Checkpoint.from_directory(str(tmp_path))) == 1
+    train_step(restored, _batches(_Rows(rows), 2, skip=1))
+    for key, value in restored.module.state_dict().items():
+        assert torch.equal(value, expected[key]), key
+    if precision == "fp16":
+        assert restored.scaler.state_dict() == worker.scaler.state_dict()

@@ -2,7 +2,18 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from rankdistill.errors import ConfigError
+
+STRATEGIES = ("ddp", "deepspeed")
+PRECISIONS = ("fp32", "bf16", "fp16")
+
+# fields a resumed run may change: how long it runs, how often it logs / checkpoints, where it
+# stores, on which resources; every other field changes what the checkpoint's weights mean
+RESUMABLE_CHANGES = frozenset({"max_steps", "epochs", "log_every", "checkpoint_every", "run_name", "storage_path",
+                               "audit_examples", "use_gpu", "cpus_per_worker"})
 
 
 @dataclass
@@ -13,6 +24,14 @@ class TrainingConfig:
     1/2/3). On CPU both run over gloo. ``batch_size`` counts queries per worker and step (each
     query brings its list of passages). Training stops after ``max_steps`` optimizer steps or
     ``epochs`` passes over the data, whichever comes first.
+
+    ``precision``: ``fp32``; ``bf16`` (DDP: ``torch.autocast`` on CPU or GPU; DeepSpeed: its
+    bf16 mode); ``fp16`` (DDP: ``torch.autocast`` + ``GradScaler`` — on CPU this runs, but
+    slowly, as CPUs emulate most fp16 kernels; DeepSpeed: its fp16 mode, GPUs only).
+
+    ``audit_examples``: every rank writes the ``example_id`` of each row it trains on, per
+    step, to ``<storage>/<run_name>/audit/rank<r>/step<NNNNNN>.json`` (a debugging aid to check
+    data order and resume; rows must carry an ``example_id``).
     """
 
     strategy: str = "ddp"
@@ -28,7 +47,7 @@ class TrainingConfig:
     max_steps: int = 200
     epochs: int = 1
     max_grad_norm: float = 1.0
-    precision: str = "fp32"  # fp32 | bf16 | fp16 (fp16/bf16 on GPUs)
+    precision: str = "fp32"  # fp32 | bf16 | fp16
     seed: int = 42
     log_every: int = 10
     checkpoint_every: int = 0  # optimizer steps between checkpoints; 0: only the final one
@@ -37,3 +56,30 @@ class TrainingConfig:
     freeze_backbone_steps: int = 0
     run_name: str = "train"  # Ray Train run name; re-running with the same name resumes
     storage_path: str | None = None  # default: <output_dir>/ray_train (use shared storage on clusters)
+    audit_examples: bool = False
+
+    def __post_init__(self) -> None:
+        if self.strategy not in STRATEGIES:
+            raise ConfigError(f"unknown strategy '{self.strategy}' ({', '.join(STRATEGIES)})", "training.strategy")
+        if self.zero_stage not in (0, 1, 2, 3):
+            raise ConfigError(f"must be 0..3, got {self.zero_stage}", "training.zero_stage")
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"unknown precision '{self.precision}' ({', '.join(PRECISIONS)})", "training.precision")
+        if self.precision == "fp16" and self.strategy == "deepspeed" and not self.use_gpu:
+            raise ConfigError("DeepSpeed's fp16 mode needs GPUs (training.use_gpu: true); on CPU use bf16 or fp32, "
+                              "or strategy ddp (torch.autocast + GradScaler)", "training.precision")
+        for name in ("max_steps", "epochs", "num_workers", "batch_size", "gradient_accumulation", "log_every"):
+            value = getattr(self, name)
+            if value < 1:
+                raise ConfigError(f"must be at least 1, got {value}", f"training.{name}")
+        for name in ("checkpoint_every", "freeze_backbone_steps"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"must be 0 or more, got {getattr(self, name)}", f"training.{name}")
+        if self.learning_rate <= 0:
+            raise ConfigError(f"must be positive, got {self.learning_rate}", "training.learning_rate")
+        if not 0.0 <= self.warmup_ratio <= 1.0:
+            raise ConfigError(f"must be in [0, 1], got {self.warmup_ratio}", "training.warmup_ratio")
+
+    def resume_identity(self) -> dict[str, Any]:
+        """The fields a checkpoint of this run may only be resumed with unchanged."""
+        return {k: v for k, v in asdict(self).items() if k not in RESUMABLE_CHANGES}

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from rankdistill.errors import ConfigError
 from rankdistill.training.config import TrainingConfig
 from rankdistill.training.loop import MODEL_DIR, STATE_FILE, steps_for, train_loop_per_worker
 
@@ -20,6 +22,81 @@ class FitResult:
     metrics: dict[str, Any]
 
 
+def rank_shards(dataset: Any, num_workers: int) -> list[Any]:
+    """One fixed slice of the rows per rank: rank ``r`` gets rows ``[r*n, (r+1)*n)`` of the
+    dataset in its order (``n = count // num_workers``; the remainder is dropped, as
+    :func:`steps_for` assumes).
+
+    Ray Train's own dataset sharding (``streaming_split``) hands blocks to whichever worker asks
+    first, so which rank sees which rows, and in which order, changes from run to run. A resumed
+    run could then not skip "the batches already trained on": it would see some examples twice
+    and others never. ``Dataset.split(equal=True)`` on the materialised rows, with Ray Data told
+    to preserve their order, is the same split in every run.
+    """
+    import ray.data
+
+    context = ray.data.DataContext.get_current()
+    previous = context.execution_options.preserve_order
+    context.execution_options.preserve_order = True
+    try:
+        return dataset.split(num_workers, equal=True)
+    finally:
+        context.execution_options.preserve_order = previous
+
+
+def run_path(storage: Path, config: TrainingConfig) -> Path:
+    """Ray Train's folder of the run ``config.run_name`` (checkpoints, audit files)."""
+    return storage / config.run_name
+
+
+def stored_state(run_dir: str | Path) -> dict[str, Any] | None:
+    """The ``training_state.json`` of a run's latest registered checkpoint, or None."""
+    import ray.train
+
+    run_dir = Path(run_dir)
+    if not (run_dir / "checkpoint_manager_snapshot.json").exists():
+        return None
+    checkpoint = ray.train.Result.from_path(str(run_dir)).checkpoint
+    if checkpoint is None:
+        return None
+    with checkpoint.as_directory() as folder:
+        return json.loads((Path(folder) / STATE_FILE).read_text())
+
+
+def check_resumable(state: dict[str, Any], config: TrainingConfig, identity: dict[str, Any], total_steps: int,
+                    run_dir: Path) -> None:
+    """Resume only a run of the same training: raise :class:`ConfigError` listing every field
+    that differs between the stored checkpoint and this call (or when it is past ``total_steps``)."""
+    stored_training = {k: v for k, v in state.get("training", {}).items() if k in config.resume_identity()}
+    stored = {**{f"training.{k}": v for k, v in stored_training.items()}, **_flatten(state.get("identity", {}))}
+    current = {**{f"training.{k}": v for k, v in config.resume_identity().items()}, **_flatten(identity)}
+    differences = [f"{key}: stored {stored.get(key)!r}, now {current.get(key)!r}"
+                   for key in sorted(set(stored) | set(current)) if stored.get(key) != current.get(key)]
+    if differences:
+        raise ConfigError(
+            f"{run_dir} holds a checkpoint of a different training run, which cannot be resumed with this config "
+            f"({'; '.join(differences)}); use another training.run_name or output_dir, or delete {run_dir}",
+            "training.run_name")
+    if int(state["step"]) > total_steps:
+        raise ConfigError(f"the checkpoint in {run_dir} is at step {state['step']}, beyond the {total_steps} steps "
+                          f"asked for now; use another training.run_name or output_dir", "training.max_steps")
+
+
+def _jsonable(value: Any) -> Any:
+    return json.loads(json.dumps(value, default=str))
+
+
+def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            out.update(_flatten(value, f"{name}."))
+        else:
+            out[name] = value
+    return out
+
+
 def fit(
     make_student: Callable[[], Any],
     make_loss: Callable[[], Any],
@@ -29,24 +106,37 @@ def fit(
     tracking: dict[str, str] | None = None,
     extra_fields: tuple[str, ...] = (),
     step_offset: int = 0,
+    identity: dict[str, Any] | None = None,
 ) -> FitResult:
     """Train on Ray Train and copy the final student to ``<output_dir>/model``.
 
     ``make_student`` / ``make_loss`` are called inside every worker (they are shipped by
     cloudpickle, so closures over configs are fine). ``tracking`` is ``{"uri", "run_id"}`` of
     the job's MLflow run, to which rank 0 logs ``train_loss``, ``train_lr`` and throughput.
-    Re-running with the same ``config.run_name`` and storage path resumes from the last checkpoint.
+    ``identity`` describes what else defines the run (e.g. the student, loss and data configs).
+
+    Re-running with the same ``config.run_name`` and storage path resumes from the last
+    checkpoint, but only when the stored training config (bar the fields of
+    ``config.RESUMABLE_CHANGES``, e.g. a larger ``max_steps``), ``identity`` and number of
+    examples equal this call's; otherwise :class:`ConfigError` lists the differences.
     """
     import ray.data
     import ray.train
     from ray.train.torch import TorchTrainer
 
-    # the training loop logs its own progress; Ray Data's split bars would flood the worker logs
+    # the training loop logs its own progress; Ray Data's bars would flood the worker logs
     ray.data.DataContext.get_current().enable_progress_bars = False
     output_dir = Path(output_dir).resolve()
     storage = Path(config.storage_path).resolve() if config.storage_path else output_dir / "ray_train"
     storage.mkdir(parents=True, exist_ok=True)
-    total_steps = steps_for(train_dataset.count(), config)
+    num_examples = train_dataset.count()
+    total_steps = steps_for(num_examples, config)
+    if config.audit_examples and "example_id" not in train_dataset.schema().names:
+        raise ConfigError("needs an 'example_id' field in every training row", "training.audit_examples")
+    identity = {**_jsonable(identity or {}), "num_examples": num_examples}
+    state = stored_state(run_path(storage, config))
+    if state is not None:
+        check_resumable(state, config, identity, total_steps, run_path(storage, config))
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config={
@@ -57,6 +147,8 @@ def fit(
             "tracking": tracking,
             "total_steps": total_steps,
             "step_offset": step_offset,
+            "identity": identity,
+            "shards": rank_shards(train_dataset, config.num_workers),
         },
         scaling_config=ray.train.ScalingConfig(
             num_workers=config.num_workers,
@@ -69,15 +161,12 @@ def fit(
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
             failure_config=ray.train.FailureConfig(max_failures=0),
         ),
-        datasets={"train": train_dataset},
     )
     result = trainer.fit()
     if result.checkpoint is None:
         raise RuntimeError("training finished without a checkpoint")
     model_dir = output_dir / "model"
     with result.checkpoint.as_directory() as ckpt:
-        import json
-
         state = json.loads((Path(ckpt) / STATE_FILE).read_text())
         if model_dir.exists():
             shutil.rmtree(model_dir)

@@ -1,24 +1,45 @@
 """The per-worker training loop (runs inside Ray Train workers).
 
-Rows of the ``train`` dataset shard are training examples: ``query`` (str), ``texts``
-(list[str], the query's passages), ``targets`` (list[float], one per passage; what they mean is
-the loss's business: relevance labels, teacher scores, teacher ranks), plus optional per-passage
-extras listed in ``extra_fields`` (e.g. ``clusters`` for NA-RankNet) that go to the loss.
+Every worker trains on its own fixed slice of the examples (``loop_config["shards"][rank]``, see
+:func:`rankdistill.training.fit.rank_shards`). Rows are training examples: ``query`` (str),
+``texts`` (list[str], the query's passages), ``targets`` (list[float], one per passage; what they
+mean is the loss's business: relevance labels, teacher scores, teacher ranks), plus optional
+per-passage extras listed in ``extra_fields`` (e.g. ``clusters`` for NA-RankNet) that go to the
+loss, and an optional ``example_id`` (written to the audit files, ``training.audit_examples``).
+The student is any ``torch.nn.Module`` with ``tokenizer(queries, passages)``,
+``compute_loss(output, targets, loss_fn, **extras)`` and ``save_pretrained(dir)``.
 
-Rank 0 logs to MLflow (Ray Train v2 has no MLflow callback), every rank reports to Ray Train;
-checkpoints hold the student (``save_pretrained``) and the optimizer state, so a run started
-again with the same name resumes where the last checkpoint left it.
+Rank 0 logs to MLflow (Ray Train v2 has no MLflow callback), every rank reports to Ray Train.
+A checkpoint is ONE folder that every rank writes its part into (Ray Train 2.x uploads each
+rank's local folder to the same ``checkpoint_<time>`` folder, named by rank 0, and registers the
+checkpoint only once every rank has reported it):
+
+- ``training_state.json`` (rank 0): step, world size, the training config and run identity;
+- ``model/`` (rank 0): the student, ``save_pretrained`` layout (what :func:`fit` returns);
+- DDP: ``optimizer.pt`` (rank 0): module, optimizer, LR scheduler and GradScaler states;
+- DeepSpeed: ``deepspeed/step<N>/`` + ``deepspeed/latest``: every rank calls
+  ``engine.save_checkpoint(dir, tag="step<N>")`` with the same tag; rank 0 writes the module and
+  scheduler states (``mp_rank_00_model_states.pt``), every rank its ZeRO partition of the
+  optimizer (``zero_pp_rank_<r>_mp_rank_00_optim_states.pt``; ZeRO-3 also partitions the weights,
+  ``zero_pp_rank_<r>_mp_rank_00_model_states.pt``). Loading needs the same number of workers
+  (``training.num_workers`` must match on resume);
+- ``rng/rank<r>.pt`` (every rank): the Python / NumPy / torch RNG states, so dropout after a
+  resume draws what it would have drawn without the interruption.
+
+A run started again with the same name resumes at the step after its last checkpoint: the
+state above is restored and each rank skips the batches it had already trained on.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import random
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +49,8 @@ STATE_FILE = "training_state.json"
 TORCH_STATE = "optimizer.pt"
 MODEL_DIR = "model"
 DEEPSPEED_DIR = "deepspeed"
+RNG_DIR = "rng"
+AUDIT_DIR = "audit"
 
 
 def _seed_everything(seed: int) -> None:
@@ -86,9 +109,16 @@ def pair_target_tensors(rows: list[dict[str, Any]], k: int) -> tuple[Any, Any]:
     return targets, ~torch.isnan(targets)
 
 
-def _batches(shard, batch_size: int, skip: int) -> Iterator[list[dict[str, Any]]]:
-    """Endless batches over the shard (epoch after epoch), skipping the first ``skip``."""
+def _batches(shard, batch_size: int, skip: int, num_rows: int | None = None) -> Iterator[list[dict[str, Any]]]:
+    """Endless batches over the shard (epoch after epoch, each in the shard's fixed order; the
+    last incomplete batch of an epoch is dropped), skipping the first ``skip`` batches. With
+    ``num_rows`` known, whole skipped epochs are not read at all."""
     produced = 0
+    if num_rows is not None:
+        if num_rows < batch_size:
+            raise RuntimeError(f"this worker's data shard has {num_rows} rows, fewer than a batch ({batch_size})")
+        per_epoch = num_rows // batch_size
+        produced = (skip // per_epoch) * per_epoch
     while True:
         buffer: list[dict[str, Any]] = []
         empty = True
@@ -104,33 +134,35 @@ def _batches(shard, batch_size: int, skip: int) -> Iterator[list[dict[str, Any]]
             raise RuntimeError("this worker's data shard is empty: fewer examples than workers")
 
 
-def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
-    import ray.train
+@dataclass
+class Worker:
+    """Everything one rank trains with (built by :func:`setup`)."""
+
+    config: TrainingConfig
+    rank: int
+    world: int
+    module: Any  # the student itself (unwrapped)
+    forward: Any  # what is called for the forward pass: the DDP wrapper, the DeepSpeed engine, or module
+    loss_fn: Any
+    optimizer: Any
+    scheduler: Any
+    device: Any
+    engine: Any = None  # the DeepSpeed engine
+    scaler: Any = None  # torch.amp.GradScaler (DDP fp16)
+    autocast: Callable[[], Any] = contextlib.nullcontext
+    params: list = field(default_factory=list)
+    extra_fields: tuple[str, ...] = ()
+    total_steps: int = 0
+    step_offset: int = 0  # MLflow steps continue across stages
+    identity: dict[str, Any] = field(default_factory=dict)
+    tracking: dict[str, str] | None = None
+    client: Any = None  # MlflowClient on rank 0
+    start_step: int = 0  # the step the run resumed from (0: a fresh start)
+
+
+def _optimizer_and_schedule(model, config: TrainingConfig, total_steps: int):
     import torch
-
-    config = TrainingConfig(**loop_config["training"])
-    make_student: Callable[[], Any] = loop_config["make_student"]
-    make_loss: Callable[[], Any] = loop_config["make_loss"]
-    extra_fields = tuple(loop_config.get("extra_fields", ()))
-    tracking = loop_config.get("tracking")  # {"uri": ..., "run_id": ...} or None
-    total_steps = int(loop_config["total_steps"])
-    step_offset = int(loop_config.get("step_offset", 0))  # MLflow steps continue across stages
-
-    context = ray.train.get_context()
-    rank, world = context.get_world_rank(), context.get_world_size()
-    _seed_everything(config.seed + rank)
-    torch.set_num_threads(max(1, int(config.cpus_per_worker)))
-
-    model = make_student()
-    loss_fn = make_loss()
-    start_step = 0
-    checkpoint = ray.train.get_checkpoint()
-    state: dict[str, Any] = {}
-    if checkpoint is not None:
-        with checkpoint.as_directory() as ckpt_dir:
-            state = json.loads((Path(ckpt_dir) / STATE_FILE).read_text())
-            start_step = int(state["step"])
-            model = type(model).from_pretrained(str(Path(ckpt_dir) / MODEL_DIR))
+    from transformers import get_linear_schedule_with_warmup
 
     params = [p for p in model.parameters() if p.requires_grad]
     decay = [p for p in params if p.ndim >= 2]
@@ -139,10 +171,36 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
         lr=config.learning_rate,
     )
-    from transformers import get_linear_schedule_with_warmup
-
     scheduler = get_linear_schedule_with_warmup(optimizer, int(config.warmup_ratio * total_steps), total_steps)
+    return params, optimizer, scheduler
 
+
+def _precision(config: TrainingConfig, device) -> tuple[Callable[[], Any], Any]:
+    """``(autocast context factory, GradScaler or None)`` of a DDP run (DeepSpeed does its own)."""
+    import torch
+
+    if config.strategy != "ddp" or config.precision == "fp32":
+        return contextlib.nullcontext, None
+    dtype = torch.bfloat16 if config.precision == "bf16" else torch.float16
+    scaler = torch.amp.GradScaler(device.type) if config.precision == "fp16" else None
+    return (lambda: torch.autocast(device_type=device.type, dtype=dtype)), scaler
+
+
+def setup(loop_config: dict[str, Any]) -> Worker:
+    """Seed, build the student, loss, optimizer and schedule, and wrap them for the strategy."""
+    import ray.train
+    import torch
+
+    config = TrainingConfig(**loop_config["training"])
+    context = ray.train.get_context()
+    rank, world = context.get_world_rank(), context.get_world_size()
+    _seed_everything(config.seed + rank)
+    torch.set_num_threads(max(1, int(config.cpus_per_worker)))
+    total_steps = int(loop_config["total_steps"])
+
+    model = loop_config["make_student"]()
+    params, optimizer, scheduler = _optimizer_and_schedule(model, config, total_steps)
+    engine, scaler, autocast = None, None, contextlib.nullcontext
     if config.strategy == "deepspeed":
         import deepspeed
 
@@ -151,123 +209,209 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         engine, optimizer, _, scheduler = deepspeed.initialize(
             model=model, optimizer=optimizer, lr_scheduler=scheduler, config=deepspeed_config(config)
         )
-        device = engine.device
-        if checkpoint is not None:
-            with checkpoint.as_directory() as ckpt_dir:
-                engine.load_checkpoint(str(Path(ckpt_dir) / DEEPSPEED_DIR), tag=f"rank{rank}-step{start_step}")
-        module = engine.module
-        forward = engine
-    elif config.strategy == "ddp":
+        device, module, forward = engine.device, engine.module, engine
+    else:
         import ray.train.torch
 
-        wrapped = ray.train.torch.prepare_model(model, parallel_strategy="ddp" if world > 1 else None)
+        forward = ray.train.torch.prepare_model(model, parallel_strategy="ddp" if world > 1 else None)
         device = ray.train.torch.get_device()
-        module = wrapped.module if hasattr(wrapped, "module") else wrapped
-        forward = wrapped
-        if checkpoint is not None:
-            with checkpoint.as_directory() as ckpt_dir:
-                saved = torch.load(Path(ckpt_dir) / TORCH_STATE, map_location="cpu", weights_only=False)
-                optimizer.load_state_dict(saved["optimizer"])
-                scheduler.load_state_dict(saved["scheduler"])
-        engine = None
-    else:
-        from rankdistill.errors import ConfigError
-
-        raise ConfigError(f"unknown strategy '{config.strategy}' (ddp, deepspeed)", "training.strategy")
-
+        module = forward.module if hasattr(forward, "module") else forward
+        autocast, scaler = _precision(config, device)
     client = None
+    tracking = loop_config.get("tracking")  # {"uri": ..., "run_id": ...} or None
     if rank == 0 and tracking:
         from mlflow.tracking import MlflowClient
 
         client = MlflowClient(tracking_uri=tracking["uri"])
-
-    module.train()
-    shard = ray.train.get_dataset_shard("train")
-    micro_per_step = config.gradient_accumulation
-    batches = _batches(shard, config.batch_size, skip=start_step * micro_per_step)
-    autocast = torch.autocast(device_type=device.type, dtype=torch.bfloat16) if (
-        config.precision == "bf16" and config.strategy == "ddp" and device.type == "cuda"
-    ) else _null_context()
-
-    step = start_step
-    window_loss, window_count, window_start = 0.0, 0, time.perf_counter()
-    while step < total_steps:
-        for _ in range(micro_per_step):
-            rows = next(batches)
-            batch, targets, extras = collate(module, rows, extra_fields, device)
-            with autocast:
-                output = forward(**batch)
-                loss = module.compute_loss(output, targets, loss_fn, **extras)
-            if engine is not None:
-                engine.backward(loss)
-                engine.step()
-            else:
-                (loss / micro_per_step).backward()
-            window_loss += float(loss.detach())
-            window_count += 1
-        if engine is None:
-            torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-        step += 1
-
-        last = step == total_steps
-        if step % config.log_every == 0 or last:
-            elapsed = max(time.perf_counter() - window_start, 1e-9)
-            metrics = {
-                "train/loss": window_loss / max(window_count, 1),
-                "train/lr": float(scheduler.get_last_lr()[0]),
-                "train/queries_per_s": window_count * config.batch_size * world / elapsed,
-            }
-            if client is not None:
-                from mlflow.entities import Metric
-
-                now = int(time.time() * 1000)
-                client.log_batch(tracking["run_id"], metrics=[Metric(k.replace("/", "_"), v, now, step + step_offset)
-                                                              for k, v in metrics.items()])
-            window_loss, window_count, window_start = 0.0, 0, time.perf_counter()
-        else:
-            metrics = None
-        if last or (config.checkpoint_every and step % config.checkpoint_every == 0):
-            _report_checkpoint(config, rank, step, module, optimizer, scheduler, engine, metrics or {})
-        elif metrics is not None:
-            ray.train.report({**metrics, "step": step})
+    return Worker(config=config, rank=rank, world=world, module=module, forward=forward,
+                  loss_fn=loop_config["make_loss"](), optimizer=optimizer, scheduler=scheduler, device=device,
+                  engine=engine, scaler=scaler, autocast=autocast, params=params,
+                  extra_fields=tuple(loop_config.get("extra_fields", ())), total_steps=total_steps,
+                  step_offset=int(loop_config.get("step_offset", 0)), identity=loop_config.get("identity") or {},
+                  tracking=tracking, client=client)
 
 
-class _null_context:
-    def __enter__(self):
-        return None
-
-    def __exit__(self, *exc):
-        return False
-
-
-def _report_checkpoint(config, rank, step, module, optimizer, scheduler, engine, metrics) -> None:
-    """Every rank writes its part into one checkpoint; rank 0 writes the student itself."""
-    import ray.train
+def resume(worker: Worker, checkpoint) -> int:
+    """Restore the last checkpoint (weights, optimizer, schedule, scaler, RNG); its step."""
     import torch
 
-    with tempfile.TemporaryDirectory() as tmp:
-        tmp_path = Path(tmp)
-        if engine is not None:
-            # every rank saves its ZeRO partition; tags keep the ranks' files apart
-            engine.save_checkpoint(str(tmp_path / DEEPSPEED_DIR), tag=f"rank{rank}-step{step}")
-            if config.zero_stage == 3:
-                import deepspeed
+    if checkpoint is None:
+        return 0
+    with checkpoint.as_directory() as ckpt_dir:
+        folder = Path(ckpt_dir)
+        state = json.loads((folder / STATE_FILE).read_text())
+        step = int(state["step"])
+        if int(state.get("world_size", worker.world)) != worker.world:
+            raise RuntimeError(f"the checkpoint in {folder} was written by {state['world_size']} workers, "
+                               f"this run has {worker.world}")
+        if worker.engine is not None:
+            path, _ = worker.engine.load_checkpoint(str(folder / DEEPSPEED_DIR), tag=f"step{step}")
+            if path is None:
+                raise RuntimeError(f"DeepSpeed found no checkpoint 'step{step}' in {folder / DEEPSPEED_DIR}")
+        else:
+            saved = torch.load(folder / TORCH_STATE, map_location="cpu", weights_only=False)
+            worker.module.load_state_dict(saved["model"])
+            worker.optimizer.load_state_dict(saved["optimizer"])
+            worker.scheduler.load_state_dict(saved["scheduler"])
+            if worker.scaler is not None and saved.get("scaler"):
+                worker.scaler.load_state_dict(saved["scaler"])
+        rng = folder / RNG_DIR / f"rank{worker.rank}.pt"
+        if rng.exists():
+            _set_rng_state(torch.load(rng, map_location="cpu", weights_only=False))
+    worker.start_step = step
+    return step
 
-                with deepspeed.zero.GatheredParameters(list(module.parameters()), modifier_rank=None):
-                    if rank == 0:
-                        module.save_pretrained(str(tmp_path / MODEL_DIR))
-            elif rank == 0:
-                module.save_pretrained(str(tmp_path / MODEL_DIR))
+
+def _rng_state() -> dict[str, Any]:
+    import numpy as np
+    import torch
+
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    import numpy as np
+    import torch
+
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def train_step(worker: Worker, batches: Iterator[list[dict[str, Any]]]) -> tuple[float, list[list[Any]]]:
+    """One optimizer step over ``gradient_accumulation`` micro-batches: ``(summed micro-batch
+    losses, example ids per micro-batch)``."""
+    import torch
+
+    config, engine, scaler = worker.config, worker.engine, worker.scaler
+    micro = config.gradient_accumulation
+    loss_sum, ids = 0.0, []
+    for _ in range(micro):
+        rows = next(batches)
+        ids.append([r.get("example_id") for r in rows])
+        batch, targets, extras = collate(worker.module, rows, worker.extra_fields, worker.device)
+        with worker.autocast():
+            output = worker.forward(**batch)
+            loss = worker.module.compute_loss(output, targets, worker.loss_fn, **extras)
+        if engine is not None:
+            engine.backward(loss)  # DeepSpeed scales by 1/accumulation and steps on the boundary
+            engine.step()
+        elif scaler is not None:
+            scaler.scale(loss / micro).backward()
+        else:
+            (loss / micro).backward()
+        loss_sum += float(loss.detach())
+    if engine is None:
+        if scaler is not None:
+            scaler.unscale_(worker.optimizer)
+        torch.nn.utils.clip_grad_norm_(worker.params, config.max_grad_norm)
+        if scaler is not None:
+            scaler.step(worker.optimizer)  # skipped when the gradients overflowed
+            scaler.update()
+        else:
+            worker.optimizer.step()
+        worker.scheduler.step()
+        worker.optimizer.zero_grad(set_to_none=True)
+    return loss_sum, ids
+
+
+def log_metrics(worker: Worker, step: int, metrics: dict[str, float]) -> None:
+    """Rank 0 logs ``train_loss`` etc. to the job's MLflow run at ``step + step_offset``."""
+    if worker.client is None:
+        return
+    from mlflow.entities import Metric
+
+    now = int(time.time() * 1000)
+    worker.client.log_batch(worker.tracking["run_id"], metrics=[
+        Metric(k.replace("/", "_"), v, now, step + worker.step_offset) for k, v in metrics.items()])
+
+
+def audit(worker: Worker, step: int, ids: list[list[Any]]) -> None:
+    """Write this rank's example ids of ``step`` into the run's storage (``audit_examples``)."""
+    import ray.train
+
+    storage = ray.train.get_context().get_storage()
+    folder = f"{storage.experiment_fs_path}/{AUDIT_DIR}/rank{worker.rank}"
+    storage.storage_filesystem.create_dir(folder)
+    record = {"step": step, "rank": worker.rank, "resumed_from": worker.start_step, "example_ids": ids}
+    with storage.storage_filesystem.open_output_stream(f"{folder}/step{step:06d}.json") as out:
+        out.write(json.dumps(record).encode())
+
+
+def save_checkpoint(worker: Worker, folder: Path, step: int) -> None:
+    """Write this rank's part of the step-``step`` checkpoint into ``folder`` (see the module doc)."""
+    import torch
+
+    rank, module = worker.rank, worker.module
+    if worker.engine is not None:
+        # the same tag on every rank: ranks write disjoint files of one DeepSpeed checkpoint
+        worker.engine.save_checkpoint(str(folder / DEEPSPEED_DIR), tag=f"step{step}")
+        if worker.config.zero_stage == 3:
+            import deepspeed
+
+            with deepspeed.zero.GatheredParameters(list(module.parameters()), modifier_rank=None):
+                if rank == 0:
+                    module.save_pretrained(str(folder / MODEL_DIR))
         elif rank == 0:
-            module.save_pretrained(str(tmp_path / MODEL_DIR))
-            torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()},
-                       tmp_path / TORCH_STATE)
-        if rank == 0:
-            (tmp_path / STATE_FILE).write_text(json.dumps({"step": step, "training": asdict(config)}))
-        ray.train.report({**metrics, "step": step}, checkpoint=ray.train.Checkpoint.from_directory(tmp))
+            module.save_pretrained(str(folder / MODEL_DIR))
+    elif rank == 0:
+        module.save_pretrained(str(folder / MODEL_DIR))
+        torch.save({"model": module.state_dict(), "optimizer": worker.optimizer.state_dict(),
+                    "scheduler": worker.scheduler.state_dict(),
+                    "scaler": worker.scaler.state_dict() if worker.scaler is not None else None},
+                   folder / TORCH_STATE)
+    (folder / RNG_DIR).mkdir(parents=True, exist_ok=True)
+    torch.save(_rng_state(), folder / RNG_DIR / f"rank{rank}.pt")
+    if rank == 0:
+        (folder / STATE_FILE).write_text(json.dumps({
+            "step": step, "world_size": worker.world, "training": asdict(worker.config),
+            "identity": worker.identity}, default=str))
+
+
+def report(worker: Worker, step: int, metrics: dict[str, float] | None) -> None:
+    """Report to Ray Train (every rank, at the same steps): metrics on log steps, a checkpoint on
+    checkpoint steps and at the end."""
+    import ray.train
+
+    config = worker.config
+    if step == worker.total_steps or (config.checkpoint_every and step % config.checkpoint_every == 0):
+        with tempfile.TemporaryDirectory() as tmp:
+            save_checkpoint(worker, Path(tmp), step)
+            ray.train.report({**(metrics or {}), "step": step}, checkpoint=ray.train.Checkpoint.from_directory(tmp))
+    elif metrics is not None:
+        ray.train.report({**metrics, "step": step})
+
+
+def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
+    import ray.train
+
+    worker = setup(loop_config)
+    config = worker.config
+    step = resume(worker, ray.train.get_checkpoint())
+    shard = loop_config["shards"][worker.rank]
+    batches = _batches(shard, config.batch_size, skip=step * config.gradient_accumulation, num_rows=shard.count())
+    worker.module.train()
+    window_loss, window_count, window_start = 0.0, 0, time.perf_counter()
+    while step < worker.total_steps:
+        loss_sum, ids = train_step(worker, batches)
+        step += 1
+        window_loss, window_count = window_loss + loss_sum, window_count + config.gradient_accumulation
+        if config.audit_examples:
+            audit(worker, step, ids)
+        metrics = None
+        if step % config.log_every == 0 or step == worker.total_steps:
+            elapsed = max(time.perf_counter() - window_start, 1e-9)
+            metrics = {"train/loss": window_loss / max(window_count, 1),
+                       "train/lr": float(worker.scheduler.get_last_lr()[0]),
+                       "train/queries_per_s": window_count * config.batch_size * worker.world / elapsed}
+            log_metrics(worker, step, metrics)
+            window_loss, window_count, window_start = 0.0, 0, time.perf_counter()
+        report(worker, step, metrics)
 
 
 def steps_for(num_examples: int, config: TrainingConfig) -> int:

@@ -401,9 +401,12 @@ def run_pairdistill(config: PairDistillConfig) -> dict[str, Any]:
                     counts = job.label(run, iteration)
                     child.log_metrics(counts)
                     training = dataclasses.replace(c.training, run_name=f"{c.training.run_name}-iteration-{iteration}")
+                    identity = {"student": {**dataclasses.asdict(c.student), "init_from": str(model_dir)},
+                                "loss": dataclasses.asdict(c.loss), "examples": dataclasses.asdict(c.examples),
+                                "iteration": iteration}
                     result = fit(StudentFactory(c.student, init_from=str(model_dir)), LossFactory(c.loss),
                                  job.examples(), training, folder, tracking=child.worker_handle(),
-                                 extra_fields=EXTRA_FIELDS)
+                                 extra_fields=EXTRA_FIELDS, identity=identity)
                     model_dir = result.model_dir
                     stage, model, index = job.evaluate_student(f"student iteration {iteration}", model_dir, folder,
                                                                child)

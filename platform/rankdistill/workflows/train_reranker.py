@@ -58,10 +58,13 @@ def train_stages(config: TrainRerankerConfig, rows: list[dict[str, Any]], output
 
     training = config.training
     extras = extra_fields(rows, config.loss)
+    # a checkpoint in the same run folder is only resumed for the same student, loss and data
+    identity = {"student": dataclasses.asdict(config.student), "loss": dataclasses.asdict(config.loss),
+                "data": dataclasses.asdict(config.data)}
     frozen = training.freeze_backbone_steps
     if frozen <= 0:
         return fit(StudentFactory(config.student), LossFactory(config.loss), ray.data.from_items(rows),
-                   training, output, tracking=tracking, extra_fields=extras)
+                   training, output, tracking=tracking, extra_fields=extras, identity=identity)
     from rankdistill.models import get_reranker_class
 
     if not hasattr(get_reranker_class(config.student.architecture), "freeze_embedding_model"):
@@ -71,11 +74,12 @@ def train_stages(config: TrainRerankerConfig, rows: list[dict[str, Any]], output
         raise ConfigError("must be smaller than training.max_steps", "training.freeze_backbone_steps")
     stage1 = dataclasses.replace(training, max_steps=frozen, run_name=f"{training.run_name}-frozen")
     first = fit(StudentFactory(config.student, freeze_backbone=True), LossFactory(config.loss),
-                ray.data.from_items(rows), stage1, output / "stage1", tracking=tracking, extra_fields=extras)
+                ray.data.from_items(rows), stage1, output / "stage1", tracking=tracking, extra_fields=extras,
+                identity=identity)
     stage2 = dataclasses.replace(training, max_steps=training.max_steps - frozen)
     return fit(StudentFactory(config.student, init_from=str(first.model_dir), freeze_backbone=False),
                LossFactory(config.loss), ray.data.from_items(rows), stage2, output, tracking=tracking,
-               extra_fields=extras, step_offset=first.steps)
+               extra_fields=extras, step_offset=first.steps, identity=identity)
 
 
 def run_train_reranker(config: TrainRerankerConfig) -> dict[str, Any]:
