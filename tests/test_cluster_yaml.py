@@ -37,3 +37,15 @@ def test_schema_validation_would_catch_a_broken_config():
     broken["available_node_types"]["gpu_worker"]["max_workers"] = "many"
     with pytest.raises(Exception):
         validate_config(broken)
+
+
+def test_every_node_logs_to_the_heads_mlflow_server_and_reads_shared_data():
+    config = load()
+    head = " ".join(config["head_start_ray_commands"])
+    workers = " ".join(config["worker_start_ray_commands"])
+    assert "mlflow server" in head and "--artifacts-destination" in head
+    assert "MLFLOW_TRACKING_URI=http://" in head and "MLFLOW_TRACKING_URI=http://$RAY_HEAD_IP:5000" in workers
+    assert "RANKDISTILL_DATA=" in head and "RANKDISTILL_DATA=" in workers
+    # test-only settings stay out of the cluster
+    assert "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S" not in head + workers
+    assert "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER" not in head + workers
