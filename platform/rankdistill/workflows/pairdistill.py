@@ -83,6 +83,7 @@ class CandidatesConfig:
     first_stage: str = "bm25"
     run: str | None = None  # first_stage: run — a TREC file or a name in the dataset's runs/ (train queries)
     depth: int = 100
+    eval_depth: int = 100  # documents retrieved per dev / test query for evaluation (R@100 needs 100)
     bm25_shards: int = 2
     index: DenseIndexConfig = field(default_factory=DenseIndexConfig)  # bi-encoder students
     colbert_index: ColbertIndexConfig = field(default_factory=ColbertIndexConfig)  # ColBERT students
@@ -136,6 +137,8 @@ class PairDistillConfig:
                               "candidates.run")
         if self.candidates.depth < 2:
             raise ConfigError("must be >= 2", "candidates.depth")
+        if self.candidates.eval_depth < 1:
+            raise ConfigError("must be >= 1", "candidates.eval_depth")
         if self.splits.dev is None and self.splits.dev_queries < 1:
             raise ConfigError("must be >= 1 when splits.dev is null (a dev set is carved from train)",
                               "splits.dev_queries")
@@ -249,11 +252,10 @@ class PairDistill:
         return result
 
     # ---- retrieval ------------------------------------------------------------------------------
-    def bm25(self, queries: dict[str, Query]) -> Run:
+    def bm25(self, queries: dict[str, Query], k: int) -> Run:
         if not hasattr(self, "_bm25"):
             self._bm25 = BM25Index().index(self.corpus.values(), show_progress=False)
-        return bm25_search_on_ray(self._bm25, list(queries.values()), self.config.candidates.depth,
-                                  self.config.candidates.bm25_shards)
+        return bm25_search_on_ray(self._bm25, list(queries.values()), k, self.config.candidates.bm25_shards)
 
     def index_student(self, model_dir: Path, folder: Path):
         """Encode the corpus on a Ray Data actor pool, build and save the faiss index."""
@@ -270,18 +272,19 @@ class PairDistill:
         index.save(folder / "index")
         return index
 
-    def retrieve(self, model, index, queries: dict[str, Query]) -> Run:
+    def retrieve(self, model, index, queries: dict[str, Query], k: int) -> Run:
         from rankdistill.retrieval.dense_retrieve import retrieve
 
-        return retrieve(model, index, queries, self.config.candidates.depth)
+        return retrieve(model, index, queries, k)
 
     def evaluate_student(self, name: str, model_dir: Path, folder: Path, tracker) -> tuple[Stage, Any, Any]:
         from rankdistill.models import load_student
 
         index = self.index_student(model_dir, folder)
         model = load_student(model_dir).eval()
-        dev = self._evaluate(self.retrieve(model, index, self.splits.dev), "dev")
-        test_run = self.retrieve(model, index, self.splits.test)
+        k = self.config.candidates.eval_depth
+        dev = self._evaluate(self.retrieve(model, index, self.splits.dev, k), "dev")
+        test_run = self.retrieve(model, index, self.splits.test, k)
         test = self._evaluate(test_run, "test")
         write_trec_run(test_run, folder / "test.trec", tag=name.replace(" ", "_"))
         tracker.log_metrics(dev.aggregate, prefix="dev/")
@@ -295,11 +298,11 @@ class PairDistill:
     def first_stage_train_run(self, model, index) -> Run:
         c = self.config.candidates
         if c.first_stage == "bm25":
-            return self.bm25(self.splits.train)
+            return self.bm25(self.splits.train, c.depth)
         if c.first_stage == "run":
             run = read_trec_run(resolve_run_path(c.run, self.folder, "candidates.run"))
             return Run({q: d for q, d in run.top(c.depth).items() if q in self.splits.train})
-        return self.retrieve(model, index, self.splits.train)
+        return self.retrieve(model, index, self.splits.train, c.depth)
 
     def label(self, run: Run, iteration: int) -> dict[str, Any]:
         lists = list(candidate_lists(run, self.splits.train, self.corpus, k=self.config.candidates.depth))
@@ -368,12 +371,14 @@ def run_pairdistill(config: PairDistillConfig) -> dict[str, Any]:
                 check_reachable_from_workers(parent.uri)
             # first stage on dev / test, for the table
             if c.candidates.first_stage == "bm25":
-                first_dev, first_test = job.bm25(job.splits.dev), job.bm25(job.splits.test)
+                k = c.candidates.eval_depth
+                first_dev, first_test = job.bm25(job.splits.dev, k), job.bm25(job.splits.test, k)
                 name = "BM25"
             elif c.candidates.first_stage == "run":
                 run = read_trec_run(resolve_run_path(c.candidates.run, job.folder, "candidates.run"))
-                first_dev = Run({q: d for q, d in run.top(c.candidates.depth).items() if q in job.splits.dev})
-                first_test = Run({q: d for q, d in run.top(c.candidates.depth).items() if q in job.splits.test})
+                top = run.top(c.candidates.eval_depth)
+                first_dev = Run({q: d for q, d in top.items() if q in job.splits.dev})
+                first_test = Run({q: d for q, d in top.items() if q in job.splits.test})
                 name = f"run {c.candidates.run}"
             else:
                 first_dev = first_test = None
@@ -396,7 +401,7 @@ def run_pairdistill(config: PairDistillConfig) -> dict[str, Any]:
                 with start_run(c.tracking, tags={**tags, "iteration": iteration,
                                                  "job": f"pairdistill iteration {iteration}"}, nested=True) as child:
                     run = (job.first_stage_train_run(model, index) if iteration == 1
-                           else job.retrieve(model, index, job.splits.train))
+                           else job.retrieve(model, index, job.splits.train, c.candidates.depth))
                     calls_before = job.teacher_calls
                     counts = job.label(run, iteration)
                     child.log_metrics(counts)
