@@ -2,9 +2,9 @@
 
 ``models:/NAME/VERSION`` and ``models:/NAME@ALIAS`` (MLflow model registry) and ``runs:/RUN_ID/PATH``
 resolve to a local folder with :func:`mlflow.artifacts.download_artifacts`; anything else must be a
-local ``save_pretrained`` folder. :func:`tracking.mlflow_tracking.register_model` logs a student's
-folder as the run's ``model/`` artifacts, so the downloaded folder is that ``save_pretrained``
-folder again.
+local ``save_pretrained`` folder. :func:`tracking.mlflow_tracking.register_model` logs a student
+as a pyfunc model whose ``student`` artifact is its ``save_pretrained`` folder
+(:func:`rankdistill.tracking.pyfunc.student_folder` finds it in the download).
 """
 
 from __future__ import annotations
@@ -64,10 +64,15 @@ def resolve_model_source(
         )
     except MlflowException as exc:
         raise ConfigError(f"cannot resolve '{source}': {exc.message}", key="model") from exc
+    from rankdistill.tracking.pyfunc import student_folder
+
     path = Path(local)
     if not (path / "config.json").is_file() and (path / "model" / "config.json").is_file():
-        path = path / "model"
-    return path
+        return path / "model"  # a plain folder logged under model/
+    try:
+        return student_folder(path)
+    except FileNotFoundError as exc:
+        raise ConfigError(f"'{source}' holds no rankdistill student: {exc}", key="model") from exc
 
 
 def load_reranker_from(source: str | os.PathLike, tracking_uri: str | None = None, **kwargs):
