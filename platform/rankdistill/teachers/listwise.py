@@ -43,6 +43,12 @@ class ListwiseConfig:
             raise ConfigError("must be >= 1", "listwise.passes")
         if self.direction not in ("back_to_front", "front_to_back"):
             raise ConfigError("must be back_to_front or front_to_back", "listwise.direction")
+        if self.rank_start < 0:
+            raise ConfigError(f"must be >= 0, got {self.rank_start}", "listwise.rank_start")
+        if self.rank_end is not None and self.rank_end <= self.rank_start:
+            raise ConfigError(f"must be > rank_start ({self.rank_start}), got {self.rank_end}", "listwise.rank_end")
+        if self.max_new_tokens is not None and self.max_new_tokens < 1:
+            raise ConfigError(f"must be >= 1, got {self.max_new_tokens}", "listwise.max_new_tokens")
 
 
 def sliding_windows(
