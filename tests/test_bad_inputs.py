@@ -14,7 +14,13 @@ from pathlib import Path
 import pytest
 from rankdistill.config import load_config
 from rankdistill.data.beir import BeirFolder, read_corpus, read_qrels_tsv
-from rankdistill.data.datasets import DatasetConfig, DatasetSpec, check_judged_documents, load_dataset, resolve
+from rankdistill.data.datasets import (
+    DatasetConfig,
+    DatasetSpec,
+    check_judged_documents,
+    load_dataset,
+    resolve,
+)
 from rankdistill.data.records import Qrels, Run
 from rankdistill.data.trec import read_trec_run
 from rankdistill.errors import ConfigError, DataFormatError
@@ -99,6 +105,15 @@ def test_qrels_naming_documents_outside_a_complete_corpus_are_an_error(beir: Pat
     with pytest.raises(DataFormatError) as info:
         load_dataset(DatasetConfig(name=str(beir)))
     assert f"{beir / 'qrels' / 'test.tsv'}:4:" in str(info.value) and "'ghost'" in str(info.value)
+
+
+def test_qrels_judging_a_query_missing_from_queries_jsonl_are_an_error(beir: Path):
+    # before: the query could never be answered and silently counted as 0 in every mean
+    with open(beir / "qrels" / "test.tsv", "a") as f:
+        f.write("q9\td3\t1\n")
+    with pytest.raises(DataFormatError) as info:
+        load_dataset(DatasetConfig(name=str(beir)))
+    assert info.value.line == 4 and "judge query 'q9'" in str(info.value)
 
 
 def test_qrels_outside_a_partial_corpus_warn_with_counts(beir: Path, caplog):

@@ -18,7 +18,7 @@ from pathlib import Path
 from rankdistill.config import check_range
 from rankdistill.data.beir import BeirFolder, SubsetFolder, check_qrels_against_corpus
 from rankdistill.data.records import Qrels, Query
-from rankdistill.errors import ConfigError, RankdistillError
+from rankdistill.errors import ConfigError, DataFormatError, RankdistillError
 
 logger = logging.getLogger(__name__)
 REPO_ROOT = Path(__file__).resolve().parents[3]
@@ -134,6 +134,7 @@ def load_dataset(config: DatasetConfig, name_key: str = "dataset.name") -> Loade
     qrels = folder.qrels(config.split)
     check_judged_documents(spec, folder, qrels, config.split)
     queries = folder.queries(config.split)
+    check_judged_queries(folder, qrels, queries, config.split)
     if config.max_queries is not None:
         keep = sorted(queries)[: config.max_queries]
         queries = {q: queries[q] for q in keep}
@@ -163,6 +164,22 @@ def check_judged_documents(spec: DatasetSpec, folder: BeirFolder, qrels: Qrels, 
         folder.qrels_path(split), len(missing), qrels.num_judgements(), relevant, spec.name,
     )
     return len(missing)
+
+
+def check_judged_queries(folder: BeirFolder, qrels: Qrels, queries: dict[str, Query], split: str) -> None:
+    """A judged query without text in ``queries.jsonl`` can never be answered, yet it counts (as 0)
+    in every mean: an error naming the first such qrel line."""
+    missing = [q for q in qrels if q not in queries]
+    if not missing:
+        return
+    path = folder.qrels_path(split)
+    from rankdistill.data.textio import iter_lines
+
+    for line, text in iter_lines(path):
+        if text.split("\t")[0] in missing:
+            raise DataFormatError(f"qrels judge query '{text.split(chr(9))[0]}', which is not in {folder.queries_path} "
+                                  f"({len(missing)} such queries)", path, line)
+    raise DataFormatError(f"{len(missing)} judged queries are not in {folder.queries_path}", path)
 
 
 def resolve_run_path(run: str, folder: BeirFolder, key: str) -> Path:
