@@ -83,6 +83,7 @@ def _loading(path: str | os.PathLike, load):
 def build_reranker(name: str, backbone: str | os.PathLike, **config: Any) -> Reranker:
     """A fresh student of architecture ``name`` on the encoder in ``backbone`` (local directory)."""
     cls = get_reranker_class(name)
+    check_model_folder(backbone, "student.backbone")
     return _loading(backbone, lambda: cls.from_backbone(backbone, **config))
 
 
