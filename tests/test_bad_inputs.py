@@ -248,6 +248,19 @@ def test_a_truncated_label_file_is_quarantined_and_its_labels_remade(tmp_path: P
     assert store.final_rankings("t", "h1") == {"q1": ["a", "b"], "q2": ["d", "c"]}
 
 
+def test_a_batch_file_of_another_kind_is_quarantined_not_read_as_nulls(tmp_path: Path, caplog):
+    from rankdistill.teachers.store import LabelStore
+
+    store = LabelStore(tmp_path / "labels")
+    good = store.write("listwise", [listwise_row("q1", ["a", "b"])])
+    point = store.write("pointwise", [{"teacher": "t", "template_id": "yn", "template_hash": "h1", "qid": "q2",
+                                       "docid": "a", "rank": 0, "score": -0.1, "logprob_yes": -0.1, "logprob_no": -2}])
+    stray = point.rename(good.parent / point.name)  # a pointwise batch copied into listwise/
+    with caplog.at_level(logging.WARNING, logger="rankdistill.teachers.store"):
+        assert store.final_rankings("t", "h1") == {"q1": ["a", "b"]}
+    assert "no column(s) list_key" in caplog.text and not stray.exists()
+
+
 # -- models ------------------------------------------------------------------------------------------
 def test_a_corrupt_weights_file_names_the_file(tmp_path: Path):
     from model_fixtures import tiny_reranker
@@ -262,7 +275,7 @@ def test_a_corrupt_weights_file_names_the_file(tmp_path: Path):
 
 
 @pytest.mark.parametrize("override,key,problem", [
-    ("student.architecture=monoo", "student.architecture", "unknown architecture 'monoo'"),  # was: 'model.name'
+    ("student.architecture=monoo", "student.architecture", "unknown reranker architecture 'monoo'"),  # was: 'model.name'
     ("student.init_from=/nonexistent/student", "student.init_from", "is not a folder"),
     ("student.backbone={empty}", "student.backbone", "is not a model folder (no config.json)"),
     ("student.options={{bogus: 1}}", "student.options.bogus", "unknown option"),
@@ -351,5 +364,5 @@ def test_the_job_script_exits_2_with_one_line_for_an_error_found_before_ray(tmp_
     )
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr.strip().splitlines()[-1].startswith(
-        "configuration error: student.architecture: unknown architecture 'monoo'")
+        "configuration error: student.architecture: unknown reranker architecture 'monoo'")
     assert "Traceback" not in proc.stderr

@@ -40,7 +40,7 @@ def get_reranker_class(name: str, key: str = "student.architecture") -> type[Rer
     field that named it."""
     normalized = name.strip().lower().replace("_", "-")
     if normalized not in RERANKERS:
-        raise ConfigError(f"unknown architecture '{name}'; known: {', '.join(sorted(RERANKERS))}", key=key)
+        raise ConfigError(f"unknown reranker architecture '{name}'; known: {', '.join(sorted(RERANKERS))}", key=key)
     return RERANKERS[normalized]
 
 

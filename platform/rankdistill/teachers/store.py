@@ -184,6 +184,9 @@ class LabelStore:
         warning: its keys then count as missing, so the next labeling job re-makes its labels,
         instead of every later job failing on it."""
         try:
+            missing = [n for n in schema.names if n not in pq.read_schema(path).names]
+            if missing:  # another kind's file, or not a label file at all: its rows would read as nulls
+                raise pa.ArrowInvalid(f"not a batch file of this kind (no column(s) {', '.join(missing)})")
             return pq.read_table(path, schema=schema)
         except (pa.ArrowInvalid, pa.ArrowTypeError, OSError) as exc:
             quarantine = path.parent / "quarantine"
