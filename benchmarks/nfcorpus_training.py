@@ -103,4 +103,4 @@ def parser() -> argparse.ArgumentParser:
 
 
 if __name__ == "__main__":
-    sys.exit(0 if run(parser().parse_args()) is not None else 1)
+    sys.exit(0 if run(parser().parse_args()) else 1)  # a skipped or empty comparison measured nothing: exit 1

@@ -57,14 +57,39 @@ def test_unknown_key_in_file_names_file_and_key(tmp_path: Path):
         load_config(EvaluateConfig, path)
 
 
-def test_every_shipped_config_loads():
+def _job_config_class(path: Path):
     from rankdistill.workflows.evaluate import EvaluateConfig
+    from rankdistill.workflows.label import LabelConfig
+    from rankdistill.workflows.train_reranker import TrainRerankerConfig
 
-    jobs = {"evaluate": EvaluateConfig}
-    for path in sorted((REPO / "configs").glob("*.yaml")):
-        stem = path.stem.split("-")[0]
-        if stem in jobs:
-            load_config(jobs[stem], path)
+    jobs = {"evaluate": EvaluateConfig, "label": LabelConfig, "train_reranker": TrainRerankerConfig}
+    return jobs[path.stem.split("-")[0]]  # a config no job reads is an error too (KeyError)
+
+
+SHIPPED = sorted((REPO / "configs").glob("*.yaml"))
+
+
+def test_there_are_shipped_configs_for_every_job():
+    assert len(SHIPPED) >= 10
+    assert {p.stem.split("-")[0] for p in SHIPPED} == {"evaluate", "label", "train_reranker"}
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.name)
+def test_every_shipped_config_loads(path: Path):
+    import yaml
+
+    config = load_config(_job_config_class(path), path)
+    # every key the file sets arrived in the config (nothing silently dropped or defaulted)
+    from rankdistill.config import flatten, to_dict
+
+    loaded = flatten(to_dict(config))
+    for key, value in flatten(yaml.safe_load(path.read_text())).items():
+        if isinstance(value, dict):  # an empty mapping, e.g. options: {}
+            continue
+        assert key in loaded, key
+        expected = list(value) if isinstance(value, (list, tuple)) else value
+        got = list(loaded[key]) if isinstance(loaded[key], (list, tuple)) else loaded[key]
+        assert got == expected, key
 
 
 def test_cli_exits_2_with_the_key_on_bad_config():

@@ -95,7 +95,11 @@ def test_ray_pipeline_labels_exactly_like_the_bare_loop(kind, template, tmp_path
     pd.testing.assert_frame_equal(a, b, check_exact=False, rtol=1e-5)
     if kind == "listwise":
         assert sum(on_ray.repairs.values()) == len(a) == 3 * 3  # 8 candidates, window 4, stride 2
-        assert all(sorted(r.ranking_after) == sorted(r.docids_in) or len(r.ranking_after) == 8 for r in a.itertuples())
+        by_qid = {cl.qid: cl.docids for cl in lists[:3]}
+        for r in a.itertuples():  # after each window: the query's whole list, the window's answer in place
+            assert sorted(r.ranking_after) == sorted(by_qid[r.qid]) and len(r.ranking_after) == 8
+            assert list(r.ranking_after[r.start:r.end]) == list(r.ranking_out)
+            assert sorted(r.ranking_out) == sorted(r.docids_in) and len(r.docids_in) == r.end - r.start == 4
 
 
 @pytest.mark.slow

@@ -8,6 +8,7 @@ file plus command-line overrides, checking every key and coercing every value to
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from pathlib import Path
@@ -78,6 +79,8 @@ def _coerce(value: Any, tp: Any, key: str, path: str | None) -> Any:
             raise ConfigError(f"expected {tp.__name__}, got {value!r}", key, path) from None
         if tp is int and isinstance(value, float) and not value.is_integer():
             raise ConfigError(f"expected an integer, got {value!r}", key, path)
+        if tp is float and not math.isfinite(number):
+            raise ConfigError(f"expected a finite number, got {value!r}", key, path)
         return number
     if tp is str:
         if isinstance(value, (dict, list)):
@@ -100,6 +103,33 @@ def _build(cls: type[T], values: dict[str, Any], prefix: str, path: str | None) 
         return cls(**kwargs)
     except TypeError as exc:
         raise ConfigError(str(exc), prefix or cls.__name__, path) from None
+    except ConfigError as exc:
+        if exc.path is not None:
+            raise
+        # a dataclass's own check (``__post_init__``) names its field; put it under its section
+        key = f"{prefix}.{exc.key}" if prefix and exc.key else exc.key or prefix or None
+        raise ConfigError(exc.problem, key, path) from None
+
+
+def check_range(key: str, value: float | None, minimum: float | None = None, maximum: float | None = None,
+                above: float | None = None) -> None:
+    """Raise :class:`ConfigError` naming ``key`` unless ``value`` (``None`` passes: "unset") lies in
+    ``[minimum, maximum]`` (and ``> above``). Config dataclasses call it from ``__post_init__``
+    with their own field name; :func:`load_config` prefixes the section (``retrieval.k``)."""
+    if value is None:
+        return
+    if minimum is not None and value < minimum:
+        raise ConfigError(f"must be >= {minimum:g}, got {value!r}", key)
+    if above is not None and not value > above:
+        raise ConfigError(f"must be > {above:g}, got {value!r}", key)
+    if maximum is not None and value > maximum:
+        raise ConfigError(f"must be <= {maximum:g}, got {value!r}", key)
+
+
+def check_choice(key: str, value: str, choices: tuple[str, ...]) -> None:
+    """Raise :class:`ConfigError` naming ``key`` unless ``value`` is one of ``choices``."""
+    if value not in choices:
+        raise ConfigError(f"must be one of {', '.join(choices)}, got {value!r}", key)
 
 
 def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
@@ -147,10 +177,31 @@ def load_config(cls: type[T], path: str | Path | None = None, overrides: list[st
         if loaded is not None and not isinstance(loaded, dict):
             raise ConfigError("top level must be a mapping", path=source)
         tree = loaded or {}
+    given: dict[str, str] = {}
     for item in overrides or []:
         key, value = parse_override(item)
-        _set_dotted(tree, key, value)
-    return _build(cls, tree, "", source)
+        try:
+            _set_dotted(tree, key, value)
+        except ConfigError as exc:
+            raise ConfigError(exc.problem, exc.key, f"command-line override '{item}'") from None
+        given[key] = item
+    try:
+        return _build(cls, tree, "", source)
+    except ConfigError as exc:
+        item = _override_of(exc.key, given)
+        if item is None:
+            raise
+        raise ConfigError(exc.problem, exc.key, f"command-line override '{item}'") from None
+
+
+def _override_of(key: str | None, given: dict[str, str]) -> str | None:
+    """The command-line override that set ``key`` (or a mapping above it, or a value below it)."""
+    if not key:
+        return None
+    for dotted, item in reversed(list(given.items())):
+        if key == dotted or key.startswith((f"{dotted}.", f"{dotted}[")) or dotted.startswith(f"{key}."):
+            return item
+    return None
 
 
 def to_dict(config: Any) -> dict[str, Any]:

@@ -79,7 +79,10 @@ def test_greedy_generation_follows_the_models_argmax(backend, hf):
     import torch
 
     texts = backend.generate(PROMPTS, max_new_tokens=4)
-    assert texts == backend.generate(PROMPTS, max_new_tokens=4) and all(isinstance(t, str) for t in texts)
+    # the backend's texts are the engine's greedy tokens, decoded
+    engine = backend.llm.generate(PROMPTS, vllm.SamplingParams(temperature=0.0, max_tokens=4), use_tqdm=False)
+    assert texts == [o.outputs[0].text for o in engine]
+    assert [len(o.outputs[0].token_ids) for o in engine] == [4, 4, 4]
     out = backend.llm.generate(PROMPTS, vllm.SamplingParams(temperature=0.0, max_tokens=1), use_tqdm=False)
     for prompt, o in zip(PROMPTS, out, strict=True):
         enc = hf.tokenizer(prompt, return_tensors="pt")
@@ -90,7 +93,7 @@ def test_greedy_generation_follows_the_models_argmax(backend, hf):
             assert o.outputs[0].token_ids[0] == int(torch.argmax(logits))
 
 
-def test_orchestration_runs_on_vllm(backend):
+def test_orchestration_runs_on_vllm(backend, hf):
     lists = [CandidateList(Query(q, f"query {q}"), [Candidate(f"{q}d{i}", 1.0, f"passage {i} about {q}")
                                                     for i in range(6)]) for q in ("a", "b")]
     results = rerank_listwise(lists, backend, load_template("rankzephyr"),
@@ -101,5 +104,7 @@ def test_orchestration_runs_on_vllm(backend):
     rows = score_pairs(pair_units(lists[0], config), backend,
                        load_template("duot5", {"truncation": {"unit": "words"}}), config)
     assert len(rows) == 3 and all(0 < r["p_a_wins"] < 1 for r in rows)
-    assert first_token_ids(backend.tokenizer, ["true", "false"]) == first_token_ids(
-        backend.tokenizer, ["true", "false"])
+    # the label tokens vllm scores are the ones the hf backend (and the tokenizer itself) give
+    expected = [hf.tokenizer.encode(w, add_special_tokens=False)[0] for w in ("true", "false")]
+    assert first_token_ids(backend.tokenizer, ["true", "false"]) == first_token_ids(hf.tokenizer, ["true", "false"])
+    assert list(first_token_ids(backend.tokenizer, ["true", "false"])) == expected

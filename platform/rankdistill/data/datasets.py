@@ -10,15 +10,18 @@ and 16 test queries, their judged documents plus 300 more) for quickstarts and f
 
 from __future__ import annotations
 
+import logging
 import os
 import warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from rankdistill.data.beir import BeirFolder, SubsetFolder
+from rankdistill.config import check_range
+from rankdistill.data.beir import BeirFolder, SubsetFolder, check_qrels_against_corpus
 from rankdistill.data.records import Qrels, Query
-from rankdistill.errors import ConfigError, RankdistillError
+from rankdistill.errors import ConfigError, DataFormatError, RankdistillError
 
+logger = logging.getLogger(__name__)
 REPO_ROOT = Path(__file__).resolve().parents[3]
 
 
@@ -38,6 +41,9 @@ class DatasetSpec:
     dev_split: str | None = None
     relevance_threshold: int = 1
     runs: tuple[str, ...] = ()
+    # the qrels judge documents that are not in the shipped corpus (TREC DL: the full official
+    # qrels over a top-100 candidate corpus); they still count in the ideal DCG
+    partial_corpus: bool = False
     description: str = ""
     card: str | None = None  # the dataset card the conventions came from, if any
 
@@ -57,6 +63,7 @@ REGISTRY: dict[str, DatasetSpec] = {
         DatasetSpec("cranfield", "cranfield", train_split=None, runs=("bm25.test.trec",),
                     description="Cranfield 1400"),
         DatasetSpec("trec-dl-2019-passage", "trec-dl-2019-passage", train_split=None, relevance_threshold=2,
+                    partial_corpus=True,
                     runs=("bm25.trec", "bm25.rankvicuna-7b.trec", "bm25-rm3.trec", "tasb.trec",
                           "splade-pp-ed.trec", "openai-ada2.trec"),
                     description="TREC DL 2019 passage (43 judged queries, top-100 candidates)"),
@@ -126,13 +133,18 @@ def _by_folder(folder: Path) -> DatasetSpec:
     return spec
 
 
-def resolve(name_or_path: str) -> tuple[DatasetSpec, BeirFolder]:
+def _looks_like_path(name: str) -> bool:
+    return any(sep in name for sep in ("/", os.sep)) or name.startswith((".", "~"))
+
+
+def resolve(name_or_path: str, key: str = "dataset.name") -> tuple[DatasetSpec, BeirFolder]:
     """A registered name, the name of any collection folder under the data roots, or a path to a
-    BEIR folder; its evaluation conventions come from its card, else the registry, else defaults."""
-    path = Path(name_or_path)
+    BEIR folder; its evaluation conventions come from its card, else the registry, else defaults.
+    ``key``: the config field that named it (errors name it)."""
+    path = Path(name_or_path).expanduser()
     if name_or_path not in REGISTRY and path.is_dir():
         if not _is_collection(path):
-            raise ConfigError(f"'{path}' is a folder but not a BEIR collection (no queries.jsonl)", "dataset.name")
+            raise ConfigError(f"'{path}' is a folder but not a BEIR collection (no queries.jsonl)", key)
         return _by_folder(path), BeirFolder(path)
     roots = shared_data_roots()
     tried = ", ".join(str(r) for r in roots)
@@ -144,14 +156,14 @@ def resolve(name_or_path: str) -> tuple[DatasetSpec, BeirFolder]:
                 return read_card(folder, replace(s, folder=str(folder))), (SubsetFolder if s.subset else BeirFolder)(folder)
         raise DatasetUnavailable(f"dataset '{name_or_path}' is not on this machine (looked in {tried}); "
                                  "set RANKDISTILL_DATA to the folder holding it")
-    if os.sep in name_or_path or name_or_path.startswith("."):
-        raise ConfigError(f"dataset folder '{name_or_path}' does not exist", "dataset.name")
+    if _looks_like_path(name_or_path):
+        raise ConfigError(f"dataset folder '{name_or_path}' does not exist", key)
     for root in roots:
         if _is_collection(root / name_or_path):
             return _by_folder(root / name_or_path), BeirFolder(root / name_or_path)
     found = sorted({p.name for r in roots if r.is_dir() for p in r.iterdir() if _is_collection(p)})
     raise ConfigError(f"unknown dataset '{name_or_path}': not registered ({', '.join(REGISTRY)}) and no folder of "
-                      f"that name in {tried} (found there: {', '.join(found) or 'none'})", "dataset.name")
+                      f"that name in {tried} (found there: {', '.join(found) or 'none'})", key)
 
 
 @dataclass
@@ -163,6 +175,9 @@ class DatasetConfig:
     split: str = "test"
     max_queries: int | None = None  # evaluate on the first N judged queries (by id) only
 
+    def __post_init__(self) -> None:
+        check_range("max_queries", self.max_queries, minimum=1)
+
 
 @dataclass
 class LoadedDataset:
@@ -172,16 +187,62 @@ class LoadedDataset:
     qrels: Qrels
 
 
-def load_dataset(config: DatasetConfig) -> LoadedDataset:
-    """The split's queries and qrels (the first ``max_queries`` judged queries by id, if set)."""
-    spec, folder = resolve(config.name)
+def load_dataset(config: DatasetConfig, name_key: str = "dataset.name") -> LoadedDataset:
+    """The split's queries and qrels (the first ``max_queries`` judged queries by id, if set).
+
+    Judgements of documents missing from the corpus (see :func:`check_judged_documents`) are an
+    error, except on a collection registered with ``partial_corpus`` (TREC DL), where they are
+    expected and counted in a warning. ``name_key``: the config field naming the dataset."""
+    spec, folder = resolve(config.name, name_key)
     qrels = folder.qrels(config.split)
+    check_judged_documents(spec, folder, qrels, config.split)
     queries = folder.queries(config.split)
+    check_judged_queries(folder, qrels, queries, config.split)
     if config.max_queries is not None:
         keep = sorted(queries)[: config.max_queries]
         queries = {q: queries[q] for q in keep}
         qrels = qrels.restricted_to(keep)
     return LoadedDataset(spec, folder, queries, qrels)
+
+
+def check_judged_documents(spec: DatasetSpec, folder: BeirFolder, qrels: Qrels, split: str) -> int:
+    """The documented rule for qrels that judge documents absent from the corpus.
+
+    Such judgements still enter the ideal DCG and the recall base, so a corpus that lost
+    documents (or qrels of another collection) silently lowers nDCG, AP and recall. On a complete
+    collection (every BEIR folder) that is an error naming the first such qrel line; on a
+    collection registered with ``partial_corpus`` (TREC DL: official qrels over a candidate
+    corpus, the published way to evaluate it) it is a warning with the counts. Returns the
+    number of such judgements."""
+    known = {doc.docid for doc in folder.iter_corpus()}
+    missing = [(q, d) for q, docs in qrels.items() for d in docs if d not in known]
+    if not missing:
+        return 0
+    if not spec.partial_corpus:
+        check_qrels_against_corpus(qrels, known, folder.qrels_path(split))  # raises, naming the line
+    relevant = sum(1 for q, d in missing if qrels[q][d] > 0)
+    logger.warning(
+        "%s: %d of %d judgements (%d relevant) name documents outside the corpus; as documented for "
+        "'%s' they count in the ideal DCG and recall base but cannot be retrieved",
+        folder.qrels_path(split), len(missing), qrels.num_judgements(), relevant, spec.name,
+    )
+    return len(missing)
+
+
+def check_judged_queries(folder: BeirFolder, qrels: Qrels, queries: dict[str, Query], split: str) -> None:
+    """A judged query without text in ``queries.jsonl`` can never be answered, yet it counts (as 0)
+    in every mean: an error naming the first such qrel line."""
+    missing = [q for q in qrels if q not in queries]
+    if not missing:
+        return
+    path = folder.qrels_path(split)
+    from rankdistill.data.textio import iter_lines
+
+    for line, text in iter_lines(path):
+        if text.split("\t")[0] in missing:
+            raise DataFormatError(f"qrels judge query '{text.split(chr(9))[0]}', which is not in {folder.queries_path} "
+                                  f"({len(missing)} such queries)", path, line)
+    raise DataFormatError(f"{len(missing)} judged queries are not in {folder.queries_path}", path)
 
 
 def resolve_run_path(run: str, folder: BeirFolder, key: str) -> Path:

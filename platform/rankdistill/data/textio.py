@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import io
 import json
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
@@ -13,17 +14,22 @@ from rankdistill.errors import DataFormatError
 
 
 def open_text(path: str | Path, mode: str = "r") -> IO[str]:
-    """Open a UTF-8 text file for reading or writing; ``.gz`` files are (de)compressed."""
+    """Open a UTF-8 text file for reading or writing; ``.gz`` files are (de)compressed. Reading
+    drops a leading byte-order mark (``utf-8-sig``: editors on Windows write one, and it would
+    otherwise become part of the first id)."""
     path = Path(path)
-    if "r" in mode and not path.exists():
+    reading = "r" in mode
+    if reading and not path.exists():
         raise DataFormatError("file does not exist", path)
+    encoding = "utf-8-sig" if reading else "utf-8"
     if path.suffix == ".gz":
-        return io.TextIOWrapper(gzip.open(path, mode.replace("t", "") + "b"), encoding="utf-8", newline="")
-    return open(path, mode, encoding="utf-8", newline="")
+        return io.TextIOWrapper(gzip.open(path, mode.replace("t", "") + "b"), encoding=encoding, newline="")
+    return open(path, mode, encoding=encoding, newline="")
 
 
 def iter_lines(path: str | Path) -> Iterator[tuple[int, str]]:
     """Yield ``(line_number, line)`` (1-based, without the newline), skipping blank lines."""
+    number = 0
     try:
         with open_text(path) as f:
             for number, line in enumerate(f, start=1):
@@ -32,9 +38,10 @@ def iter_lines(path: str | Path) -> Iterator[tuple[int, str]]:
                     yield number, line
     except UnicodeDecodeError as exc:
         raise DataFormatError(f"not UTF-8 text ({exc.reason} at byte {exc.start})", path) from exc
-    except (OSError, EOFError) as exc:
-        if isinstance(exc, gzip.BadGzipFile) or "gzip" in str(exc).lower():
-            raise DataFormatError(f"corrupt gzip file ({exc})", path) from exc
+    except (OSError, EOFError, zlib.error) as exc:
+        if Path(path).suffix == ".gz" or isinstance(exc, gzip.BadGzipFile) or "gzip" in str(exc).lower():
+            where = f" after line {number}" if number else ""
+            raise DataFormatError(f"corrupt or truncated gzip file{where} ({type(exc).__name__}: {exc})", path) from exc
         raise
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 from rankdistill.data.records import Qrels, Run
@@ -33,11 +34,19 @@ def read_trec_run(path: str | Path) -> Run:
             value = float(score)
         except ValueError:
             raise DataFormatError(f"rank '{rank}' / score '{score}' is not a number", path, line) from None
+        check_finite_score(value, path, line)
         if (qid, docid) in seen:
             raise DataFormatError(f"document '{docid}' appears twice for query '{qid}'", path, line)
         seen.add((qid, docid))
         rows.setdefault(qid, []).append((position, line, docid, value))
     return Run({qid: {docid: value for _, _, docid, value in sorted(docs)} for qid, docs in rows.items()})
+
+
+def check_finite_score(score: float, path: str | Path, line: int) -> None:
+    """A NaN or infinite score has no rank (ir-measures sorts NaN arbitrarily, silently zeroing a
+    relevant document's gain): an error naming the line."""
+    if not math.isfinite(score):
+        raise DataFormatError(f"score {score} is not a finite number", path, line)
 
 
 def write_trec_run(run: Run, path: str | Path, tag: str = "rankdistill") -> None:

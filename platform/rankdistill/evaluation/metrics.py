@@ -8,13 +8,17 @@ answer scores 0 (so a retriever cannot gain by returning nothing for hard querie
 
 from __future__ import annotations
 
+import logging
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import ir_measures
 
 from rankdistill.data.records import Qrels, Run
-from rankdistill.errors import ConfigError
+from rankdistill.errors import ConfigError, DataFormatError
+
+logger = logging.getLogger(__name__)
 
 DEFAULT_MEASURES = ("nDCG@10", "RR@10", "R@100", "R@1000", "AP")
 
@@ -70,6 +74,15 @@ def trec_eval_order(docs: dict[str, float]) -> dict[str, float]:
     return {docid: float(n - i) for i, (docid, _) in enumerate(ranked)}
 
 
+def check_run_scores(run: Run) -> None:
+    """A NaN or infinite score (a diverged student, a broken run) has no place in a ranking:
+    ir-measures would order it arbitrarily. An error naming the query and document."""
+    for qid, docs in run.items():
+        for docid, score in docs.items():
+            if not math.isfinite(score):
+                raise DataFormatError(f"run score of query '{qid}', document '{docid}' is {score}, not a finite number")
+
+
 def evaluate(
     run: Run,
     qrels: Qrels,
@@ -79,9 +92,16 @@ def evaluate(
     """Evaluate ``run`` against ``qrels``; see :func:`parse_measures` for ``relevance_threshold``."""
     parsed = parse_measures(measures, relevance_threshold)
     names = [str(m) for m in parsed]
+    check_run_scores(run)
     judged = [q for q in qrels if qrels[q]]
     per_query: dict[str, dict[str, float]] = {q: {n: 0.0 for n in names} for q in judged}
     answered = {q: trec_eval_order(docs) for q, docs in run.items() if q in qrels and docs}
+    if judged and not answered:
+        logger.warning(
+            "none of the run's %d queries is judged in the qrels (%d judged queries, e.g. %s; run queries e.g. "
+            "%s): every measure is 0 — check that the run and the qrels use the same query ids and split",
+            len(run), len(judged), ", ".join(sorted(judged)[:3]), ", ".join(sorted(run)[:3]) or "none",
+        )
     if answered:
         for metric in ir_measures.iter_calc(parsed, dict(qrels), answered):
             per_query[metric.query_id][str(metric.measure)] = float(metric.value)

@@ -6,6 +6,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from rankdistill.config import check_range
 from rankdistill.data.records import CandidateList, Run
 
 
@@ -17,6 +18,12 @@ class RerankConfig:
     gpus_per_actor: float = 0.0
     batch_size: int = 32  # passages per forward pass (pointwise models)
     queries_per_batch: int = 4
+
+    def __post_init__(self) -> None:
+        for name in ("depth", "num_actors", "batch_size", "queries_per_batch"):
+            check_range(name, getattr(self, name), minimum=1)
+        check_range("cpus_per_actor", self.cpus_per_actor, above=0)
+        check_range("gpus_per_actor", self.gpus_per_actor, minimum=0)
 
 
 class _RerankActor:

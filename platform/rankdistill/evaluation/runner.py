@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from rankdistill.config import check_range
 from rankdistill.data.datasets import LoadedDataset
 from rankdistill.data.records import Run
+from rankdistill.errors import ConfigError
 from rankdistill.evaluation.metrics import DEFAULT_MEASURES, EvaluationResult, evaluate
 
 
@@ -13,6 +15,11 @@ from rankdistill.evaluation.metrics import DEFAULT_MEASURES, EvaluationResult, e
 class EvaluationConfig:
     measures: list[str] = field(default_factory=lambda: list(DEFAULT_MEASURES))
     relevance_threshold: int | None = None  # binary measures' threshold; default: the dataset's
+
+    def __post_init__(self) -> None:
+        check_range("relevance_threshold", self.relevance_threshold, minimum=1)
+        if not self.measures:
+            raise ConfigError("needs at least one measure", "measures")
 
 
 def evaluate_run(run: Run, data: LoadedDataset, config: EvaluationConfig) -> EvaluationResult:

@@ -6,7 +6,7 @@ import json
 import os
 from typing import Any
 
-from rankdistill.errors import ConfigError
+from rankdistill.errors import ConfigError, DataFormatError, RankdistillError
 from rankdistill.models.base import Reranker
 from rankdistill.models.bi_encoder import BiEncoder
 from rankdistill.models.celi import CELI
@@ -38,17 +38,56 @@ def _register_auto_classes() -> None:
 _register_auto_classes()
 
 
-def get_reranker_class(name: str) -> type[Reranker]:
-    """``"mono" | "celi" | "set-encoder" | "listconranker" | "duo" | "bi-encoder" | "colbert"`` -> class."""
-    key = name.strip().lower().replace("_", "-")
-    if key not in RERANKERS:
-        raise ConfigError(f"unknown reranker '{name}'; known: {', '.join(sorted(RERANKERS))}", key="model.name")
-    return RERANKERS[key]
+def get_reranker_class(name: str, key: str = "student.architecture") -> type[Reranker]:
+    """``"mono" | "celi" | "set-encoder" | "listconranker" | "duo" | "bi-encoder" | "colbert"`` -> class; ``key``: the config
+    field that named it."""
+    normalized = name.strip().lower().replace("_", "-")
+    if normalized not in RERANKERS:
+        raise ConfigError(f"unknown reranker architecture '{name}'; known: {', '.join(sorted(RERANKERS))}", key=key)
+    return RERANKERS[normalized]
+
+
+def check_model_folder(path: str | os.PathLike, key: str, weights: bool = True) -> None:
+    """A local Hugging Face model folder: it exists, has a readable ``config.json`` and (with
+    ``weights``) a weights file. Errors name the config ``key`` and the path."""
+    folder = os.fspath(path)
+    if not os.path.isdir(folder):
+        raise ConfigError(f"'{folder}' is not a folder", key)
+    config_file = os.path.join(folder, "config.json")
+    try:
+        with open(config_file, encoding="utf-8") as fh:
+            content = json.load(fh)
+    except FileNotFoundError:
+        raise ConfigError(f"'{folder}' is not a model folder (no config.json)", key) from None
+    except (OSError, ValueError) as exc:
+        raise DataFormatError(f"unreadable model config ({exc})", config_file) from None
+    if not isinstance(content, dict):
+        raise DataFormatError("model config is not a JSON object", config_file)
+    names = set(os.listdir(folder))
+    if weights and not any(n.endswith((".safetensors", ".bin", ".safetensors.index.json"))
+                           for n in names):
+        raise ConfigError(f"'{folder}' has no model weights (*.safetensors or pytorch_model.bin)", key)
+
+
+def _loading(path: str | os.PathLike, load):
+    """Run ``load()``; a corrupt or truncated weights file becomes a DataFormatError naming it."""
+    try:
+        return load()
+    except RankdistillError:
+        raise
+    except Exception as exc:
+        if type(exc).__name__ != "SafetensorError" and not isinstance(exc, (OSError, EOFError)):
+            raise
+        weights = [n for n in sorted(os.listdir(path)) if n.endswith((".safetensors", ".bin"))] if os.path.isdir(path) else []
+        where = os.path.join(os.fspath(path), weights[0]) if len(weights) == 1 else os.fspath(path)
+        raise DataFormatError(f"cannot load the model weights ({type(exc).__name__}: {exc})", where) from None
 
 
 def build_reranker(name: str, backbone: str | os.PathLike, **config: Any) -> Reranker:
     """A fresh student of architecture ``name`` on the encoder in ``backbone`` (local directory)."""
-    return get_reranker_class(name).from_backbone(backbone, **config)
+    cls = get_reranker_class(name)
+    check_model_folder(backbone, "student.backbone")
+    return _loading(backbone, lambda: cls.from_backbone(backbone, **config))
 
 
 def load_reranker(path: str | os.PathLike, **kwargs: Any) -> Reranker:
@@ -61,7 +100,7 @@ def load_reranker(path: str | os.PathLike, **kwargs: Any) -> Reranker:
     except OSError as exc:
         raise ConfigError(f"no readable config.json ({exc})", path=config_file) from exc
     cls = _BY_MODEL_TYPE.get(model_type, MonoCrossEncoder)
-    return cls.from_pretrained(path, **kwargs)
+    return _loading(path, lambda: cls.from_pretrained(path, **kwargs))
 
 
 def load_student(path: str | os.PathLike, **kwargs: Any):

@@ -27,6 +27,12 @@ class BM25Config:
     stemmer: str | None = "english"  # a PyStemmer language, or null for none
     stopwords: str | None = "en"
 
+    def __post_init__(self) -> None:
+        from rankdistill.config import check_range
+
+        check_range("k1", self.k1, minimum=0)
+        check_range("b", self.b, minimum=0, maximum=1)
+
 
 class BM25Index:
     """Index documents, retrieve the top ``k`` per query, save and load."""

@@ -37,9 +37,11 @@ class DenseIndexConfig:
 
 
 def _faiss():
-    import faiss
+    """faiss comes from exactly one of two extras, which install the same ``faiss`` module:
+    ``cpu`` (faiss-cpu) or ``gpu`` (faiss-gpu-cu12)."""
+    from rankdistill.errors import require
 
-    return faiss
+    return require("faiss", "cpu", "A dense index (faiss; on GPU machines use the 'gpu' extra instead)")
 
 
 class DenseIndex:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from rankdistill.config import check_choice, check_range
 from rankdistill.data.datasets import LoadedDataset, resolve_run_path
 from rankdistill.data.records import Query, Run
 from rankdistill.data.trec import read_trec_run
@@ -22,6 +23,11 @@ class FirstStageConfig:
     k: int = 1000
     bm25: BM25Config = field(default_factory=BM25Config)
     num_shards: int = 2  # Ray Data actors searching in parallel
+
+    def __post_init__(self) -> None:
+        check_choice("method", self.method, ("bm25", "run"))
+        check_range("k", self.k, minimum=1)
+        check_range("num_shards", self.num_shards, minimum=1)
 
 
 class _BM25Searcher:

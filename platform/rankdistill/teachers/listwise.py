@@ -48,6 +48,12 @@ class ListwiseConfig:
             raise ConfigError("must be back_to_front or front_to_back", "listwise.direction")
         if self.context_size is not None and self.context_size < 1:
             raise ConfigError("must be a positive number of tokens or null", "listwise.context_size")
+        if self.rank_start < 0:
+            raise ConfigError(f"must be >= 0, got {self.rank_start}", "listwise.rank_start")
+        if self.rank_end is not None and self.rank_end <= self.rank_start:
+            raise ConfigError(f"must be > rank_start ({self.rank_start}), got {self.rank_end}", "listwise.rank_end")
+        if self.max_new_tokens is not None and self.max_new_tokens < 1:
+            raise ConfigError(f"must be >= 1, got {self.max_new_tokens}", "listwise.max_new_tokens")
 
 
 def sliding_windows(

@@ -46,6 +46,14 @@ class PipelineConfig:
     batch_size: int = 16  # work units per actor call (queries for listwise, labels otherwise)
     progress: bool = True
 
+    def __post_init__(self) -> None:
+        from rankdistill.config import check_range
+
+        check_range("num_actors", self.num_actors, minimum=1)
+        check_range("batch_size", self.batch_size, minimum=1)
+        check_range("cpus_per_actor", self.cpus_per_actor, above=0)
+        check_range("gpus_per_actor", self.gpus_per_actor, minimum=0)
+
 
 @dataclass
 class LabelerSpec:

@@ -21,6 +21,11 @@ from rankdistill.teachers.prompts import PromptTemplate
 class PointwiseConfig:
     top_k: int = 100  # label the first top_k candidates of each list
 
+    def __post_init__(self) -> None:
+        from rankdistill.config import check_range
+
+        check_range("top_k", self.top_k, minimum=1)
+
 
 def point_units(cl: CandidateList, config: PointwiseConfig) -> list[dict[str, Any]]:
     return [{"qid": cl.qid, "query": cl.query.text, "docid": c.docid, "text": c.contents, "rank": i}

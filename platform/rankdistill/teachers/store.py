@@ -24,6 +24,7 @@ listwise   teacher, template_id, template_hash, qid, list_key, pass_index, windo
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 import uuid
@@ -36,6 +37,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from rankdistill.errors import ConfigError
+
+logger = logging.getLogger(__name__)
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
@@ -151,7 +154,7 @@ class LabelStore:
     def table(self, kind: str, teacher: str | None = None, template: Any = None, dedupe: bool = True) -> pa.Table:
         _check_kind(kind)
         schema = SCHEMAS[kind]
-        tables = [pq.read_table(path, schema=schema) for path in self.files(kind)]
+        tables = [t for t in (self._read_file(path, schema) for path in self.files(kind)) if t is not None]
         if not tables:
             return schema.empty_table()
         table = pa.concat_tables(tables)
@@ -174,6 +177,28 @@ class LabelStore:
             if len(keep) != table.num_rows:
                 table = table.take(pa.array(keep, type=pa.int64()))
         return table
+
+    def _read_file(self, path: Path, schema: pa.Schema) -> pa.Table | None:
+        """One batch file, or None after moving an unreadable one (truncated or corrupted outside
+        the atomic write, e.g. a copy cut short or a full disk) to ``<kind>/quarantine/`` with a
+        warning: its keys then count as missing, so the next labeling job re-makes its labels,
+        instead of every later job failing on it."""
+        try:
+            missing = [n for n in schema.names if n not in pq.read_schema(path).names]
+            if missing:  # another kind's file, or not a label file at all: its rows would read as nulls
+                raise pa.ArrowInvalid(f"not a batch file of this kind (no column(s) {', '.join(missing)})")
+            return pq.read_table(path, schema=schema)
+        except (pa.ArrowInvalid, pa.ArrowTypeError, OSError) as exc:
+            quarantine = path.parent / "quarantine"
+            quarantine.mkdir(exist_ok=True)
+            target = quarantine / path.name
+            try:
+                os.replace(path, target)
+            except FileNotFoundError:  # pragma: no cover - another reader moved it first
+                return None
+            logger.warning("label store: unreadable batch file %s (%s: %s) moved to %s; its labels count as "
+                           "missing and a labeling job will re-make them", path, type(exc).__name__, exc, target)
+            return None
 
     def read(self, kind: str, teacher: str | None = None, template: Any = None, dedupe: bool = True) -> pd.DataFrame:
         """Labels of one kind (optionally of one teacher and one template: its hash, its id, or

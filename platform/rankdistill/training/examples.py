@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from rankdistill.config import check_choice, check_range
 from rankdistill.data.records import Document, Qrels, Query, Run
 from rankdistill.errors import ConfigError, DataFormatError
 from rankdistill.training.augment import add_duplicate, novelty_clusters
@@ -51,6 +52,13 @@ class ExamplesConfig:
     template: str | None = None
     pointwise_teacher: str | None = None  # label_kind pairwise: teacher / template of the [B, k] targets
     pointwise_template: str | None = None
+
+    def __post_init__(self) -> None:
+        check_choice("source", self.source, ("qrels", "labels"))
+        check_range("passages_per_query", self.passages_per_query, minimum=2)
+        check_range("negatives_depth", self.negatives_depth, minimum=1)
+        check_range("max_queries", self.max_queries, minimum=1)
+        check_range("max_pairs_per_query", self.max_pairs_per_query, minimum=2)
 
 
 def examples_from_qrels(
@@ -155,7 +163,7 @@ def build_examples(config: ExamplesConfig) -> list[dict[str, Any]]:
     from rankdistill.data.datasets import resolve, resolve_run_path
     from rankdistill.data.trec import read_trec_run
 
-    _, folder = resolve(config.dataset)
+    _, folder = resolve(config.dataset, "data.dataset")
     queries = folder.queries(config.split)
     corpus = folder.corpus()
     if config.source == "qrels":

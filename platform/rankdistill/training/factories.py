@@ -43,6 +43,33 @@ def backbone_path(name: str) -> str:
     return name
 
 
+def check_student(config: StudentConfig, loss: LossConfig | None = None) -> None:
+    """Everything about the student (and loss) that can fail, checked on the driver before Ray
+    starts: the architecture, its options, the backbone or ``init_from`` folder being a model,
+    the loss name and options. Errors name the config key."""
+    from rankdistill.models import get_reranker_class
+    from rankdistill.models.base import option_names
+    from rankdistill.models.registry import check_model_folder
+
+    cls = get_reranker_class(config.architecture, "student.architecture")
+    unknown = sorted(set(config.options) - option_names(cls.config_class))
+    if unknown:
+        raise ConfigError(f"unknown option(s) {unknown} for '{config.architecture}'; known: "
+                          f"{sorted(option_names(cls.config_class))}", f"student.options.{unknown[0]}")
+    try:
+        cls.config_class(**config.options)
+    except ConfigError as exc:
+        raise ConfigError(exc.problem, f"student.options.{exc.key}" if exc.key else "student.options") from None
+    if config.init_from:
+        check_model_folder(config.init_from, "student.init_from")
+    else:
+        check_model_folder(backbone_path(config.backbone), "student.backbone")
+    if loss is not None:
+        from rankdistill.losses.registry import get_loss
+
+        get_loss(loss.name, **loss.options)
+
+
 class StudentFactory:
     """Picklable ``() -> model`` shipped to the Ray Train workers."""
 

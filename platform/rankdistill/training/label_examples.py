@@ -31,6 +31,7 @@ def examples_from_labels(
     if not config.label_store or not config.teacher:
         raise ConfigError("source 'labels' needs data.label_store and data.teacher", "data.label_store")
     store = LabelStore(config.label_store)
+    check_single_template(store, config.label_kind, config.teacher, config.template)
     k = config.passages_per_query
     rows: list[dict[str, Any]] = []
     if config.label_kind == "listwise":
@@ -68,6 +69,22 @@ def examples_from_labels(
     if config.max_queries is not None:
         rows = rows[: config.max_queries]
     return decorate(rows, config)
+
+
+def check_single_template(store, kind: str, teacher: str, template: str | None) -> None:
+    """Labels of one teacher from two templates (or two versions of one template) describe the
+    same documents twice with different targets; without ``data.template`` they would be mixed
+    into duplicated, conflicting examples. Refuse, naming the templates found."""
+    from rankdistill.teachers.store import KINDS
+
+    if template is not None or kind not in KINDS:
+        return
+    table = store.table(kind, teacher, None, dedupe=False)
+    found = sorted(set(zip(table["template_id"].to_pylist(), table["template_hash"].to_pylist(), strict=True)))
+    if len(found) > 1:
+        names = ", ".join(f"{tid} (hash {thash})" for tid, thash in found)
+        raise ConfigError(f"the label store {store.root} holds {kind} labels of teacher '{teacher}' from "
+                          f"{len(found)} templates: {names}; set data.template to one of them", "data.template")
 
 
 def _row(query: Query, docids: list[str], targets: list[float], corpus: Mapping[str, Document]) -> dict[str, Any]:

@@ -146,6 +146,22 @@ def _pointwise_reranked(lists, store: LabelStore, config: PairwiseConfig):
     return [rerank_by_scores(cl, by_query.get(cl.qid, {})) for cl in lists]
 
 
+def check_before_ray(config: LabelConfig, template) -> None:
+    """What can be wrong with the teacher, found before candidates are built and Ray starts."""
+    if template.kind != config.kind:
+        raise ConfigError(f"template '{template.id}' is a {template.kind} template, but the job's kind is "
+                          f"'{config.kind}'", "teacher.template")
+    backend = config.teacher.backend
+    if backend.name == "reranker":
+        from rankdistill.models.registry import check_model_folder
+
+        if not backend.model:
+            raise ConfigError("the reranker backend needs a trained student folder", "teacher.backend.model")
+        check_model_folder(backend.model, "teacher.backend.model")
+    if backend.name == "replay" and not backend.replay_file:
+        raise ConfigError("the replay backend needs a recording", "teacher.backend.replay_file")
+
+
 def build_candidate_lists(config: LabelConfig):
     data = load_dataset(config.dataset)
     run = first_stage(config.candidates, data, use_ray=False, key="candidates")
@@ -165,6 +181,7 @@ def run_label(config: LabelConfig) -> LabelSummary:
     output.mkdir(parents=True, exist_ok=True)
     spec = labeler_spec(config)
     template = load_template(spec.template, spec.template_overrides)
+    check_before_ray(config, template)
     store = LabelStore(config.store)
     store.cleanup()
     data, lists = build_candidate_lists(config)

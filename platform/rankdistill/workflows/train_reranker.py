@@ -7,8 +7,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from rankdistill.config import check_range
 from rankdistill.data.candidates import candidate_lists
-from rankdistill.data.datasets import DatasetConfig, load_dataset, resolve_run_path
+from rankdistill.data.datasets import DatasetConfig, load_dataset, resolve, resolve_run_path
 from rankdistill.data.trec import read_trec_run, write_trec_run
 from rankdistill.errors import ConfigError
 from rankdistill.evaluation.metrics import DEFAULT_MEASURES, evaluate
@@ -20,7 +21,14 @@ from rankdistill.tracking import TrackingConfig, start_run
 from rankdistill.tracking.mlflow_tracking import check_reachable_from_workers, write_json
 from rankdistill.training import TrainingConfig, fit
 from rankdistill.training.examples import ExamplesConfig, training_rows
-from rankdistill.training.factories import LossConfig, LossFactory, StudentConfig, StudentFactory, extra_fields
+from rankdistill.training.factories import (
+    LossConfig,
+    LossFactory,
+    StudentConfig,
+    StudentFactory,
+    check_student,
+    extra_fields,
+)
 
 
 @dataclass
@@ -35,6 +43,12 @@ class RerankEvalConfig:
     relevance_threshold: int | None = None
     max_queries: int | None = None
     rerank: RerankConfig = field(default_factory=RerankConfig)
+
+    def __post_init__(self) -> None:
+        check_range("max_queries", self.max_queries, minimum=1)
+        check_range("relevance_threshold", self.relevance_threshold, minimum=1)
+        if not self.measures:
+            raise ConfigError("needs at least one measure", "measures")
 
 
 @dataclass
@@ -65,13 +79,7 @@ def train_stages(config: TrainRerankerConfig, rows: list[dict[str, Any]], output
     if frozen <= 0:
         return fit(StudentFactory(config.student), LossFactory(config.loss), ray.data.from_items(rows),
                    training, output, tracking=tracking, extra_fields=extras, identity=identity)
-    from rankdistill.models import get_reranker_class
-
-    if not hasattr(get_reranker_class(config.student.architecture), "freeze_embedding_model"):
-        raise ConfigError(f"'{config.student.architecture}' has no embedding model to freeze",
-                          "training.freeze_backbone_steps")
-    if frozen >= training.max_steps:
-        raise ConfigError("must be smaller than training.max_steps", "training.freeze_backbone_steps")
+    check_freeze(config)
     stage1 = dataclasses.replace(training, max_steps=frozen, run_name=f"{training.run_name}-frozen")
     first = fit(StudentFactory(config.student, freeze_backbone=True), LossFactory(config.loss),
                 ray.data.from_items(rows), stage1, output / "stage1", tracking=tracking, extra_fields=extras,
@@ -82,10 +90,37 @@ def train_stages(config: TrainRerankerConfig, rows: list[dict[str, Any]], output
                extra_fields=extras, step_offset=first.steps, identity=identity)
 
 
+def check_freeze(config: TrainRerankerConfig) -> None:
+    from rankdistill.models import get_reranker_class
+
+    frozen, training = config.training.freeze_backbone_steps, config.training
+    if not hasattr(get_reranker_class(config.student.architecture), "freeze_embedding_model"):
+        raise ConfigError(f"'{config.student.architecture}' has no embedding model to freeze",
+                          "training.freeze_backbone_steps")
+    if frozen >= training.max_steps:
+        raise ConfigError("must be smaller than training.max_steps", "training.freeze_backbone_steps")
+
+
+def check_before_ray(config: TrainRerankerConfig) -> None:
+    """Everything that can be checked on the driver before examples are built and Ray starts:
+    the student (architecture, options, backbone / init_from folder), the loss, the two-stage
+    schedule, the evaluation's dataset and first-stage run. Errors name the config key."""
+    check_student(config.student, config.loss)
+    if config.training.freeze_backbone_steps > 0:
+        check_freeze(config)
+    if config.evaluation.enabled:
+        ev = config.evaluation
+        _, folder = resolve(ev.dataset or config.data.dataset, "evaluation.dataset" if ev.dataset else "data.dataset")
+        if ev.first_stage_run:
+            resolve_run_path(ev.first_stage_run, folder, "evaluation.first_stage_run")
+
+
 def run_train_reranker(config: TrainRerankerConfig) -> dict[str, Any]:
+    check_before_ray(config)
     output = Path(config.output_dir).resolve()
     output.mkdir(parents=True, exist_ok=True)
     rows = training_rows(config.data, config.student.architecture, config.loss.name)
+    extra_fields(rows, config.loss)  # rows and loss agree (before Ray starts)
     started = init_ray(config.ray)
     summary: dict[str, Any] = {"num_examples": len(rows)}
     tags = {"job": "train_reranker", "architecture": config.student.architecture, "loss": config.loss.name,
@@ -115,7 +150,8 @@ def run_train_reranker(config: TrainRerankerConfig) -> dict[str, Any]:
 
 def evaluate_student(model_dir: Path, config: TrainRerankerConfig, output: Path, tracker) -> dict[str, float]:
     ev = config.evaluation
-    data = load_dataset(DatasetConfig(ev.dataset or config.data.dataset, ev.split, ev.max_queries))
+    data = load_dataset(DatasetConfig(ev.dataset or config.data.dataset, ev.split, ev.max_queries),
+                        "evaluation.dataset" if ev.dataset else "data.dataset")
     spec, folder, queries, qrels = data.spec, data.folder, data.queries, data.qrels
     corpus = folder.corpus()
     if ev.first_stage_run:

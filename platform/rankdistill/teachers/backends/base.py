@@ -58,6 +58,24 @@ class BackendConfig:
     replay_file: str | None = None  # JSON lines: {qid, docids, response} or {qid, docids, logprobs}
     replay_strict: bool = True  # a prompt with no recording is an error (else: empty response)
 
+    def __post_init__(self) -> None:
+        from rankdistill.config import check_choice, check_range
+        from rankdistill.errors import ConfigError
+
+        backends = ("hf", "vllm", "replay", "reranker")
+        if self.name not in backends:
+            raise ConfigError(f"unknown backend '{self.name}' (known: {', '.join(backends)})", "name")
+        if self.fallback not in (None, "") + backends:
+            raise ConfigError(f"unknown backend '{self.fallback}' (known: {', '.join(backends)})", "fallback")
+        check_choice("model_type", self.model_type, ("auto", "causal", "seq2seq"))
+        check_choice("device", self.device, ("auto", "cpu", "cuda"))
+        check_choice("dtype", self.dtype, ("auto", "float32", "float16", "bfloat16"))
+        for name in ("batch_size", "tensor_parallel_size", "top_logprobs"):
+            check_range(name, getattr(self, name), minimum=1)
+        for name in ("max_input_tokens", "num_threads", "max_model_len"):
+            check_range(name, getattr(self, name), minimum=1)
+        check_range("gpu_memory_utilization", self.gpu_memory_utilization, above=0, maximum=1)
+
 
 class TeacherBackend(abc.ABC):
     """A loaded teacher model (or a recording of one)."""

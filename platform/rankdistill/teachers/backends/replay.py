@@ -22,7 +22,7 @@ Key = tuple[str, tuple[str, ...]]
 def read_recording(path: str | Path) -> tuple[dict[Key, str], dict[Key, dict[str, float]]]:
     responses: dict[Key, str] = {}
     logprobs: dict[Key, dict[str, float]] = {}
-    with open(path, encoding="utf-8") as f:
+    with open(path, encoding="utf-8-sig") as f:
         for line_no, line in enumerate(f, start=1):
             if not line.strip():
                 continue
