@@ -60,9 +60,11 @@ def test_unknown_key_in_file_names_file_and_key(tmp_path: Path):
 def _job_config_class(path: Path):
     from rankdistill.workflows.evaluate import EvaluateConfig
     from rankdistill.workflows.label import LabelConfig
+    from rankdistill.workflows.pairdistill import PairDistillConfig
     from rankdistill.workflows.train_reranker import TrainRerankerConfig
 
-    jobs = {"evaluate": EvaluateConfig, "label": LabelConfig, "train_reranker": TrainRerankerConfig}
+    jobs = {"evaluate": EvaluateConfig, "label": LabelConfig, "train_reranker": TrainRerankerConfig,
+            "pairdistill": PairDistillConfig, "quickstart": PairDistillConfig}
     return jobs[path.stem.split("-")[0]]  # a config no job reads is an error too (KeyError)
 
 
@@ -71,7 +73,8 @@ SHIPPED = sorted((REPO / "configs").glob("*.yaml"))
 
 def test_there_are_shipped_configs_for_every_job():
     assert len(SHIPPED) >= 10
-    assert {p.stem.split("-")[0] for p in SHIPPED} == {"evaluate", "label", "train_reranker"}
+    assert {p.stem.split("-")[0] for p in SHIPPED} == {"evaluate", "label", "train_reranker", "pairdistill",
+                                                        "quickstart"}
 
 
 @pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.name)

@@ -47,7 +47,7 @@ def test_evaluate_demo_bm25_on_ray_logs_to_mlflow(tmp_path: Path, local_ray, mon
     assert saved["aggregate"]["nDCG@10"] == pytest.approx(result.aggregate["nDCG@10"])
     assert set(saved["per_query"]) == set(result.per_query)
     client, run = mlflow_run(tmp_path)
-    assert run.data.metrics["nDCG_at_10"] == pytest.approx(result.aggregate["nDCG@10"])
+    assert run.data.metrics["test/nDCG_at_10"] == pytest.approx(result.aggregate["nDCG@10"])
     assert run.data.params["dataset.name"] == "demo" and run.data.params["retrieval.bm25.k1"] == "0.9"
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {"config.yaml", "runs", "evaluation", "plots"} <= artifacts
@@ -63,7 +63,7 @@ def test_scifact_bm25_matches_published_range(tmp_path: Path, local_ray, monkeyp
     assert 0.66 <= result.aggregate["nDCG@10"] <= 0.69  # published BM25: 0.665-0.679
     assert result.num_queries == 300
     _, run = mlflow_run(tmp_path)
-    assert run.data.metrics["nDCG_at_10"] == pytest.approx(result.aggregate["nDCG@10"])
+    assert run.data.metrics["test/nDCG_at_10"] == pytest.approx(result.aggregate["nDCG@10"])
 
 
 @pytest.mark.shared_data
@@ -76,5 +76,5 @@ def test_trec_dl_2019_given_runs(tmp_path: Path, monkeypatch, run_name, ndcg):
     result = run_evaluate(config)
     assert round(result.aggregate["nDCG@10"], 4) == ndcg
     _, run = mlflow_run(tmp_path)
-    assert round(run.data.metrics["nDCG_at_10"], 4) == ndcg
+    assert round(run.data.metrics["test/nDCG_at_10"], 4) == ndcg
     assert run.data.tags["first_stage"] == run_name

@@ -234,7 +234,7 @@ def test_listwise_prompts_are_fitted_to_the_teachers_context():
     """With a tokenizer, every window's prompt plus rank_llm's answer estimate fits context_size:
     the 20 passages of 200 words are cut to the same shorter length; without a context limit
     (or without a tokenizer) the 200 words are sent as they are."""
-    from rankdistill.teachers.testing import minilm_tokenizer
+    from teacher_fixtures import minilm_tokenizer
 
     tok = minilm_tokenizer()
     words = " ".join(f"word{i}" for i in range(200))
