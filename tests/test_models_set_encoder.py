@@ -50,7 +50,7 @@ def test_scores_change_when_another_passage_changes(kind):
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_single_passage_equals_mono_with_same_weights(kind):
-    model = tiny_reranker("set-encoder", kind)
+    model = tiny_reranker("set-encoder", kind, position_ids="shifted")  # mono sees the same ids and positions
     mono = MonoCrossEncoder(MonoConfig(backbone_config=model.model.config.to_dict()), backbone=copy.deepcopy(model.model))
     mono.eval()
     for passage in PASSAGES[:3]:
@@ -65,13 +65,28 @@ def test_single_passage_equals_mono_with_same_weights(kind):
         assert torch.allclose(model(**batch).scores.detach(), mono_score, atol=1e-5, rtol=0)  # training path
 
 
+@pytest.mark.parametrize("kind", KINDS)
+def test_single_passage_shared_positions_is_the_backbone_with_int_at_position_0(kind):
+    model = tiny_reranker("set-encoder", kind)  # default position_ids="shared"
+    batch = model.tokenizer([QUERY], [[PASSAGES[0]]])
+    ids = batch["input_ids"][0]
+    positions = torch.tensor([[0, 0, *range(1, ids.shape[1] - 1)]])
+    with torch.no_grad():
+        expected = model.model(input_ids=ids, token_type_ids=batch["token_type_ids"][0],
+                               attention_mask=batch["attention_mask"][0], position_ids=positions).logits[0, 0]
+        assert torch.allclose(model(**batch).scores[0, 0], expected, atol=1e-5, rtol=0)
+
+
 def _dense_reference(model, batch):
     """The same model run by Hugging Face's own BertModel on ONE sequence of k·L tokens with a
     block mask (own sequence + the other sequences' [INT] tokens) and per-sequence positions."""
     ids, att, types = batch["input_ids"][0], batch["attention_mask"][0], batch["token_type_ids"][0]
     k, length = ids.shape
     flat_ids = ids.reshape(1, -1)
-    positions = torch.arange(length).repeat(k)[None]
+    per_sequence = torch.arange(length)
+    if model.config.position_ids == "shared":  # [INT] at 0 like [CLS], the rest at their mono positions
+        per_sequence = (per_sequence - 1).clamp(min=0)
+    positions = per_sequence.repeat(k)[None]
     seq = torch.arange(k).repeat_interleave(length)
     tok = torch.arange(length).repeat(k)
     real = att.reshape(-1).bool()
@@ -89,8 +104,9 @@ def _dense_reference(model, batch):
     return model.model.classifier(model.model.dropout(bert.pooler(cls_states))).squeeze(-1)
 
 
-def test_matches_dense_block_mask_reference():
-    model = tiny_reranker("set-encoder", "bert")
+@pytest.mark.parametrize("layout", ["shared", "shifted"])
+def test_matches_dense_block_mask_reference(layout):
+    model = tiny_reranker("set-encoder", "bert", position_ids=layout)
     batch = model.tokenizer([QUERY], [PASSAGES])
     with torch.no_grad():
         ours = model(**batch).scores[0]
