@@ -116,15 +116,23 @@ class SetEncoderConfig(RerankerConfig):
             ``"int"`` (§3.4 only says "a binary classification head").
         inference_chunk_size: sequences per length bucket in the no-grad inference path (speed
             and memory only; results do not depend on it). ``score(batch_size=...)`` overrides it.
-        position_ids: ``"shared"`` (default): [INT] takes position 0 like [CLS] and every other
-            token keeps the position it has in the mono cross-encoder's ``[CLS] q [SEP] d [SEP]``;
-            ``"shifted"``: positions 0..L-1 over ``[CLS] [INT] q ...``, i.e. [INT] at 1 and the
-            query and passage moved by one (the paper's §3.1 and lightning-ir). Both restart in every
-            sequence, so both are permutation invariant.
+        position_ids: ``"shifted"`` (default): positions 0..L-1 over ``[CLS] [INT] q ...``, i.e.
+            [INT] at 1 and the query and passage moved by one (the paper's §3.1 and lightning-ir);
+            ``"shared"``: [INT] takes position 0 like [CLS] and every other token keeps the position
+            it has in the mono cross-encoder's ``[CLS] q [SEP] d [SEP]``. Both restart in every
+            sequence, so both are permutation invariant. On all-MiniLM-L6-v2 the shift disturbs the
+            pretrained model less than a second token at position 0 (``"shared"`` helps only
+            backbones with unrelated neighbouring position embeddings, e.g. random ones).
         int_init: how :meth:`SetEncoder.from_backbone` initialises the new [INT] embedding row:
-            ``"cls"`` (default) copies [CLS]'s row, so that with ``position_ids="shared"`` [INT]
-            starts as a second [CLS]; ``"mean"``: Hugging Face's ``resize_token_embeddings`` row
-            (mean and covariance of the vocabulary), what lightning-ir does. The paper does not say.
+            ``"mean"`` (default): Hugging Face's ``resize_token_embeddings`` row (mean and
+            covariance of the vocabulary), what lightning-ir does; ``"cls"`` copies [CLS]'s row
+            (with ``"shared"``, [INT] starts as a second [CLS]). The paper does not say.
+        int_attention_bias: the step-0 disturbance of the pretrained model comes mostly from the
+            other passages' [INT] keys: k near-identical extra keys take a share of every softmax
+            that grows with k. A float (default -4.0) adds a learnable logit offset per layer and
+            head (initialised to it) to those k columns, so a fresh Set-Encoder starts close to the
+            mono cross-encoder on the same backbone and learns how much to attend to the other
+            passages. ``None``: the paper's exact attention (§3.2), no offset (lightning-ir).
         score_head: ``"backbone"`` (default): the backbone's sequence-classification head, as the
             mono cross-encoder (BERT: pooler dense+tanh, then a linear layer); ``"linear"``: one
             linear layer on the final [CLS] (the paper's §3.1 and lightning-ir's checkpoints), with a
@@ -141,8 +149,8 @@ class SetEncoderConfig(RerankerConfig):
     interaction_token: str = "[INT]"
     duplicate_head_token: str = "cls"
     inference_chunk_size: int = 32
-    position_ids: str = "shared"
-    int_init: str = "cls"
+    position_ids: str = "shifted"
+    int_init: str = "mean"
     score_head: str = "backbone"
     score_head_bias: bool = False
     depth: int = 100
@@ -406,6 +414,17 @@ class SetEncoder(Reranker):
             if getattr(base, "pooler", None) is not None:
                 base.pooler = None
         self.post_init()
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, *args: Any, **kwargs: Any):
+        """As the base class; a checkpoint saved before ``int_attention_bias`` existed (no such key
+        in its config.json) loads with the paper's attention it was trained with."""
+        config_file = os.path.join(os.fspath(pretrained_model_name_or_path), "config.json")
+        if "config" not in kwargs and os.path.isfile(config_file):
+            with open(config_file, encoding="utf-8") as fh:
+                if "int_attention_bias" not in json.load(fh):
+                    kwargs.setdefault("int_attention_bias", None)
+        return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
 
     def _head(self, parts: EncoderParts) -> Any:
         if self.score_linear is None:
