@@ -67,7 +67,7 @@ def test_single_passage_equals_mono_with_same_weights(kind):
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_single_passage_shared_positions_is_the_backbone_with_int_at_position_0(kind):
-    model = tiny_reranker("set-encoder", kind)  # default position_ids="shared"
+    model = tiny_reranker("set-encoder", kind, position_ids="shared")
     batch = model.tokenizer([QUERY], [[PASSAGES[0]]])
     ids = batch["input_ids"][0]
     positions = torch.tensor([[0, 0, *range(1, ids.shape[1] - 1)]])
@@ -106,7 +106,7 @@ def _dense_reference(model, batch):
 
 @pytest.mark.parametrize("layout", ["shared", "shifted"])
 def test_matches_dense_block_mask_reference(layout):
-    model = tiny_reranker("set-encoder", "bert", position_ids=layout)
+    model = tiny_reranker("set-encoder", "bert", position_ids=layout, int_attention_bias=None)  # the paper's attention
     batch = model.tokenizer([QUERY], [PASSAGES])
     with torch.no_grad():
         ours = model(**batch).scores[0]
@@ -129,7 +129,7 @@ class _RecordSDPA(TorchFunctionMode):
 
 
 def test_attention_is_per_sequence_plus_k_int_keys():
-    model = tiny_reranker("set-encoder", "bert")
+    model = tiny_reranker("set-encoder", "bert", int_attention_bias=None)  # boolean masks: no offset
     batch = model.tokenizer([QUERY, QUERY], [PASSAGES, PASSAGES[:3]])
     _, k, length = batch["input_ids"].shape
     n = 2 * k
