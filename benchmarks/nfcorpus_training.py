@@ -38,6 +38,9 @@ ARCHITECTURES = {
     # not in the default set: the Set-Encoder primed for passage interactions (§3.4), which the
     # paper uses before novelty-aware fine-tuning, not for relevance effectiveness
     "set-encoder-da": ("set-encoder", "da_infonce", ["data.add_duplicate=true"]),
+    # the paper's exact attention (§3.2), without the step-0 offset on the other passages' [INT]s
+    "set-encoder-paper": ("set-encoder", "infonce", ["data.add_duplicate=false",
+                                                     "student.options.int_attention_bias=null"]),
     "listconranker-concat": ("listconranker", "circle", ["student.options.pair_features=concat"]),
 }
 DEFAULT = ("mono", "celi", "set-encoder", "listconranker")

@@ -26,7 +26,17 @@ Cost: the [INT] columns add ``4·L·k·D`` FLOPs per sequence and layer to the `
 mono layer, i.e. ``k / (6·D)`` relative (4.3 % for k = 100 on MiniLM, D = 384; half that on
 BERT-base) — more in practice on CPU, where attention runs at a lower FLOP rate than the GEMMs.
 
-Scores: the backbone's classification head on the final ``[CLS]``. Duplicate detection (§3.4):
+Step 0: a fresh Set-Encoder should start as the mono cross-encoder it is built from; the k
+other [INT] keys disturb that most (their share of every softmax grows with k), so by default they
+get a learnable logit offset (``int_attention_bias``, -4.0; ``None`` = the paper's attention).
+
+Published lightning-ir checkpoints (``webis/set-encoder-*``): :meth:`SetEncoder.from_lightning_ir`
+(``load_reranker`` picks it for ``model_type: set-encoder``) — bias-free linear head on [CLS],
+the tokenizer's own [INT], and lightning-ir's ``sample_missing_docs`` / ``depth`` list padding
+(:func:`sample_missing_ints`; no sampling when k >= depth, where lightning-ir 0.0.6 fails).
+
+Scores: the backbone's classification head on the final ``[CLS]`` (``score_head="backbone"``,
+as mono) or one linear layer on it (``"linear"``, the paper's §3.1 and lightning-ir). Duplicate detection (§3.4):
 ``duplicate_head`` (linear) on the final ``[CLS]`` (default) or ``[INT]`` gives
 ``duplicate_logits`` — train with ``rankdistill.losses.DuplicateAwareInfoNCE`` on lists built by
 :func:`add_duplicate`.
