@@ -125,7 +125,7 @@ def nfcorpus_training_comparison(enabled: bool) -> bool:
     """The NFCorpus half of the issue's figures, in the same run as the timings.
 
     Test nDCG@10 of BM25 (0.3175) and of every architecture trained with the same budget on the
-    train split, reranking BM25's top 100: ``benchmarks/nfcorpus_training.py`` trains and
+    train split (selected on dev), reranking BM25's top 100: ``benchmarks/nfcorpus_training.py`` trains and
     evaluates (Ray Train + Ray Data, about 12 minutes per architecture on 2 cores), so it runs
     only with ``--nfcorpus-training``.
     """

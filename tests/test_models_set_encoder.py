@@ -51,7 +51,7 @@ def test_scores_change_when_another_passage_changes(kind):
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_single_passage_equals_mono_with_same_weights(kind):
-    model = tiny_reranker("set-encoder", kind)
+    model = tiny_reranker("set-encoder", kind, position_ids="shifted")  # mono sees the same ids and positions
     mono = MonoCrossEncoder(MonoConfig(backbone_config=model.model.config.to_dict()), backbone=copy.deepcopy(model.model))
     mono.eval()
     for passage in PASSAGES[:3]:
@@ -66,13 +66,28 @@ def test_single_passage_equals_mono_with_same_weights(kind):
         assert torch.allclose(model(**batch).scores.detach(), mono_score, atol=1e-5, rtol=0)  # training path
 
 
+@pytest.mark.parametrize("kind", KINDS)
+def test_single_passage_shared_positions_is_the_backbone_with_int_at_position_0(kind):
+    model = tiny_reranker("set-encoder", kind, position_ids="shared")
+    batch = model.tokenizer([QUERY], [[PASSAGES[0]]])
+    ids = batch["input_ids"][0]
+    positions = torch.tensor([[0, 0, *range(1, ids.shape[1] - 1)]])
+    with torch.no_grad():
+        expected = model.model(input_ids=ids, token_type_ids=batch["token_type_ids"][0],
+                               attention_mask=batch["attention_mask"][0], position_ids=positions).logits[0, 0]
+        assert torch.allclose(model(**batch).scores[0, 0], expected, atol=1e-5, rtol=0)
+
+
 def _dense_reference(model, batch):
     """The same model run by Hugging Face's own BertModel on ONE sequence of k·L tokens with a
     block mask (own sequence + the other sequences' [INT] tokens) and per-sequence positions."""
     ids, att, types = batch["input_ids"][0], batch["attention_mask"][0], batch["token_type_ids"][0]
     k, length = ids.shape
     flat_ids = ids.reshape(1, -1)
-    positions = torch.arange(length).repeat(k)[None]
+    per_sequence = torch.arange(length)
+    if model.config.position_ids == "shared":  # [INT] at 0 like [CLS], the rest at their mono positions
+        per_sequence = (per_sequence - 1).clamp(min=0)
+    positions = per_sequence.repeat(k)[None]
     seq = torch.arange(k).repeat_interleave(length)
     tok = torch.arange(length).repeat(k)
     real = att.reshape(-1).bool()
@@ -90,8 +105,9 @@ def _dense_reference(model, batch):
     return model.model.classifier(model.model.dropout(bert.pooler(cls_states))).squeeze(-1)
 
 
-def test_matches_dense_block_mask_reference():
-    model = tiny_reranker("set-encoder", "bert")
+@pytest.mark.parametrize("layout", ["shared", "shifted"])
+def test_matches_dense_block_mask_reference(layout):
+    model = tiny_reranker("set-encoder", "bert", position_ids=layout, int_attention_bias=None)  # the paper's attention
     batch = model.tokenizer([QUERY], [PASSAGES])
     with torch.no_grad():
         ours = model(**batch).scores[0]
@@ -114,7 +130,7 @@ class _RecordSDPA(TorchFunctionMode):
 
 
 def test_attention_is_per_sequence_plus_k_int_keys():
-    model = tiny_reranker("set-encoder", "bert")
+    model = tiny_reranker("set-encoder", "bert", int_attention_bias=None)  # boolean masks: no offset
     batch = model.tokenizer([QUERY, QUERY], [PASSAGES, PASSAGES[:3]])
     _, k, length = batch["input_ids"].shape
     n = 2 * k
@@ -240,3 +256,89 @@ def test_unsupported_backbone_is_a_config_error():
                            intermediate_size=64, num_labels=1)
     with pytest.raises(ConfigError, match="roberta"):
         SetEncoder.from_backbone_model(RobertaForSequenceClassification(config), tokenizer())
+
+
+# ---- step-0 initialisation: a fresh Set-Encoder starts close to the mono it is built from ------
+
+LIST = [f"{p} ({i})" for i in range(4) for p in PASSAGES]  # 20 passages, so the other [INT]s matter
+
+
+def _fresh_vs_mono(backbone, make_tokenizer, **options) -> float:
+    """Pearson correlation of a fresh Set-Encoder's and the same-backbone mono's scores on LIST."""
+    mono = MonoCrossEncoder.from_backbone_model(copy.deepcopy(backbone), make_tokenizer())
+    reference = torch.tensor(mono.score(QUERY, LIST))
+    model = SetEncoder.from_backbone_model(copy.deepcopy(backbone), make_tokenizer(), **options)
+    scores = torch.tensor(model.score(QUERY, LIST))
+    assert reference.std() > 1e-3
+    return torch.corrcoef(torch.stack([reference, scores]))[0, 1].item()
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_fresh_set_encoder_scores_close_to_mono_on_tiny_backbone(kind):
+    from model_fixtures import tiny_backbone, tokenizer
+
+    backbone = tiny_backbone(kind, seed=0)
+    with torch.no_grad():  # random position rows are unrelated neighbours; a pretrained model's are not
+        backbone.base_model.embeddings.position_embeddings.weight.zero_()
+    default = _fresh_vs_mono(backbone, tokenizer)
+    paper = _fresh_vs_mono(backbone, tokenizer, int_attention_bias=None)
+    assert default > 0.9, default
+    assert default > paper + 0.05, (default, paper)
+
+
+def test_fresh_set_encoder_scores_close_to_mono_on_minilm():
+    from model_fixtures import minilm_path
+    from rankdistill.models.backbone import load_sequence_classifier
+    from transformers import AutoTokenizer
+
+    torch.manual_seed(0)  # the classification head is new
+    backbone = load_sequence_classifier(minilm_path())
+
+    def make_tokenizer():
+        return AutoTokenizer.from_pretrained(minilm_path())
+
+    default = _fresh_vs_mono(backbone, make_tokenizer)
+    paper = _fresh_vs_mono(backbone, make_tokenizer, int_attention_bias=None)
+    # measured: 0.981 vs 0.920 (and 0.73 with [INT] as a second [CLS] at position 0)
+    assert default > 0.97, default
+    assert paper < 0.95, paper
+
+
+def test_int_attention_bias_is_learnable_and_offsets_only_the_other_ints():
+    model = tiny_reranker("set-encoder", "bert", int_attention_bias=-2.0)
+    assert model.int_attention_bias.shape == (2, 2) and torch.all(model.int_attention_bias == -2.0)
+    batch = model.tokenizer([QUERY], [PASSAGES])
+    model.train()
+    model(**batch).scores.sum().backward()
+    assert model.int_attention_bias.grad is not None and model.int_attention_bias.grad.abs().sum() > 0
+    model.eval()
+    # a very negative offset switches the other passages off: every passage scores as alone
+    off = tiny_reranker("set-encoder", "bert", int_attention_bias=-1e4)
+    together = off.score(QUERY, PASSAGES)
+    alone = [off.score(QUERY, [p])[0] for p in PASSAGES]
+    assert together == pytest.approx(alone, abs=1e-5)
+
+
+@pytest.mark.parametrize(("key", "value"), [
+    ("position_ids", "middle"), ("int_init", "zeros"), ("score_head", "mlp"), ("int_attention_bias", "low"),
+    ("int_attention_bias", float("nan")), ("depth", 0), ("sample_missing_docs", "yes"),
+])
+def test_set_encoder_options_are_validated(key, value):
+    from rankdistill.models import SetEncoderConfig
+
+    with pytest.raises(ConfigError) as info:
+        SetEncoderConfig(**{key: value})
+    assert info.value.key == key
+
+
+def test_checkpoint_without_int_attention_bias_loads_with_the_papers_attention(tmp_path):
+    model = tiny_reranker("set-encoder", "bert", int_attention_bias=None)
+    model.save_pretrained(tmp_path)
+    import json
+
+    config = json.loads((tmp_path / "config.json").read_text())
+    config.pop("int_attention_bias")  # as saved before the option existed
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    again = SetEncoder.from_pretrained(tmp_path)
+    assert again.int_attention_bias is None
+    assert again.score(QUERY, PASSAGES) == pytest.approx(model.score(QUERY, PASSAGES), abs=1e-5)

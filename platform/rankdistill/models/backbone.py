@@ -151,8 +151,8 @@ def encode(model: nn.Module, inputs: Mapping[str, torch.Tensor]) -> tuple[torch.
 class EncoderParts:
     """The pieces of a BERT-style sequence classifier, for a hand-written layer loop.
 
-    ``embed(input_ids, token_type_ids)`` returns the input hidden states (positions are taken per
-    row, i.e. they restart at 0 in every sequence); ``layers`` are the HF layer modules whose
+    ``embed(input_ids, token_type_ids, position_ids=None)`` returns the input hidden states
+    (default positions are taken per row, i.e. they restart at 0 in every sequence); ``layers`` are the HF layer modules whose
     ``attention.self.{query,key,value}``, ``attention.output`` (dense, dropout, LayerNorm),
     ``intermediate`` and ``output`` sub-modules are reused as they are; ``head`` maps the final
     hidden states to the relevance logit.
@@ -176,8 +176,12 @@ class EncoderParts:
         embeddings = base.embeddings
         project = getattr(base, "embeddings_project", None)  # ELECTRA with embedding_size != hidden_size
 
-        def embed(input_ids: torch.Tensor, token_type_ids: torch.Tensor | None = None) -> torch.Tensor:
-            hidden = embeddings(input_ids=input_ids, token_type_ids=token_type_ids)
+        def embed(
+            input_ids: torch.Tensor,
+            token_type_ids: torch.Tensor | None = None,
+            position_ids: torch.Tensor | None = None,
+        ) -> torch.Tensor:
+            hidden = embeddings(input_ids=input_ids, token_type_ids=token_type_ids, position_ids=position_ids)
             return project(hidden) if project is not None else hidden
 
         first = base.encoder.layer[0].attention.self

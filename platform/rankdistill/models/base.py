@@ -170,7 +170,8 @@ class CrossEncoderTokenizer(RerankerTokenizer):
       excluded).
 
     With ``interaction_token`` (Set-Encoder) that token is inserted right after the first
-    special token: ``[CLS] [INT] q [SEP] p [SEP]``, with the first token's type id.
+    special token: ``[CLS] [INT] q [SEP] p [SEP]``, with the first token's type id (unless the
+    tokenizer's post-processor already put it there, as lightning-ir's Set-Encoder tokenizer does).
     """
 
     def __init__(
@@ -214,7 +215,8 @@ class CrossEncoderTokenizer(RerankerTokenizer):
                 for special in enc.special_tokens_mask:
                     seq.append(None if special else (0 if seen < n_query else 1))
                     seen += not special
-                if self.interaction_token_id is not None:
+                # a tokenizer whose post-processor already inserts it (lightning-ir's) keeps its one
+                if self.interaction_token_id is not None and row_ids[1:2] != [self.interaction_token_id]:
                     row_ids.insert(1, self.interaction_token_id)
                     row_types.insert(1, row_types[0])
                     seq.insert(1, None)

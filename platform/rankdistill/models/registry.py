@@ -92,13 +92,17 @@ def build_reranker(name: str, backbone: str | os.PathLike, **config: Any) -> Rer
 
 def load_reranker(path: str | os.PathLike, **kwargs: Any) -> Reranker:
     """Load a saved student; the class comes from ``config.json``'s ``model_type``. A plain Hugging
-    Face sequence-classification checkpoint loads as a mono cross-encoder."""
+    Face sequence-classification checkpoint (e.g. a sentence-transformers ``CrossEncoder`` folder)
+    loads as a mono cross-encoder, a lightning-ir Set-Encoder checkpoint (``model_type:
+    set-encoder``) through :meth:`SetEncoder.from_lightning_ir`."""
     config_file = os.path.join(os.fspath(path), "config.json")
     try:
         with open(config_file, encoding="utf-8") as fh:
             model_type = json.load(fh).get("model_type")
     except OSError as exc:
         raise ConfigError(f"no readable config.json ({exc})", path=config_file) from exc
+    if model_type == "set-encoder":  # a lightning-ir checkpoint (webis/set-encoder-*)
+        return SetEncoder.from_lightning_ir(path, **kwargs)
     cls = _BY_MODEL_TYPE.get(model_type, MonoCrossEncoder)
     return _loading(path, lambda: cls.from_pretrained(path, **kwargs))
 
