@@ -116,8 +116,9 @@ def test_pairdistill_job_tracks_registers_and_pays_for_no_label_twice(tmp_path: 
     np.testing.assert_allclose(np.asarray(vectors), np.asarray(expected), atol=1e-5)
 
     # the same job again: every label is in the store already
+    # (one iteration is enough: its candidates, iteration 1's, and the teacher's test labels are stored)
     second = run_pairdistill(load_config(PairDistillConfig, REPO / "configs" / "quickstart.yaml",
-                                         tiny_overrides(tmp_path, models)))
+                                         [*tiny_overrides(tmp_path, models), "iterations=1"]))
     assert second["teacher_calls"] == 0
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert summary["teacher_calls"] == 0
