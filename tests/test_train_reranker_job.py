@@ -17,7 +17,7 @@ REPO = Path(__file__).resolve().parents[1]
 @pytest.mark.parametrize("path", sorted((REPO / "configs").glob("train_reranker-*.yaml")), ids=lambda p: p.stem)
 def test_shipped_configs_load(path: Path):
     from rankdistill.models import get_reranker_class
-    from rankdistill.models.base import option_names
+    from rankdistill.models.config import option_names
 
     config = load_config(TrainRerankerConfig, path)
     assert config.student.architecture in path.stem

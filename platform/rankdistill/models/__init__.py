@@ -13,16 +13,11 @@ name               class                       paper
 =================  ==========================  =================================================
 """
 
-from rankdistill.models.base import (
-    CrossEncoderTokenizer,
-    Reranker,
-    RerankerConfig,
-    RerankerOutput,
-    RerankerTokenizer,
-)
+from rankdistill.models.base import Reranker, RerankerOutput
 from rankdistill.models.bi_encoder import BiEncoder, BiEncoderConfig
 from rankdistill.models.celi import CELI, CELIConfig, CELIOutput, late_interaction
 from rankdistill.models.colbert import ColBERT, ColBERTConfig, ColBERTTokenizer
+from rankdistill.models.config import RerankerConfig
 from rankdistill.models.dense import DenseOutput, DenseRetriever, DenseTokenizer
 from rankdistill.models.duo import DuoConfig, DuoCrossEncoder, DuoOutput, DuoTokenizer, aggregate_pairs
 from rankdistill.models.listconranker import (
@@ -34,13 +29,20 @@ from rankdistill.models.listconranker import (
 )
 from rankdistill.models.maxsim import maxsim
 from rankdistill.models.mono import MonoConfig, MonoCrossEncoder
-from rankdistill.models.registry import RERANKERS, build_reranker, get_reranker_class, load_reranker, load_student
+from rankdistill.models.registry import (
+    RERANKERS,
+    build_reranker,
+    get_reranker_class,
+    load_reranker,
+    load_student,
+)
 from rankdistill.models.set_encoder import (
     SetEncoder,
     SetEncoderConfig,
     SetEncoderOutput,
     inter_passage_attention,
 )
+from rankdistill.models.tokenizers import CrossEncoderTokenizer, RerankerTokenizer
 
 __all__ = [
     "CELI",

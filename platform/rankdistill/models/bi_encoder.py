@@ -33,7 +33,7 @@ from torch.nn import functional as F
 
 from rankdistill.errors import ConfigError
 from rankdistill.models.backbone import encoder_from_config, load_encoder
-from rankdistill.models.base import RerankerConfig
+from rankdistill.models.config import RerankerConfig
 from rankdistill.models.dense import DenseOutput, DenseRetriever, sentence_transformers_options
 
 POOLINGS = ("cls", "mean")

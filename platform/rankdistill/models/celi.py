@@ -26,15 +26,10 @@ from torch import Tensor, nn
 
 from rankdistill.errors import ConfigError
 from rankdistill.models.backbone import encode, sequence_classifier_from_config
-from rankdistill.models.base import (
-    CrossEncoderTokenizer,
-    Reranker,
-    RerankerConfig,
-    RerankerOutput,
-    flatten_valid,
-    scatter_scores,
-)
+from rankdistill.models.base import Reranker, RerankerOutput, flatten_valid, scatter_scores
+from rankdistill.models.config import RerankerConfig
 from rankdistill.models.maxsim import maxsim
+from rankdistill.models.tokenizers import CrossEncoderTokenizer
 
 ENCODER_KEYS = ("input_ids", "attention_mask", "token_type_ids")
 

@@ -33,9 +33,10 @@ from torch.nn import functional as F
 
 from rankdistill.errors import ConfigError
 from rankdistill.models.backbone import encoder_from_config, load_encoder
-from rankdistill.models.base import RerankerConfig, _check_lists, _pad
+from rankdistill.models.config import RerankerConfig
 from rankdistill.models.dense import DenseOutput, DenseRetriever, DenseTokenizer
 from rankdistill.models.maxsim import maxsim
+from rankdistill.models.tokenizers import check_lists, pad_rows
 
 
 class ColBERTConfig(RerankerConfig):
@@ -99,21 +100,21 @@ class ColBERTTokenizer(DenseTokenizer):
 
     def queries(self, texts: Sequence[str]) -> dict[str, Tensor]:
         rows = self._with_marker(texts, self.query_length, self.query_marker_id)
-        ids = _pad(rows, self.mask_token_id, self.query_tokens)
-        attention = torch.ones_like(ids) if self.attend_to_mask_tokens else _pad(
+        ids = pad_rows(rows, self.mask_token_id, self.query_tokens)
+        attention = torch.ones_like(ids) if self.attend_to_mask_tokens else pad_rows(
             [[1] * len(r) for r in rows], 0, self.query_tokens)
         return {"input_ids": ids, "attention_mask": attention}
 
     def passages(self, texts: Sequence[str]) -> dict[str, Tensor]:
         rows = self._with_marker(texts, self.passage_length, self.document_marker_id)
-        ids = _pad(rows, self.pad_token_id)
-        attention = _pad([[1] * len(r) for r in rows], 0, ids.shape[1])
+        ids = pad_rows(rows, self.pad_token_id)
+        attention = pad_rows([[1] * len(r) for r in rows], 0, ids.shape[1])
         keep = [[int(t not in self.skip_ids) for t in r] for r in rows]
-        token_mask = _pad(keep, 0, ids.shape[1]).bool() & attention.bool()
+        token_mask = pad_rows(keep, 0, ids.shape[1]).bool() & attention.bool()
         return {"input_ids": ids, "attention_mask": attention, "token_mask": token_mask}
 
     def __call__(self, queries: Sequence[str], passages: Sequence[Sequence[str]]) -> dict[str, Tensor]:
-        _check_lists(queries, passages)
+        check_lists(queries, passages)
         batch_size, k = len(queries), max((len(p) for p in passages), default=0)
         if batch_size == 0 or k == 0:
             raise ValueError("need at least one query with at least one passage")

@@ -28,7 +28,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from rankdistill.models.base import NEG_INF, Reranker, RerankerOutput, RerankerTokenizer, _check_lists, _pad
+from rankdistill.models.base import NEG_INF, Reranker, RerankerOutput
+from rankdistill.models.tokenizers import RerankerTokenizer, check_lists, pad_rows
 
 
 @dataclass
@@ -53,8 +54,8 @@ class DenseTokenizer(RerankerTokenizer):
 
     def encode_single(self, texts: Sequence[str], max_tokens: int) -> tuple[Tensor, Tensor]:
         rows = [list(self.post_process(enc).ids) for enc in self.encode_texts(texts, max_tokens)]
-        ids = _pad(rows, self.pad_token_id)
-        return ids, _pad([[1] * len(r) for r in rows], 0, ids.shape[1])
+        ids = pad_rows(rows, self.pad_token_id)
+        return ids, pad_rows([[1] * len(r) for r in rows], 0, ids.shape[1])
 
     def queries(self, texts: Sequence[str]) -> dict[str, Tensor]:
         ids, attention = self.encode_single(texts, self.query_length)
@@ -65,7 +66,7 @@ class DenseTokenizer(RerankerTokenizer):
         return {"input_ids": ids, "attention_mask": attention}
 
     def __call__(self, queries: Sequence[str], passages: Sequence[Sequence[str]]) -> dict[str, Tensor]:
-        _check_lists(queries, passages)
+        check_lists(queries, passages)
         batch_size, k = len(queries), max((len(p) for p in passages), default=0)
         if batch_size == 0 or k == 0:
             raise ValueError("need at least one query with at least one passage")

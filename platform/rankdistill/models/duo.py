@@ -19,15 +19,9 @@ from torch import Tensor, nn
 
 from rankdistill.errors import ConfigError
 from rankdistill.models.backbone import sequence_classifier_from_config
-from rankdistill.models.base import (
-    Reranker,
-    RerankerConfig,
-    RerankerOutput,
-    RerankerTokenizer,
-    _pad,
-    flatten_valid,
-    scatter_scores,
-)
+from rankdistill.models.base import Reranker, RerankerOutput, flatten_valid, scatter_scores
+from rankdistill.models.config import RerankerConfig
+from rankdistill.models.tokenizers import RerankerTokenizer, pad_rows
 
 AGGREGATIONS = ("sum", "sym_sum", "binary", "min", "max")
 ENCODER_KEYS = ("input_ids", "attention_mask", "token_type_ids")
@@ -93,14 +87,14 @@ class DuoTokenizer(RerankerTokenizer):
                 second_ids = list(second.ids) + ([sep] if sep is not None else [])
                 ids.append(list(enc.ids) + second_ids)
                 types.append(list(enc.type_ids) + [enc.type_ids[-1]] * len(second_ids))
-        input_ids = _pad(ids, self.pad_token_id)
+        input_ids = pad_rows(ids, self.pad_token_id)
         length = input_ids.shape[1]
         batch = {
             "input_ids": input_ids.view(batch_size, n_pairs, length),
-            "attention_mask": _pad([[1] * len(r) for r in ids], 0, length).view(batch_size, n_pairs, length),
+            "attention_mask": pad_rows([[1] * len(r) for r in ids], 0, length).view(batch_size, n_pairs, length),
         }
         if self.uses_token_type_ids:
-            batch["token_type_ids"] = _pad(types, 0, length).view(batch_size, n_pairs, length)
+            batch["token_type_ids"] = pad_rows(types, 0, length).view(batch_size, n_pairs, length)
         batch["pair_mask"] = pair_mask
         return batch
 

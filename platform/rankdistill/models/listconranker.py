@@ -47,14 +47,9 @@ from transformers import initialization as init
 
 from rankdistill.errors import ConfigError
 from rankdistill.models.backbone import encoder_from_config, load_encoder
-from rankdistill.models.base import (
-    Reranker,
-    RerankerConfig,
-    RerankerOutput,
-    RerankerTokenizer,
-    _check_lists,
-    _pad,
-)
+from rankdistill.models.base import Reranker, RerankerOutput
+from rankdistill.models.config import RerankerConfig
+from rankdistill.models.tokenizers import RerankerTokenizer, check_lists, pad_rows
 
 
 class ListConRankerConfig(RerankerConfig):
@@ -204,11 +199,11 @@ class EmbeddingListTokenizer(RerankerTokenizer):
 
     def encode_single(self, texts: Sequence[str], max_tokens: int) -> tuple[Tensor, Tensor]:
         rows = [list(self.post_process(enc).ids) for enc in self.encode_texts(texts, max_tokens)]
-        ids = _pad(rows, self.pad_token_id)
-        return ids, _pad([[1] * len(r) for r in rows], 0, ids.shape[1])
+        ids = pad_rows(rows, self.pad_token_id)
+        return ids, pad_rows([[1] * len(r) for r in rows], 0, ids.shape[1])
 
     def __call__(self, queries: Sequence[str], passages: Sequence[Sequence[str]]) -> dict[str, Tensor]:
-        _check_lists(queries, passages)
+        check_lists(queries, passages)
         batch_size, k = len(queries), max((len(p) for p in passages), default=0)
         if batch_size == 0 or k == 0:
             raise ValueError("need at least one query with at least one passage")

@@ -23,13 +23,8 @@ from torch import Tensor, nn
 
 from rankdistill.errors import ConfigError
 from rankdistill.models.backbone import sequence_classifier_from_config
-from rankdistill.models.base import (
-    Reranker,
-    RerankerConfig,
-    RerankerOutput,
-    flatten_valid,
-    scatter_scores,
-)
+from rankdistill.models.base import Reranker, RerankerOutput, flatten_valid, scatter_scores
+from rankdistill.models.config import RerankerConfig
 
 ENCODER_KEYS = ("input_ids", "attention_mask", "token_type_ids")
 

@@ -56,7 +56,9 @@ from torch.nn import functional as F
 
 from rankdistill.errors import ConfigError
 from rankdistill.models.backbone import EncoderParts, quiet_transformers, sequence_classifier_from_config
-from rankdistill.models.base import CrossEncoderTokenizer, Reranker, RerankerConfig, RerankerOutput
+from rankdistill.models.base import Reranker, RerankerOutput
+from rankdistill.models.config import RerankerConfig
+from rankdistill.models.tokenizers import CrossEncoderTokenizer
 
 #: index of the [INT] token in every sequence ([CLS] [INT] q ...)
 INT_POSITION = 1

@@ -48,7 +48,7 @@ def check_student(config: StudentConfig, loss: LossConfig | None = None) -> None
     starts: the architecture, its options, the backbone or ``init_from`` folder being a model,
     the loss name and options. Errors name the config key."""
     from rankdistill.models import get_reranker_class
-    from rankdistill.models.base import option_names
+    from rankdistill.models.config import option_names
     from rankdistill.models.registry import check_model_folder
 
     cls = get_reranker_class(config.architecture, "student.architecture")
