@@ -343,19 +343,31 @@ def part_c(args) -> bool:
     measure = "nDCG@10"
     mono = teacher_folder(args.pointwise_teacher, "mono", args)
     duo = teacher_folder(args.pairwise_teacher, "duo", args)
-    summaries = {}
+    out(f"c.setup: SciFact, {args.train_queries or 'all'} train queries, dev carved from train ({args.dev_queries} "
+        f"queries, seed as the workflow), {args.test_queries or 'all'} test queries; BM25 top {args.depth} candidates; "
+        f"{args.iterations} iteration(s) x {args.steps} steps x {args.queries} queries x {args.passages} passages; "
+        f"{args.pairs} pairs/query (|i-j| < {DELTA}); teachers mono {mono}, duo {duo}; figure: test {measure} of the "
+        f"dev-selected student (lines print as each run ends)")
+    summaries: dict[str, dict[str, Any]] = {}
     for name, lambda_kd, lambda_pair in VARIANTS:
         config = pairdistill_config(args, mono, duo, name, lambda_kd, lambda_pair)
         started = time.perf_counter()
         progress(f"c: run_pairdistill {name} (lambda_kd {lambda_kd}, lambda_pair {lambda_pair})")
-        summaries[name] = run_pairdistill(config)
-        summaries[name]["seconds"] = time.perf_counter() - started
-    first = summaries[VARIANTS[0][0]]
-    bm25, zero_shot = _stage(first, "first stage"), _stage(first, "student zero-shot")
-    teacher = _stage(first, "teacher")
-    if bm25 is None or zero_shot is None or teacher is None:
-        out(f"c.error: stages missing from the run summary: {[s['name'] for s in first['stages']]}")
-        return False
+        s = summaries[name] = run_pairdistill(config)
+        if name == VARIANTS[0][0]:
+            bm25, zero_shot = _stage(s, "first stage"), _stage(s, "student zero-shot")
+            teacher = _stage(s, "teacher")
+            if bm25 is None or zero_shot is None or teacher is None:
+                out(f"c.error: stages missing from the run summary: {[x['name'] for x in s['stages']]}")
+                return False
+            out(f"c.bm25_test_ndcg10: {bm25['test'][measure]:.4f} (published 0.665-0.679; "
+                f"{s['test_queries']} test queries)")
+            out(f"c.teacher_pointwise_mono_reranking_bm25_top{args.depth}_test_ndcg10: {teacher['test'][measure]:.4f}")
+            out(f"c.zero_shot_minilm_test_ndcg10: {zero_shot['test'][measure]:.4f} (dev {zero_shot['dev'][measure]:.4f})")
+        best, last = _selected(s), s["stages"][-1]
+        out(f"c.{name}_test_ndcg10: {best['test'][measure]:.4f} (dev-selected: {s['best']}, dev "
+            f"{best['dev'][measure]:.4f}; last iteration test {last['test'][measure]:.4f}; teacher calls "
+            f"{s['teacher_calls']}; {time.perf_counter() - started:.0f} s)")
 
     # the pairwise teacher reranking the head of the same BM25 candidates (all ordered pairs)
     config = pairdistill_config(args, mono, duo, "duo-eval", LAMBDA_KD, LAMBDA_PAIR)
@@ -366,26 +378,12 @@ def part_c(args) -> bool:
     progress(f"c: duo teacher reranking the top {duo_depth} of BM25 on {len(lists)} test queries")
     duo_run = rerank_on_ray(duo, lists, RerankConfig(depth=duo_depth, num_actors=1, cpus_per_actor=args.threads))
     duo_test = job._evaluate(duo_run, "test").aggregate
-
-    out(f"c.setup: SciFact, {first['train_queries']} train queries, dev = {first['dev']} ({first['dev_queries']} "
-        f"queries), {first['test_queries']} test queries; BM25 top {args.depth} candidates; {args.iterations} "
-        f"iteration(s) x {args.steps} steps x {args.queries} queries x {args.passages} passages; {args.pairs} pairs/query "
-        f"(|i-j| < {DELTA}); teachers mono {mono}, duo {duo}; figure: test {measure} of the dev-selected student")
-    out(f"c.bm25_test_ndcg10: {bm25['test'][measure]:.4f} (published 0.665-0.679)")
-    out(f"c.teacher_pointwise_mono_reranking_bm25_top{args.depth}_test_ndcg10: {teacher['test'][measure]:.4f}")
     out(f"c.teacher_pairwise_duo_reranking_bm25_top{duo_depth}_test_ndcg10: {duo_test[measure]:.4f}")
-    out(f"c.zero_shot_minilm_test_ndcg10: {zero_shot['test'][measure]:.4f} (dev {zero_shot['dev'][measure]:.4f})")
-    for name in reversed([v[0] for v in VARIANTS]):
-        s = summaries[name]
-        best = _selected(s)
-        last = s["stages"][-1]
-        out(f"c.{name}_test_ndcg10: {best['test'][measure]:.4f} (dev-selected: {s['best']}, dev "
-            f"{best['dev'][measure]:.4f}; last iteration test {last['test'][measure]:.4f}; teacher calls "
-            f"{s['teacher_calls']}; {s['seconds']:.0f} s)")
     full = _selected(summaries["full_pairdistill"])["test"][measure]
     cl = _selected(summaries["contrastive_only"])["test"][measure]
-    out(f"c.goal_pairdistill_gt_contrastive_gt_zero_shot: {full > cl > zero_shot['test'][measure]} "
-        f"({full:.4f} vs {cl:.4f} vs {zero_shot['test'][measure]:.4f})")
+    zero = zero_shot["test"][measure]
+    out(f"c.goal_pairdistill_gt_contrastive_gt_zero_shot: {full > cl > zero} "
+        f"({full:.4f} vs {cl:.4f} vs {zero:.4f})")
     return True
 
 
