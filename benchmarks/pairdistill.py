@@ -33,7 +33,7 @@
     iterations (iteration 0 = zero-shot), reported on the test split. Also: BM25 (the workflow's
     own, published 0.665-0.679), the zero-shot student, the pointwise (mono) teacher reranking the
     same BM25 top ``--depth`` and the pairwise (duo) teacher reranking their top ``--duo-depth``
-    (all ordered pairs, sum aggregation). Teachers are cross-encoders trained by
+    (all ordered pairs, sum aggregation; the rest follow in BM25 order). Teachers: cross-encoders trained by
     ``jobs/train_reranker.py`` on SciFact train (trained here when their folders are absent, or
     given by ``--pointwise-teacher`` / ``--pairwise-teacher``). The labels of the first run are
     reused by the others (0 teacher calls).
@@ -377,8 +377,15 @@ def part_c(args) -> bool:
     duo_depth = min(args.duo_depth, config.candidates.depth)
     progress(f"c: duo teacher reranking the top {duo_depth} of BM25 on {len(lists)} test queries")
     duo_run = rerank_on_ray(duo, lists, RerankConfig(depth=duo_depth, num_actors=1, cpus_per_actor=args.threads))
+    for cl in lists:  # below the reranked head, the rest of the same candidates in BM25 order
+        head = duo_run.get(cl.qid, {})
+        floor = min(head.values(), default=0.0)
+        for rank, c in enumerate(cl.candidates[duo_depth:]):
+            head.setdefault(c.docid, floor - 1.0 - rank)
+        duo_run[cl.qid] = head
     duo_test = job._evaluate(duo_run, "test").aggregate
-    out(f"c.teacher_pairwise_duo_reranking_bm25_top{duo_depth}_test_ndcg10: {duo_test[measure]:.4f}")
+    out(f"c.teacher_pairwise_duo_reranking_bm25_top{duo_depth}_test_ndcg10: {duo_test[measure]:.4f} (the rest of "
+        f"the top {args.depth} kept in BM25 order below)")
     full = _selected(summaries["full_pairdistill"])["test"][measure]
     cl = _selected(summaries["contrastive_only"])["test"][measure]
     zero = zero_shot["test"][measure]
