@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -68,3 +69,20 @@ def test_label_store_on_s3_reads_what_it_wrote_earliest_first(s3_bucket: str, tm
     copy_folder(f"{s3_bucket}/labels", tmp_path / "labels")
     assert LabelStore(tmp_path / "labels").read("pointwise").equals(df)
     assert os.path.exists(tmp_path / "labels" / "pointwise")
+
+
+def test_a_replay_recording_is_read_from_s3(s3_bucket: str):
+    import boto3
+    from rankdistill.errors import DataFormatError
+    from rankdistill.teachers.backends.replay import read_recording
+
+    lines = [{"qid": "1", "docids": ["a", "b"], "response": "[2] > [1]"},
+             {"qid": "1", "docids": ["a"], "logprobs": {"yes": -0.1, "no": -2.3}}]
+    body = "\n".join(json.dumps(line) for line in lines) + "\n"
+    boto3.client("s3").put_object(Bucket="rankdistill-test", Key="teacher/rec.jsonl", Body=body.encode())
+    responses, logprobs = read_recording(f"{s3_bucket}/teacher/rec.jsonl")
+    assert responses == {("1", ("a", "b")): "[2] > [1]"}
+    assert logprobs == {("1", ("a",)): {"yes": -0.1, "no": -2.3}}
+    boto3.client("s3").put_object(Bucket="rankdistill-test", Key="teacher/bad.jsonl", Body=b'{"qid": "1"}\n')
+    with pytest.raises(DataFormatError, match=r"s3://rankdistill-test/teacher/bad.jsonl:1: .*needs .qid. and .docids."):
+        read_recording(f"{s3_bucket}/teacher/bad.jsonl")

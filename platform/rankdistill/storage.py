@@ -40,7 +40,7 @@ def writable_folder(location: str | os.PathLike) -> Iterator[Path]:
         return
     from pyarrow import fs
 
-    with tempfile.TemporaryDirectory(prefix="rankdistill-index-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="rankdistill-staging-") as tmp:
         yield Path(tmp)
         filesystem, path = _filesystem(str(location))
         filesystem.create_dir(path, recursive=True)
