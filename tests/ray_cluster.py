@@ -22,8 +22,11 @@ from pathlib import Path
 
 BIN = Path(sys.executable).parent
 
-# `ray start` for a worker node, with the single-node guard lifted in this process only
-_JOIN = ("import sys, ray._private.ray_constants as c; c.ENABLE_RAY_CLUSTER = True; "
+# `ray start` for a worker node, with the single-node guard lifted in this process only. Lifting
+# it also makes Ray resolve the head's 127.0.0.1 to the machine's network address (where the
+# head does not listen), so this process keeps the loopback address as its node address.
+_JOIN = ("import sys, ray._private.ray_constants as c, ray._private.services as s; c.ENABLE_RAY_CLUSTER = True; "
+         "s.get_node_ip_address = lambda address=None: '127.0.0.1'; "
          "from ray.scripts.scripts import main; sys.argv = ['ray'] + sys.argv[1:]; main()")
 
 
@@ -33,6 +36,13 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def _agent_ports() -> list[str]:
+    """Ports of a node's own agents: Ray's fixed defaults (52365, ...) clash between two nodes on
+    one machine, and with any other Ray running here."""
+    return [f"--dashboard-agent-listen-port={free_port()}", f"--dashboard-agent-grpc-port={free_port()}",
+            f"--runtime-env-agent-port={free_port()}", f"--metrics-export-port={free_port()}"]
+
+
 @dataclass
 class LocalCluster:
     """Start with :meth:`start_head`, add nodes with :meth:`add_node`, end with :meth:`stop`."""
@@ -40,6 +50,7 @@ class LocalCluster:
     tmp: Path
     env: dict[str, str] = field(default_factory=dict)
     processes: list[subprocess.Popen] = field(default_factory=list)
+    retired: list[subprocess.Popen] = field(default_factory=list)  # nodes that failed to start
     gcs: str = ""
     dashboard: str = ""
 
@@ -64,7 +75,8 @@ class LocalCluster:
         gcs_port, dash_port = free_port(), free_port()
         argv = [str(BIN / "ray"), "start", "--head", "--block", "--node-ip-address=127.0.0.1",
                 f"--port={gcs_port}", "--dashboard-host=127.0.0.1", f"--dashboard-port={dash_port}",
-                f"--num-cpus={num_cpus}", f"--temp-dir={self.temp_dir}", "--disable-usage-stats"]
+                f"--num-cpus={num_cpus}", f"--temp-dir={self.temp_dir}", "--disable-usage-stats",
+                f"--ray-client-server-port={free_port()}", *_agent_ports()]
         if resources:
             argv.append(f"--resources={resources}")
         self._spawn(argv, self.env, self.tmp / "ray-head.log")
@@ -73,18 +85,33 @@ class LocalCluster:
         return self.dashboard
 
     def add_node(self, num_cpus: int = 2, hide: Path | None = None, env: dict[str, str] | None = None,
-                 resources: str | None = None) -> None:
-        """A worker node; ``hide``: a folder this node sees as an empty tmpfs (needs root)."""
+                 resources: str | None = None, attempts: int = 2) -> None:
+        """A worker node; ``hide``: a folder this node sees as an empty tmpfs (needs root). On a
+        loaded machine a raylet can give up waiting for its (slow to import) dashboard agent; the
+        node is then started again, up to ``attempts`` times."""
         node_env = {**self.env, **(env or {})}
-        argv = [sys.executable, "-c", _JOIN, "start", "--block", f"--address={self.gcs}",
-                "--node-ip-address=127.0.0.1", f"--num-cpus={num_cpus}", "--disable-usage-stats"]
-        if resources:
-            argv.append(f"--resources={resources}")
-        if hide is not None:
-            script = f"mount -t tmpfs tmpfs {hide} && exec \"$@\""
-            argv = ["unshare", "-m", "--propagation", "private", "sh", "-c", script, "sh", *argv]
-        self._spawn(argv, node_env, self.tmp / f"ray-node-{len(self.processes)}.log")
-        self._wait_for_nodes(len(self.processes))
+        for attempt in range(attempts):
+            index = len(self.processes)
+            argv = [sys.executable, "-c", _JOIN, "start", "--block", f"--address={self.gcs}",
+                    "--node-ip-address=127.0.0.1", f"--num-cpus={num_cpus}", "--disable-usage-stats",
+                    *_agent_ports(),
+                    # a session folder of its own: sharing the head's, this node's runtime-env
+                    # cleanup would delete the job's working_dir under the running driver
+                    f"--temp-dir={self.temp_dir}-n{index}-{attempt}"]
+            if resources:
+                argv.append(f"--resources={resources}")
+            if hide is not None:
+                script = f"mount -t tmpfs tmpfs {hide} && exec \"$@\""
+                argv = ["unshare", "-m", "--propagation", "private", "sh", "-c", script, "sh", *argv]
+            proc = self._spawn(argv, node_env, self.tmp / f"ray-node-{index}-{attempt}.log")
+            try:
+                self._wait_for_nodes(len(self.processes))
+                return
+            except RuntimeError:
+                if proc.poll() is None or attempt == attempts - 1:
+                    raise
+                self.processes.remove(proc)  # it exited: try once more (stop() still ends its group)
+                self.retired.append(proc)
 
     def _wait_for_nodes(self, count: int, timeout: float = 120.0) -> None:
         probe = ("import ray, sys; ray.init(address=sys.argv[1], logging_level='ERROR'); "
@@ -128,7 +155,7 @@ class LocalCluster:
                 proc.wait(timeout=max(1.0, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
                 pass
-        for proc in self.processes:
+        for proc in [*self.processes, *self.retired]:
             try:
                 os.killpg(proc.pid, signal.SIGKILL)
             except ProcessLookupError:

@@ -55,3 +55,45 @@ def shutdown_ray(started_locally: bool, config: RayConfig | None = None) -> None
 
     if started_locally and (config is None or config.shutdown_at_exit) and ray.is_initialized():
         ray.shutdown()
+
+
+def alive_nodes() -> list[dict]:
+    import ray
+
+    return [n for n in ray.nodes() if n.get("Alive")] if ray.is_initialized() else []
+
+
+def _sees(path: str) -> bool:
+    return os.path.exists(path)
+
+
+def check_shared_folder(folder: str | os.PathLike, key: str) -> None:
+    """On a Ray cluster of several nodes, fail early (:class:`ConfigError` naming ``key``) when the
+    local folder ``folder`` is not the same folder on every node (a shared mount is; the driver's
+    own disk is not). A marker file written here is looked for by a task on each node. URIs pass."""
+    from rankdistill.errors import ConfigError
+    from rankdistill.storage import is_uri
+
+    nodes = alive_nodes()
+    if is_uri(folder) or len(nodes) < 2:
+        return
+    import secrets
+    from pathlib import Path
+
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    marker = Path(folder) / f".rankdistill-shared-{secrets.token_hex(6)}"
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    marker.touch()
+    try:
+        probe = ray.remote(num_cpus=0)(_sees)
+        seen = ray.get([probe.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False))
+                        .remote(str(marker)) for n in nodes])
+    finally:
+        marker.unlink(missing_ok=True)
+    blind = [n["NodeManagerAddress"] + " " + n["NodeID"][:8] for n, ok in zip(nodes, seen, strict=True) if not ok]
+    if blind:
+        raise ConfigError(f"'{folder}' is a folder on this node's disk, which {len(blind)} of the cluster's {len(nodes)} "
+                          f"nodes cannot see ({', '.join(blind)}): set {key} to a storage URI (s3://..., gs://...) "
+                          "or a shared mount that every node sees", key)

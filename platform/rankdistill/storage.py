@@ -1,8 +1,11 @@
-"""Index folders at a local path or a storage URI (``file://``, ``s3://``, ``gs://``, ... anything
-``pyarrow.fs`` resolves), so an index written by one Ray worker can be read by another.
+"""Folders at a local path or a storage URI (``file://``, ``s3://``, ``gs://``, ... anything
+``pyarrow.fs`` resolves), so what one node writes another can read: indexes, job outputs, models.
 
 Writers build the folder locally and copy it to the URI; readers copy a URI folder to a local
-temporary folder first (faiss reads local files only).
+temporary folder first (faiss and ``from_pretrained`` read local files only). A folder on the
+driver's own disk reaches workers on other nodes through the Ray object store
+(:func:`ship_folder` → :func:`local_folder`). S3-compatible servers: pyarrow reads
+``AWS_ENDPOINT_URL`` (and the usual ``AWS_*`` credentials) from the environment.
 """
 
 from __future__ import annotations
@@ -12,7 +15,9 @@ import os
 import shutil
 import tempfile
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 
 def is_uri(location: str | os.PathLike) -> bool:
@@ -35,7 +40,7 @@ def writable_folder(location: str | os.PathLike) -> Iterator[Path]:
         return
     from pyarrow import fs
 
-    with tempfile.TemporaryDirectory(prefix="rankdistill-index-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="rankdistill-staging-") as tmp:
         yield Path(tmp)
         filesystem, path = _filesystem(str(location))
         filesystem.create_dir(path, recursive=True)
@@ -60,3 +65,84 @@ def copy_folder(source: str | os.PathLike, destination: str | os.PathLike) -> No
     """Copy a folder between any two locations (local paths or URIs)."""
     with readable_folder(source) as src, writable_folder(destination) as dst:
         shutil.copytree(src, dst, dirs_exist_ok=True)
+
+
+def filesystem(location: str | os.PathLike):
+    """``(pyarrow filesystem, path inside it)`` of a local path or a storage URI."""
+    if is_uri(location):
+        return _filesystem(str(location))
+    from pyarrow import fs
+
+    return fs.LocalFileSystem(), str(Path(location).absolute())
+
+
+def join(location: str | os.PathLike, *parts: str) -> str:
+    """``location/part/...`` for a local path or a URI (a URI's query string stays at the end)."""
+    text = str(location)
+    base, _, query = text.partition("?") if is_uri(text) else (text, "", "")
+    joined = "/".join([base.rstrip("/"), *parts]) if is_uri(text) else str(Path(base, *parts))
+    return f"{joined}?{query}" if query else joined
+
+
+def pack_folder(folder: str | os.PathLike) -> bytes:
+    """A local folder as the bytes of an uncompressed tar (model weights barely compress)."""
+    import io
+    import tarfile
+
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        tar.add(str(folder), arcname=".")
+    return buffer.getvalue()
+
+
+def unpack_folder(data: bytes, destination: str | os.PathLike) -> Path:
+    import io
+    import tarfile
+
+    destination = Path(destination)
+    destination.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(fileobj=io.BytesIO(data), mode="r") as tar:
+        tar.extractall(destination, filter="data")
+    return destination
+
+
+@dataclass(frozen=True)
+class ShippedFolder:
+    """A folder handed to Ray workers on any node: a storage URI they read themselves, or (for a
+    folder on the driver's disk) its bytes in the Ray object store. Open it with :func:`local_folder`."""
+
+    location: str  # where it came from (for messages)
+    ref: Any = None  # ObjectRef of the tar bytes; None: ``location`` is a URI
+
+    def __str__(self) -> str:
+        return self.location
+
+
+def ship_folder(location: str | os.PathLike) -> ShippedFolder:
+    """Make ``location`` (a local folder on this process's machine, or a URI) reachable from every
+    node: a local folder is packed into the object store (needs Ray initialised)."""
+    if is_uri(location):
+        return ShippedFolder(str(location))
+    import ray
+
+    folder = Path(location)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"no folder {folder}")
+    return ShippedFolder(str(folder), ray.put(pack_folder(folder)))
+
+
+@contextlib.contextmanager
+def local_folder(folder: ShippedFolder | str | os.PathLike) -> Iterator[Path]:
+    """A local copy of a shipped folder (or a URI, or a local path as is) while the block runs."""
+    if not isinstance(folder, ShippedFolder):
+        with readable_folder(folder) as path:
+            yield path
+        return
+    if folder.ref is None:
+        with readable_folder(folder.location) as path:
+            yield path
+        return
+    import ray
+
+    with tempfile.TemporaryDirectory(prefix="rankdistill-shipped-") as tmp:
+        yield unpack_folder(ray.get(folder.ref), tmp)

@@ -27,13 +27,15 @@ class RerankConfig:
 
 
 class _RerankActor:
-    def __init__(self, model_dir: str, batch_size: int, threads: int):
+    def __init__(self, model, batch_size: int, threads: int):
         import torch
 
         from rankdistill.models import load_reranker
+        from rankdistill.storage import local_folder
 
         torch.set_num_threads(max(1, threads))
-        self.model = load_reranker(model_dir)
+        with local_folder(model) as folder:  # a ShippedFolder (object store) or a URI
+            self.model = load_reranker(folder)
         if torch.cuda.is_available():  # pragma: no cover - GPU clusters
             self.model.to("cuda")
         self.model.eval()
@@ -47,8 +49,11 @@ class _RerankActor:
 
 
 def rerank_on_ray(model_dir: str | Path, lists: Iterable[CandidateList], config: RerankConfig) -> Run:
-    """Scores every candidate (top ``config.depth``) with the student; returns the reranked run."""
+    """Scores every candidate (top ``config.depth``) with the student (a folder on the driver, sent
+    to the actors through the object store, or a storage URI); returns the reranked run."""
     import ray.data
+
+    from rankdistill.storage import ship_folder
 
     rows = [cl.top(config.depth).to_dict() for cl in lists]
     if not rows:
@@ -56,7 +61,7 @@ def rerank_on_ray(model_dir: str | Path, lists: Iterable[CandidateList], config:
     ds = ray.data.from_items(rows, override_num_blocks=max(1, min(len(rows), 4 * config.num_actors)))
     ds = ds.map_batches(
         _RerankActor,
-        fn_constructor_kwargs={"model_dir": str(model_dir), "batch_size": config.batch_size,
+        fn_constructor_kwargs={"model": ship_folder(model_dir), "batch_size": config.batch_size,
                                "threads": int(config.cpus_per_actor)},
         batch_size=config.queries_per_batch,
         compute=ray.data.ActorPoolStrategy(size=max(1, config.num_actors)),

@@ -1,4 +1,5 @@
-"""The label store: Parquet files under ``<root>/<kind>/``, one file per written batch.
+"""The label store: Parquet files under ``<root>/<kind>/``, one file per written batch; ``root``
+is a local folder or a storage URI (``s3://...``).
 
 Every label is keyed by teacher id + template hash + query id + doc id(s) (listwise: + the input
 list's key, pass and window). Scores keep the teacher's meaning: log-probabilities, named as such.
@@ -95,22 +96,52 @@ def _fsync_dir(folder: Path) -> None:
 
 
 class LabelStore:
-    """``LabelStore(path).read("pairwise", teacher="flan-t5-xl", template="pairdistill-pairwise")``."""
+    """``LabelStore(path).read("pairwise", teacher="flan-t5-xl", template="pairdistill-pairwise")``.
+
+    ``root``: a local folder or a storage URI (``s3://bucket/labels``, anything ``pyarrow.fs``
+    resolves), so the store of a cluster job lives where every node reads it. On object storage
+    a batch file is one PUT, which appears whole or not at all, so no temporary file is needed.
+    """
 
     def __init__(self, root: str | Path):
-        self.root = Path(root)
+        from rankdistill.storage import filesystem, is_uri
 
-    def folder(self, kind: str) -> Path:
+        self.uri = is_uri(root)
+        self.root = str(root).rstrip("/") if self.uri else Path(root)
+        self._fs, self._base = filesystem(root)
+
+    def folder(self, kind: str) -> Path | str:
         _check_kind(kind)
-        return self.root / kind
+        return f"{self.root}/{kind}" if self.uri else self.root / kind
 
-    def files(self, kind: str) -> list[Path]:
-        """The committed batch files, oldest first."""
+    def _listing(self, kind: str) -> list[str]:
+        """File names in ``<root>/<kind>`` (empty when the folder does not exist)."""
+        from pyarrow import fs
+
+        selector = fs.FileSelector(f"{self._base}/{kind}", allow_not_found=True)
+        return sorted(info.base_name for info in self._fs.get_file_info(selector) if info.type == fs.FileType.File)
+
+    def files(self, kind: str) -> list[Path] | list[str]:
+        """The committed batch files, oldest first (paths, or URIs for a URI store)."""
         folder = self.folder(kind)
-        return sorted(folder.glob("part-*.parquet")) if folder.exists() else []
+        if not self.uri:
+            return sorted(folder.glob("part-*.parquet")) if folder.exists() else []
+        return [f"{folder}/{name}" for name in self._listing(kind)
+                if name.startswith("part-") and name.endswith(".parquet")]
+
+    @property
+    def filesystem(self):
+        """The store's ``pyarrow.fs`` filesystem (for :meth:`fs_paths`)."""
+        return self._fs
+
+    def fs_paths(self, kind: str) -> list[str]:
+        """:meth:`files` as paths inside :attr:`filesystem` (what ``pyarrow.dataset`` takes)."""
+        if not self.uri:
+            return [str(p) for p in self.files(kind)]
+        return [f"{self._base}/{kind}/{str(uri).rsplit('/', 1)[1]}" for uri in self.files(kind)]
 
     # -- writing --------------------------------------------------------------------------------
-    def write(self, kind: str, rows: Sequence[Mapping[str, Any]] | pa.Table) -> Path | None:
+    def write(self, kind: str, rows: Sequence[Mapping[str, Any]] | pa.Table) -> Path | str | None:
         """Write one batch atomically (all rows or none); returns the file, or None when empty."""
         _check_kind(kind)
         schema = SCHEMAS[kind]
@@ -120,9 +151,13 @@ class LabelStore:
             table = pa.Table.from_pylist([{name: row.get(name) for name in schema.names} for row in rows], schema=schema)
         if table.num_rows == 0:
             return None
+        name = f"part-{time.time_ns():020d}-{uuid.uuid4().hex[:12]}.parquet"
+        if self.uri:
+            self._fs.create_dir(f"{self._base}/{kind}", recursive=True)
+            pq.write_table(table, f"{self._base}/{kind}/{name}", filesystem=self._fs)
+            return f"{self.folder(kind)}/{name}"
         folder = self.folder(kind)
         folder.mkdir(parents=True, exist_ok=True)
-        name = f"part-{time.time_ns():020d}-{uuid.uuid4().hex[:12]}.parquet"
         tmp = folder / f".tmp-{name}"
         with open(tmp, "wb") as f:
             pq.write_table(table, f)
@@ -134,9 +169,12 @@ class LabelStore:
         return final
 
     def cleanup(self, min_age_s: float = 600.0) -> int:
-        """Remove temporary files left by killed writers (older than ``min_age_s``)."""
+        """Remove temporary files left by killed writers (older than ``min_age_s``; a URI store
+        has none)."""
         removed = 0
         now = time.time()
+        if self.uri:
+            return 0
         for kind in KINDS:
             folder = self.root / kind
             if not folder.exists():
@@ -154,7 +192,7 @@ class LabelStore:
     def table(self, kind: str, teacher: str | None = None, template: Any = None, dedupe: bool = True) -> pa.Table:
         _check_kind(kind)
         schema = SCHEMAS[kind]
-        tables = [t for t in (self._read_file(path, schema) for path in self.files(kind)) if t is not None]
+        tables = [t for t in (self._read_file(path, schema) for path in self.fs_paths(kind)) if t is not None]
         if not tables:
             return schema.empty_table()
         table = pa.concat_tables(tables)
@@ -178,22 +216,22 @@ class LabelStore:
                 table = table.take(pa.array(keep, type=pa.int64()))
         return table
 
-    def _read_file(self, path: Path, schema: pa.Schema) -> pa.Table | None:
-        """One batch file, or None after moving an unreadable one (truncated or corrupted outside
-        the atomic write, e.g. a copy cut short or a full disk) to ``<kind>/quarantine/`` with a
-        warning: its keys then count as missing, so the next labeling job re-makes its labels,
-        instead of every later job failing on it."""
+    def _read_file(self, path: str, schema: pa.Schema) -> pa.Table | None:
+        """One batch file (a path on the store's filesystem), or None after moving an unreadable one
+        (truncated or corrupted outside the atomic write, e.g. a copy cut short or a full disk) to
+        ``<kind>/quarantine/`` with a warning: its keys then count as missing, so the next labeling
+        job re-makes its labels, instead of every later job failing on it."""
         try:
-            missing = [n for n in schema.names if n not in pq.read_schema(path).names]
+            missing = [n for n in schema.names if n not in pq.read_schema(path, filesystem=self._fs).names]
             if missing:  # another kind's file, or not a label file at all: its rows would read as nulls
                 raise pa.ArrowInvalid(f"not a batch file of this kind (no column(s) {', '.join(missing)})")
-            return pq.read_table(path, schema=schema)
+            return pq.read_table(path, schema=schema, filesystem=self._fs)
         except (pa.ArrowInvalid, pa.ArrowTypeError, OSError) as exc:
-            quarantine = path.parent / "quarantine"
-            quarantine.mkdir(exist_ok=True)
-            target = quarantine / path.name
+            parent, name = path.rsplit("/", 1)
+            target = f"{parent}/quarantine/{name}"
             try:
-                os.replace(path, target)
+                self._fs.create_dir(f"{parent}/quarantine", recursive=True)
+                self._fs.move(path, target)
             except FileNotFoundError:  # pragma: no cover - another reader moved it first
                 return None
             logger.warning("label store: unreadable batch file %s (%s: %s) moved to %s; its labels count as "

@@ -15,7 +15,7 @@ MINILM = "all-MiniLM-L6-v2"
 @dataclass
 class StudentConfig:
     """``architecture``: mono | celi | set-encoder | listconranker | duo. ``backbone``: a local
-    Hugging Face encoder folder, or ``all-MiniLM-L6-v2`` (the packaged copy). ``init_from``: a
+    Hugging Face encoder folder, a storage URI of one, or ``all-MiniLM-L6-v2`` (the packaged copy). ``init_from``: a
     trained student to continue from. ``options``: architecture options (e.g. ``{token_dim: 32}`` for CELI)."""
 
     architecture: str = "mono"
@@ -70,22 +70,43 @@ def check_student(config: StudentConfig, loss: LossConfig | None = None) -> None
         get_loss(loss.name, **loss.options)
 
 
+def _shipped(folder: str):
+    """``folder`` as workers on any node can open it (a URI as is; a driver folder through the
+    Ray object store when Ray is running, see :func:`rankdistill.storage.ship_folder`)."""
+    import ray
+
+    from rankdistill.storage import is_uri, ship_folder
+
+    return ship_folder(folder) if ray.is_initialized() and not is_uri(folder) else folder
+
+
 class StudentFactory:
-    """Picklable ``() -> model`` shipped to the Ray Train workers."""
+    """Picklable ``() -> model`` shipped to the Ray Train workers. The backbone / ``init_from``
+    folder travels with it (object store or URI), never as a path on the driver's disk; the
+    packaged all-MiniLM-L6-v2 is found on each node by name."""
 
     def __init__(self, config: StudentConfig, init_from: str | None = None, freeze_backbone: bool | None = None):
+        from rankdistill.storage import is_uri
+
         self.config = config
-        self.init_from = init_from or config.init_from
-        self.backbone = None if self.init_from else backbone_path(config.backbone)
+        init = init_from or config.init_from
+        self.init_from = _shipped(init) if init else None
+        if init or config.backbone == MINILM:
+            self.backbone = None
+        else:
+            self.backbone = _shipped(config.backbone if is_uri(config.backbone) else backbone_path(config.backbone))
         self.freeze_backbone = freeze_backbone
 
     def __call__(self):
         from rankdistill.models import build_reranker, load_reranker
+        from rankdistill.storage import local_folder
 
         if self.init_from:
-            model = load_reranker(self.init_from)
+            with local_folder(self.init_from) as folder:
+                model = load_reranker(folder)
         else:
-            model = build_reranker(self.config.architecture, self.backbone, **self.config.options)
+            with local_folder(self.backbone or backbone_path(MINILM)) as folder:
+                model = build_reranker(self.config.architecture, str(folder), **self.config.options)
         if self.freeze_backbone is not None:
             model.freeze_embedding_model(self.freeze_backbone)
         return model

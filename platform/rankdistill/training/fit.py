@@ -44,17 +44,37 @@ def rank_shards(dataset: Any, num_workers: int) -> list[Any]:
         context.execution_options.preserve_order = previous
 
 
-def run_path(storage: Path, config: TrainingConfig) -> Path:
-    """Ray Train's folder of the run ``config.run_name`` (checkpoints, audit files)."""
-    return storage / config.run_name
+def storage_location(config: TrainingConfig, output_dir: Path) -> str:
+    """Where Ray Train stores the run: ``training.storage_path`` (a storage URI such as
+    ``s3://bucket/ray_train``, or a folder), else ``<output_dir>/ray_train``. On a cluster of
+    several nodes a folder must be a shared mount (checked: :func:`check_shared_folder`)."""
+    from rankdistill.ray_runtime import check_shared_folder
+    from rankdistill.storage import is_uri
+
+    if config.storage_path and is_uri(config.storage_path):
+        return config.storage_path  # never through Path(): it would make "s3://b" a local "<cwd>/s3:/b"
+    storage = Path(config.storage_path).resolve() if config.storage_path else output_dir / "ray_train"
+    storage.mkdir(parents=True, exist_ok=True)
+    check_shared_folder(storage, "training.storage_path")
+    return str(storage)
+
+
+def run_path(storage: str | Path, config: TrainingConfig) -> str:
+    """Ray Train's folder of the run ``config.run_name`` (checkpoints, audit files): a path or URI."""
+    from rankdistill.storage import join
+
+    return join(storage, config.run_name)
 
 
 def stored_state(run_dir: str | Path) -> dict[str, Any] | None:
     """The ``training_state.json`` of a run's latest registered checkpoint, or None."""
     import ray.train
+    from pyarrow import fs
 
-    run_dir = Path(run_dir)
-    if not (run_dir / "checkpoint_manager_snapshot.json").exists():
+    from rankdistill.storage import filesystem, join
+
+    filesystem_, snapshot = filesystem(join(run_dir, "checkpoint_manager_snapshot.json"))
+    if filesystem_.get_file_info(snapshot).type == fs.FileType.NotFound:
         return None
     checkpoint = ray.train.Result.from_path(str(run_dir)).checkpoint
     if checkpoint is None:
@@ -64,7 +84,7 @@ def stored_state(run_dir: str | Path) -> dict[str, Any] | None:
 
 
 def check_resumable(state: dict[str, Any], config: TrainingConfig, identity: dict[str, Any], total_steps: int,
-                    run_dir: Path) -> None:
+                    run_dir: str | Path) -> None:
     """Resume only a run of the same training: raise :class:`ConfigError` listing every field
     that differs between the stored checkpoint and this call (or when it is past ``total_steps``)."""
     stored_training = {k: v for k, v in state.get("training", {}).items() if k in config.resume_identity()}
@@ -108,7 +128,8 @@ def fit(
     step_offset: int = 0,
     identity: dict[str, Any] | None = None,
 ) -> FitResult:
-    """Train on Ray Train and copy the final student to ``<output_dir>/model``.
+    """Train on Ray Train and copy the final student to ``<output_dir>/model`` (``output_dir``: a
+    folder on the driver; Ray Train's storage is ``training.storage_path``, see :func:`storage_location`).
 
     ``make_student`` / ``make_loss`` are called inside every worker (they are shipped by
     cloudpickle, so closures over configs are fine). ``tracking`` is ``{"uri", "run_id"}`` of
@@ -126,9 +147,8 @@ def fit(
 
     # the training loop logs its own progress; Ray Data's bars would flood the worker logs
     ray.data.DataContext.get_current().enable_progress_bars = False
-    output_dir = Path(output_dir).resolve()
-    storage = Path(config.storage_path).resolve() if config.storage_path else output_dir / "ray_train"
-    storage.mkdir(parents=True, exist_ok=True)
+    output_dir = Path(output_dir).resolve()  # on the driver (the caller uploads it where it belongs)
+    storage = storage_location(config, output_dir)
     num_examples = train_dataset.count()
     total_steps = steps_for(num_examples, config)
     if config.audit_examples and "example_id" not in train_dataset.schema().names:
@@ -157,7 +177,7 @@ def fit(
         ),
         run_config=ray.train.RunConfig(
             name=config.run_name,
-            storage_path=str(storage),
+            storage_path=storage,
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
             failure_config=ray.train.FailureConfig(max_failures=0),
         ),

@@ -193,7 +193,7 @@ def _read_labels(config: PairExamplesConfig, qids: Sequence[str] | None) -> dict
     store = LabelStore(config.label_store)
     out: dict[str, dict[str, Any]] = {}
     for kind, teacher, template in config.sources():
-        files = [str(p) for p in store.files(kind)]
+        files = store.fs_paths(kind)
         if not files:
             continue
         expr = pc.field("teacher") == teacher
@@ -202,7 +202,8 @@ def _read_labels(config: PairExamplesConfig, qids: Sequence[str] | None) -> dict
         if qids is not None:
             expr = expr & pc.field("qid").isin(list(qids))
         # files are listed oldest first and a dataset keeps file order, so "first seen" = earliest
-        table = pads.dataset(files, schema=SCHEMAS[kind], format="parquet").to_table(filter=expr)
+        dataset = pads.dataset(files, schema=SCHEMAS[kind], format="parquet", filesystem=store.filesystem)
+        table = dataset.to_table(filter=expr)
         seen: set[tuple] = set()
         columns = {name: table[name].to_pylist() for name in table.column_names}
         for n in range(table.num_rows):

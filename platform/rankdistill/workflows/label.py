@@ -123,7 +123,10 @@ def labeler_spec(config: LabelConfig) -> LabelerSpec:
 def _resolve_replay_file(backend: BackendConfig, dataset_root: Path) -> BackendConfig:
     """A relative ``replay_file`` that does not exist as given is looked up in the dataset folder
     (e.g. ``teacher/rankvicuna-7b.bm25.windows.jsonl``)."""
-    if backend.name != "replay" or not backend.replay_file or Path(backend.replay_file).exists():
+    from rankdistill.storage import is_uri
+
+    if backend.name != "replay" or not backend.replay_file or is_uri(backend.replay_file) \
+            or Path(backend.replay_file).exists():
         return backend
     candidate = Path(dataset_root) / backend.replay_file
     if not candidate.exists():
@@ -176,9 +179,28 @@ def _progress(total: int, enabled: bool, desc: str):
     return tqdm(total=total, desc=desc, unit="unit", disable=not enabled or total == 0, mininterval=1.0)
 
 
+def check_backend_files(backend: BackendConfig) -> None:
+    """On a cluster of several nodes, the files a teacher actor opens must be URIs or on a shared
+    mount (a ``package:`` model is installed on every node)."""
+    from rankdistill.ray_runtime import check_shared_folder
+    from rankdistill.storage import is_uri
+
+    if backend.name == "replay" and backend.replay_file and not is_uri(backend.replay_file):
+        check_shared_folder(Path(backend.replay_file).resolve().parent, "teacher.backend.replay_file")
+    if backend.model and not backend.model.startswith("package:") and not is_uri(backend.model) \
+            and Path(backend.model).exists():
+        check_shared_folder(Path(backend.model).resolve(), "teacher.backend.model")
+
+
 def run_label(config: LabelConfig) -> LabelSummary:
-    output = Path(config.output_dir)
-    output.mkdir(parents=True, exist_ok=True)
+    """``store`` and ``output_dir`` may be storage URIs (``s3://...``)."""
+    from rankdistill.storage import writable_folder
+
+    with writable_folder(config.output_dir) as output:
+        return _run_label(config, output)
+
+
+def _run_label(config: LabelConfig, output: Path) -> LabelSummary:
     spec = labeler_spec(config)
     template = load_template(spec.template, spec.template_overrides)
     check_before_ray(config, template)
@@ -202,6 +224,7 @@ def run_label(config: LabelConfig) -> LabelSummary:
         elif config.pipeline.use_ray:
             started = init_ray(config.ray)
             try:
+                check_backend_files(spec.backend)
                 stats = run_on_ray(pending, spec, store, config.pipeline, bar.update)
             finally:
                 shutdown_ray(started, config.ray)

@@ -60,7 +60,7 @@ class TrainRerankerConfig:
     evaluation: RerankEvalConfig = field(default_factory=RerankEvalConfig)
     ray: RayConfig = field(default_factory=RayConfig)
     tracking: TrackingConfig = field(default_factory=lambda: TrackingConfig(experiment="train_reranker"))
-    output_dir: str = "outputs/train_reranker"
+    output_dir: str = "outputs/train_reranker"  # a folder, or a storage URI (s3://...) on clusters
 
 
 def train_stages(config: TrainRerankerConfig, rows: list[dict[str, Any]], output: Path, tracking):
@@ -116,9 +116,28 @@ def check_before_ray(config: TrainRerankerConfig) -> None:
 
 
 def run_train_reranker(config: TrainRerankerConfig) -> dict[str, Any]:
+    """``output_dir`` may be a storage URI (``s3://...``): the job writes into a local staging
+    folder and uploads it at the end; Ray Train then stores under ``<output_dir>/ray_train``
+    unless ``training.storage_path`` says otherwise."""
+    import dataclasses
+
+    from rankdistill.storage import is_uri, join, writable_folder
+
     check_before_ray(config)
-    output = Path(config.output_dir).resolve()
-    output.mkdir(parents=True, exist_ok=True)
+
+    if is_uri(config.output_dir) and not config.training.storage_path:
+        config = dataclasses.replace(config, training=dataclasses.replace(
+            config.training, storage_path=join(config.output_dir, "ray_train")))
+    with writable_folder(config.output_dir if is_uri(config.output_dir)
+                         else Path(config.output_dir).resolve()) as output:
+        summary = _train_reranker(config, output)
+        if is_uri(config.output_dir):
+            summary["model_dir"] = join(config.output_dir, "model")
+        write_json(summary, output / "summary.json")
+    return summary
+
+
+def _train_reranker(config: TrainRerankerConfig, output: Path) -> dict[str, Any]:
     rows = training_rows(config.data, config.student.architecture, config.loss.name)
     extra_fields(rows, config.loss)  # rows and loss agree (before Ray starts)
     started = init_ray(config.ray)
@@ -144,7 +163,6 @@ def run_train_reranker(config: TrainRerankerConfig) -> dict[str, Any]:
                 summary["registered_version"] = version
     finally:
         shutdown_ray(started, config.ray)
-    write_json(summary, output / "summary.json")
     return summary
 
 

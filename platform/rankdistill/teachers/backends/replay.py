@@ -22,7 +22,19 @@ Key = tuple[str, tuple[str, ...]]
 def read_recording(path: str | Path) -> tuple[dict[Key, str], dict[Key, dict[str, float]]]:
     responses: dict[Key, str] = {}
     logprobs: dict[Key, dict[str, float]] = {}
-    with open(path, encoding="utf-8-sig") as f:
+    from rankdistill.storage import is_uri
+
+    if is_uri(path):  # a recording in object storage, read by whichever node holds the actor
+        import io
+
+        from rankdistill.storage import filesystem
+
+        fs, inner = filesystem(path)
+        with fs.open_input_stream(inner) as stream:
+            opened = io.StringIO(stream.read().decode("utf-8-sig"))
+    else:
+        opened = open(path, encoding="utf-8-sig")  # noqa: SIM115 - closed by the with below
+    with opened as f:
         for line_no, line in enumerate(f, start=1):
             if not line.strip():
                 continue

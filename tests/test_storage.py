@@ -1,0 +1,88 @@
+"""rankdistill.storage and the label store on an S3 URI (moto's S3 server on 127.0.0.1)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+from rankdistill.storage import join, pack_folder, unpack_folder
+
+
+def test_join_keeps_uris_and_their_query_strings():
+    assert join("s3://bucket/out", "model") == "s3://bucket/out/model"
+    assert join("s3://bucket/out/", "ray_train", "run") == "s3://bucket/out/ray_train/run"
+    assert join("s3://b/o?endpoint_override=h:1", "model") == "s3://b/o/model?endpoint_override=h:1"
+    assert join("/tmp/out", "model") == str(Path("/tmp/out/model"))
+
+
+def test_a_folder_travels_as_bytes(tmp_path: Path):
+    source = tmp_path / "model"
+    (source / "sub").mkdir(parents=True)
+    (source / "config.json").write_text('{"a": 1}')
+    (source / "sub" / "weights.bin").write_bytes(bytes(range(256)) * 10)
+    copy = unpack_folder(pack_folder(source), tmp_path / "copy")
+    assert sorted(str(p.relative_to(copy)) for p in copy.rglob("*")) == ["config.json", "sub", "sub/weights.bin"]
+    assert (copy / "sub" / "weights.bin").read_bytes() == bytes(range(256)) * 10
+
+
+@pytest.fixture
+def s3_bucket(monkeypatch):
+    pytest.importorskip("moto.server", reason="needs moto's server mode: pip install 'moto[server]'")
+    import boto3
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0)
+    server.start()
+    host, port = server.get_host_and_port()
+    for key, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                       "AWS_DEFAULT_REGION": "us-east-1", "AWS_ENDPOINT_URL": f"http://{host}:{port}"}.items():
+        monkeypatch.setenv(key, value)
+    boto3.client("s3").create_bucket(Bucket="rankdistill-test")
+    yield "s3://rankdistill-test"
+    server.stop()
+
+
+def _point(qid: str, docid: str, score: float) -> dict:
+    return {"teacher": "t", "template_id": "monot5", "template_hash": "h1", "qid": qid, "docid": docid, "rank": 1,
+            "score": score, "logprob_yes": score, "logprob_no": -1.0}
+
+
+def test_label_store_on_s3_reads_what_it_wrote_earliest_first(s3_bucket: str, tmp_path: Path):
+    import boto3
+    from rankdistill.storage import copy_folder
+    from rankdistill.teachers.store import LabelStore
+
+    store = LabelStore(f"{s3_bucket}/labels")
+    assert store.files("pointwise") == [] and store.count("pointwise") == 0
+    first = store.write("pointwise", [_point("q1", "d1", -0.5), _point("q1", "d2", -2.0)])
+    store.write("pointwise", [_point("q1", "d1", -9.0)])  # a later duplicate key: the earliest wins
+    assert str(first).startswith(f"{s3_bucket}/labels/pointwise/part-")
+    keys = [o["Key"] for o in boto3.client("s3").list_objects_v2(Bucket="rankdistill-test")["Contents"]
+            if not o["Key"].endswith("/")]  # pyarrow's empty folder markers
+    assert len(keys) == 2 and all(k.startswith("labels/pointwise/part-") for k in keys)  # no temporary files
+    df = store.read("pointwise")
+    assert list(df.docid) == ["d1", "d2"] and list(df.score) == [-0.5, -2.0]
+    assert store.unit_keys("pointwise", "t", "h1") == {("q1", "d1"), ("q1", "d2")}
+    # the same files, copied to a local folder, are the same store
+    copy_folder(f"{s3_bucket}/labels", tmp_path / "labels")
+    assert LabelStore(tmp_path / "labels").read("pointwise").equals(df)
+    assert os.path.exists(tmp_path / "labels" / "pointwise")
+
+
+def test_a_replay_recording_is_read_from_s3(s3_bucket: str):
+    import boto3
+    from rankdistill.errors import DataFormatError
+    from rankdistill.teachers.backends.replay import read_recording
+
+    lines = [{"qid": "1", "docids": ["a", "b"], "response": "[2] > [1]"},
+             {"qid": "1", "docids": ["a"], "logprobs": {"yes": -0.1, "no": -2.3}}]
+    body = "\n".join(json.dumps(line) for line in lines) + "\n"
+    boto3.client("s3").put_object(Bucket="rankdistill-test", Key="teacher/rec.jsonl", Body=body.encode())
+    responses, logprobs = read_recording(f"{s3_bucket}/teacher/rec.jsonl")
+    assert responses == {("1", ("a", "b")): "[2] > [1]"}
+    assert logprobs == {("1", ("a",)): {"yes": -0.1, "no": -2.3}}
+    boto3.client("s3").put_object(Bucket="rankdistill-test", Key="teacher/bad.jsonl", Body=b'{"qid": "1"}\n')
+    with pytest.raises(DataFormatError, match=r"s3://rankdistill-test/teacher/bad.jsonl:1: .*needs .qid. and .docids."):
+        read_recording(f"{s3_bucket}/teacher/bad.jsonl")
