@@ -86,3 +86,17 @@ def test_a_replay_recording_is_read_from_s3(s3_bucket: str):
     boto3.client("s3").put_object(Bucket="rankdistill-test", Key="teacher/bad.jsonl", Body=b'{"qid": "1"}\n')
     with pytest.raises(DataFormatError, match=r"s3://rankdistill-test/teacher/bad.jsonl:1: .*needs .qid. and .docids."):
         read_recording(f"{s3_bucket}/teacher/bad.jsonl")
+
+
+def test_a_model_folder_in_object_storage_passes_the_pre_ray_check(s3_bucket: str):
+    """A teacher / backbone given as an s3:// folder is accepted when it holds config.json, and
+    refused naming the key when it does not (the check runs before Ray starts)."""
+    import boto3
+    from rankdistill.errors import ConfigError
+    from rankdistill.models.registry import check_model_folder
+
+    bucket = s3_bucket.removeprefix("s3://").split("/")[0]
+    boto3.client("s3").put_object(Bucket=bucket, Key="models/mono/config.json", Body=b"{}")
+    check_model_folder(f"s3://{bucket}/models/mono", "teacher.backend.model")
+    with pytest.raises(ConfigError, match=r"teacher.backend.model: 's3://.*/models/none' is not a model folder"):
+        check_model_folder(f"s3://{bucket}/models/none", "teacher.backend.model")

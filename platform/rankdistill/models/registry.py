@@ -50,7 +50,16 @@ def get_reranker_class(name: str, key: str = "student.architecture") -> type[Rer
 def check_model_folder(path: str | os.PathLike, key: str, weights: bool = True) -> None:
     """A local Hugging Face model folder: it exists, has a readable ``config.json`` and (with
     ``weights``) a weights file. Errors name the config ``key`` and the path."""
+    from rankdistill.storage import filesystem, is_uri
+
     folder = os.fspath(path)
+    if is_uri(folder):  # a model in object storage: its config.json must be there
+        import pyarrow.fs as pafs
+
+        fs, inner = filesystem(folder)
+        if fs.get_file_info(f"{inner.rstrip('/')}/config.json").type != pafs.FileType.File:
+            raise ConfigError(f"'{folder}' is not a model folder (no config.json there)", key)
+        return
     if not os.path.isdir(folder):
         raise ConfigError(f"'{folder}' is not a folder", key)
     config_file = os.path.join(folder, "config.json")
