@@ -127,3 +127,20 @@ def test_nested_runs_are_children_in_the_parents_experiment(monkeypatch):
     runs = client.search_runs([client.get_experiment_by_name("jobs").experiment_id])
     children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.run_id]
     assert sorted(r.info.run_name for r in children) == ["pairdistill iteration 0", "pairdistill iteration 1"]
+
+
+def test_a_registered_student_is_found_in_its_downloaded_model(tmp_path: Path, monkeypatch):
+    """``models:/NAME/1`` downloads MLflow's model folder; the student folder sits where its MLmodel
+    says (``artifacts/<original folder name>``), which serving and evaluation load from."""
+    import mlflow
+    from rankdistill.tracking.models import resolve_model_source
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    student = tmp_path / "my-student"
+    student.mkdir()
+    (student / "config.json").write_text('{"model_type": "x"}')
+    with start_run(TrackingConfig(experiment="t"), tags={"job": "test"}) as tracker:
+        version = tracker.register_model(student, "found-student")
+    mlflow.set_tracking_uri(tracking_uri())
+    folder = resolve_model_source(f"models:/found-student/{version}", tracking_uri=tracking_uri())
+    assert folder.name == "my-student" and (folder / "config.json").read_text() == '{"model_type": "x"}'

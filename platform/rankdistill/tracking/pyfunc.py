@@ -91,9 +91,17 @@ def log_student(model_dir: str | Path, name: str = "model", registered_model_nam
 
 
 def student_folder(downloaded_model: str | Path) -> Path:
-    """The student's ``save_pretrained`` folder inside a downloaded pyfunc model folder."""
+    """The student's ``save_pretrained`` folder inside a downloaded pyfunc model folder (MLflow
+    copies the ``student`` artifact to ``artifacts/<folder name>``; its ``MLmodel`` says where)."""
+    import yaml
+
     root = Path(downloaded_model)
-    for candidate in (root / "artifacts" / ARTIFACT, root / ARTIFACT, root):
-        if (candidate / "config.json").exists():
-            return candidate
+    mlmodel = root / "MLmodel"
+    if mlmodel.is_file():
+        flavor = (yaml.safe_load(mlmodel.read_text(encoding="utf-8")) or {}).get("flavors", {}).get("python_function", {})
+        relative = ((flavor.get("artifacts") or {}).get(ARTIFACT) or {}).get("path")
+        if relative and (root / relative / "config.json").is_file():
+            return root / relative
+    if (root / "config.json").is_file():
+        return root
     raise FileNotFoundError(f"no student folder (config.json) in the MLflow model at {root}")
