@@ -36,7 +36,7 @@ from rankdistill.models.backbone import encoder_from_config, load_encoder
 from rankdistill.models.config import RerankerConfig
 from rankdistill.models.dense import DenseOutput, DenseRetriever, DenseTokenizer
 from rankdistill.models.maxsim import maxsim
-from rankdistill.models.tokenizers import check_lists, pad_rows
+from rankdistill.models.tokenizers import pad_rows
 
 
 class ColBERTConfig(RerankerConfig):
@@ -112,24 +112,6 @@ class ColBERTTokenizer(DenseTokenizer):
         keep = [[int(t not in self.skip_ids) for t in r] for r in rows]
         token_mask = pad_rows(keep, 0, ids.shape[1]).bool() & attention.bool()
         return {"input_ids": ids, "attention_mask": attention, "token_mask": token_mask}
-
-    def __call__(self, queries: Sequence[str], passages: Sequence[Sequence[str]]) -> dict[str, Tensor]:
-        check_lists(queries, passages)
-        batch_size, k = len(queries), max((len(p) for p in passages), default=0)
-        if batch_size == 0 or k == 0:
-            raise ValueError("need at least one query with at least one passage")
-        q = self.queries(queries)
-        padded = [list(p) + [""] * (k - len(p)) for p in passages]
-        p = self.passages([t for row in padded for t in row])
-        passage_mask = torch.tensor([[j < len(row) for j in range(k)] for row in passages], dtype=torch.bool)
-        return {
-            "query_input_ids": q["input_ids"],
-            "query_attention_mask": q["attention_mask"],
-            "passage_input_ids": p["input_ids"].view(batch_size, k, -1),
-            "passage_attention_mask": p["attention_mask"].view(batch_size, k, -1),
-            "passage_token_mask": p["token_mask"].view(batch_size, k, -1),
-            "passage_mask": passage_mask,
-        }
 
 
 class ColBERT(DenseRetriever):

@@ -74,11 +74,11 @@ class DenseTokenizer(RerankerTokenizer):
         padded = [list(p) + [""] * (k - len(p)) for p in passages]
         p = self.passages([t for row in padded for t in row])
         passage_mask = torch.tensor([[j < len(row) for j in range(k)] for row in passages], dtype=torch.bool)
+        # every per-token passage field (ColBERT adds token_mask) becomes passage_<field> [B, k, L]
         return {
             "query_input_ids": q["input_ids"],
             "query_attention_mask": q["attention_mask"],
-            "passage_input_ids": p["input_ids"].view(batch_size, k, -1),
-            "passage_attention_mask": p["attention_mask"].view(batch_size, k, -1),
+            **{f"passage_{name}": value.view(batch_size, k, -1) for name, value in p.items()},
             "passage_mask": passage_mask,
         }
 
