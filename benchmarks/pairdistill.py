@@ -307,7 +307,7 @@ def pairdistill_config(args, mono: Path, duo: Path, name: str, lambda_kd: float,
 
     base = Path(args.output).resolve()
     overrides = [
-        "dataset=scifact", "splits.dev=null", f"splits.dev_queries={args.dev_queries}",
+        f"dataset={args.dataset}", "splits.dev=null", f"splits.dev_queries={args.dev_queries}",
         f"iterations={args.iterations}", f"candidates.depth={args.depth}", "candidates.first_stage=bm25",
         f"pointwise.top_k={args.depth}", f"pairwise.top_k={args.depth}",
         f"pairwise.pairs_per_query={args.pairs}", f"examples.passages_per_query={args.passages}",
@@ -318,6 +318,8 @@ def pairdistill_config(args, mono: Path, duo: Path, name: str, lambda_kd: float,
         f"training.cpus_per_worker={args.threads}", f"training.run_name=bench-{name}",
         f"evaluate_teacher={'true' if name == VARIANTS[0][0] else 'false'}",
         f"label_store={base / 'labels'}", f"output_dir={base / name}",
+        # the zero-shot student (iteration 0) is the same in every variant: encoded once
+        f"candidates.index_cache={base / 'index-cache'}", f"candidates.encode.num_actors={args.encode_actors}",
         "tracking.experiment=bench-pairdistill", "tracking.register_model=null", "ray.shutdown_at_exit=false",
     ]
     if args.train_queries:
@@ -343,7 +345,7 @@ def part_c(args) -> bool:
     measure = "nDCG@10"
     mono = teacher_folder(args.pointwise_teacher, "mono", args)
     duo = teacher_folder(args.pairwise_teacher, "duo", args)
-    out(f"c.setup: SciFact, {args.train_queries or 'all'} train queries, dev carved from train ({args.dev_queries} "
+    out(f"c.setup: {args.dataset}, {args.train_queries or 'all'} train queries, dev carved from train ({args.dev_queries} "
         f"queries, seed as the workflow), {args.test_queries or 'all'} test queries; BM25 top {args.depth} candidates; "
         f"{args.iterations} iteration(s) x {args.steps} steps x {args.queries} queries x {args.passages} passages; "
         f"{args.pairs} pairs/query (|i-j| < {DELTA}); teachers mono {mono}, duo {duo}; figure: test {measure} of the "
@@ -372,7 +374,7 @@ def part_c(args) -> bool:
     # the pairwise teacher reranking the head of the same BM25 candidates (all ordered pairs)
     config = pairdistill_config(args, mono, duo, "duo-eval", LAMBDA_KD, LAMBDA_PAIR)
     job = PairDistill(config)
-    first_test = job.bm25(job.splits.test)
+    first_test = job.bm25(job.splits.test, config.candidates.eval_depth)
     lists = list(candidate_lists(first_test, job.splits.test, job.corpus, k=config.candidates.depth))
     duo_depth = min(args.duo_depth, config.candidates.depth)
     progress(f"c: duo teacher reranking the top {duo_depth} of BM25 on {len(lists)} test queries")
@@ -403,6 +405,8 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=1, help="torch threads (and Ray CPUs per worker)")
     parser.add_argument("--reps", type=int, default=5, help="(a) alternating repetitions")
     parser.add_argument("--measure-steps", type=int, default=5, help="(b) warm-up steps = timed steps")
+    parser.add_argument("--dataset", default="scifact", help="(c) collection (demo: a smoke run of the code path)")
+    parser.add_argument("--encode-actors", type=int, default=2, help="(c) corpus-encoding actors (1 CPU each)")
     parser.add_argument("--train-queries", type=int, default=None, help="(c) training queries (default: all)")
     parser.add_argument("--test-queries", type=int, default=None, help="(c) test queries (default: all 300)")
     parser.add_argument("--dev-queries", type=int, default=50, help="(c) carved from train")

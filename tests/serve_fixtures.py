@@ -37,7 +37,8 @@ def wait_healthy(url: str, timeout: float = 90.0) -> None:
 
 
 @contextlib.contextmanager
-def running_app(args: dict, num_cpus: int = 4, env: dict[str, str] | None = None) -> Iterator[str]:
+def running_app(args: dict, num_cpus: int = 4, env: dict[str, str] | None = None,
+                metrics_port: int | None = None) -> Iterator[str]:
     """Start local Ray + Serve on a free 127.0.0.1 port with ``serve.app.build_app(args)``; yields the
     base URL; shuts Serve and the Ray it started down afterwards."""
     from rankdistill.ray_runtime import RayConfig, init_ray, shutdown_ray
@@ -50,7 +51,7 @@ def running_app(args: dict, num_cpus: int = 4, env: dict[str, str] | None = None
     # replicas import serve.app and rankdistill from the worktree
     pythonpath = os.pathsep.join([str(REPO), str(REPO / "platform"), os.environ.get("PYTHONPATH", "")])
     os.environ["PYTHONPATH"] = pythonpath
-    started = init_ray(RayConfig(num_cpus=num_cpus))  # logical CPUs: replicas fit, the machine is shared
+    started = init_ray(RayConfig(num_cpus=num_cpus, metrics_export_port=metrics_port))  # logical CPUs: replicas fit, the machine is shared
     port = free_port()
     try:
         from serve.app import build_app

@@ -2,8 +2,9 @@
 a head with 0 CPUs (drivers only), one worker node that cannot see the head's disk (a tmpfs over
 the folder holding the tiny backbone, in the worker node's own mount namespace), an MLflow
 tracking server whose artifacts are proxied to S3, and an S3-compatible server (moto). Two
-``train_reranker`` jobs and a ``label`` job go through ``ray job submit`` with Ray Train storage,
-outputs and the label store on ``s3://``; every run, metric, artifact and model version is then
+``train_reranker`` jobs, a ``label`` job and a ``pairdistill`` job (its teachers: the mono
+student just trained, read from S3, and a duo model in S3; its student on the head's disk only)
+go through ``ray job submit`` with Ray Train storage, outputs and the label store on ``s3://``; every run, metric, artifact and model version is then
 found through the MLflow server, a model version loads through ``mlflow.pyfunc``, and the MLflow
 UI's compare view of the two training runs is rendered in headless Chromium.
 
@@ -23,6 +24,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+import numpy as np
 import pytest
 from ray_cluster import LocalCluster, free_port
 
@@ -122,7 +124,7 @@ def _objects(prefix: str) -> list[str]:
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(1500)
+@pytest.mark.timeout(1800)
 def test_jobs_on_two_nodes_log_everything_to_the_mlflow_server(two_nodes, mlflow_server, s3, tmp_path: Path):
     import mlflow.pyfunc
     import pandas as pd
@@ -159,8 +161,31 @@ def test_jobs_on_two_nodes_log_everything_to_the_mlflow_server(two_nodes, mlflow
          "candidates.k=4 pointwise.top_k=4 pipeline.num_actors=1 pipeline.progress=false "
          f"store=s3://{BUCKET}/labels output_dir=s3://{BUCKET}/out/label"),
     ]
+    # PairDistill: student folder on the head's disk (reaches the worker node through the object
+    # store), teachers in S3 (the mono trained above, a tiny duo uploaded here), everything it
+    # writes in S3: embedding shards (written by the encoder actor on the worker node), indexes,
+    # models, Ray Train checkpoints, labels
+    from model_fixtures import tiny_reranker
+    from rankdistill.storage import copy_folder
+
+    student = head_disk / "student"
+    tiny_reranker("bi-encoder", pooling="mean", similarity="dot").save_pretrained(student)
+    tiny_reranker("duo").save_pretrained(tmp_path / "duo")
+    copy_folder(tmp_path / "duo", f"s3://{BUCKET}/models/duo")
+    pairdistill = [
+        f"student.init_from={student}", "pointwise_teacher.id=tiny-mono",
+        f"pointwise_teacher.backend={{name: reranker, model: s3://{BUCKET}/out/mono/model}}",
+        "pairwise_teacher.id=tiny-duo", f"pairwise_teacher.backend={{name: reranker, model: s3://{BUCKET}/models/duo}}",
+        "iterations=1", "splits.dev_queries=4", "splits.max_train_queries=8", "splits.max_test_queries=4",
+        "candidates.depth=6", "candidates.eval_depth=20", "pointwise.top_k=6",
+        "pairwise={top_k: 6, delta: 3, pairs_per_query: 3, seed: 0}", "examples.passages_per_query=4",
+        "training.max_steps=2", "training.batch_size=2", "training.log_every=1", "pipeline.progress=false",
+        f"label_store=s3://{BUCKET}/pairdistill-labels", f"output_dir=s3://{BUCKET}/out/pairdistill",
+        "tracking.register_model=tiny-pairdistill",
+    ]
+    train.append(f"python jobs/pairdistill.py --config configs/quickstart.yaml {_quote(pairdistill)}")
     proc = cluster.submit(["bash", "-c", " && ".join(train)], working_dir=REPO, runtime_env_json=runtime_env,
-                          timeout=1200)
+                          timeout=1500)
     assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr[-3000:]
 
     # outputs, Ray Train checkpoints and labels are in the bucket, not on a node's disk
@@ -213,6 +238,37 @@ def test_jobs_on_two_nodes_log_everything_to_the_mlflow_server(two_nodes, mlflow
     with readable_folder(f"s3://{BUCKET}/out/mono/model") as folder:
         expected = load_reranker(folder).score("vitamin d", list(frame.passage))
     assert model.predict(frame) == pytest.approx(expected, abs=1e-5)
+
+    # the PairDistill job: everything it wrote is in the bucket, its runs and model on the server
+    written = set(_objects("out/pairdistill/"))
+    for name in ("summary.json", "table.txt", "iteration-0/index/index.faiss", "iteration-1/index/index.faiss",
+                 "iteration-1/model/config.json", "iteration-1/test.trec"):
+        assert f"out/pairdistill/{name}" in written, sorted(written)
+    assert any(k.startswith("out/pairdistill/iteration-1/embeddings/") and k.endswith(".parquet") for k in written)
+    assert any(k.endswith("training_state.json") for k in _objects("out/pairdistill/ray_train/"))
+    assert [k for k in _objects("pairdistill-labels/pairwise/") if k.endswith(".parquet")]
+    pd_experiment = client.get_experiment_by_name("pairdistill")
+    pd_runs = client.search_runs([pd_experiment.experiment_id])
+    (pd_parent,) = [r for r in pd_runs if "mlflow.parentRunId" not in r.data.tags]
+    children = [r for r in pd_runs if r.data.tags.get("mlflow.parentRunId") == pd_parent.info.run_id]
+    assert sorted(r.data.tags["iteration"] for r in children) == ["0", "1"]
+    trained = next(r for r in children if r.data.tags["iteration"] == "1")
+    assert [m.step for m in client.get_metric_history(trained.info.run_id, "train_loss")] == [1, 2]
+    pd_version = client.get_model_version("tiny-pairdistill", "1")
+    assert pd_version.tags["parent_run"] == pd_parent.info.run_id
+    assert pd_version.tags["model_dir"].startswith(f"s3://{BUCKET}/out/pairdistill/iteration-")
+    mlflow.set_tracking_uri(mlflow_server)
+    try:
+        encoder = mlflow.pyfunc.load_model("models:/tiny-pairdistill/1")
+    finally:
+        mlflow.set_tracking_uri(None)
+        os.environ.pop("MLFLOW_TRACKING_URI", None)
+    vectors = encoder.predict(pd.DataFrame({"text": ["vitamin d"], "kind": ["query"]}))
+    with readable_folder(pd_version.tags["model_dir"]) as folder:
+        from rankdistill.models import load_student
+
+        expected = load_student(folder).encode_queries(["vitamin d"])[0].tolist()
+    assert np.asarray(vectors)[0].tolist() == pytest.approx(expected, abs=1e-5)
 
     _compare_view(mlflow_server, experiment.experiment_id, list(runs.values()), tmp_path)
 

@@ -84,7 +84,9 @@ def test_pairdistill_job_tracks_registers_and_pays_for_no_label_twice(tmp_path: 
 
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     models = tiny_models(tmp_path / "models")
-    config = load_config(PairDistillConfig, REPO / "configs" / "quickstart.yaml", tiny_overrides(tmp_path, models))
+    cache = f"candidates.index_cache={tmp_path / 'index-cache'}"
+    config = load_config(PairDistillConfig, REPO / "configs" / "quickstart.yaml",
+                         [*tiny_overrides(tmp_path, models), cache])
     first = run_pairdistill(config)
     assert first["teacher_calls"] > 0
     names = [s["name"] for s in first["stages"]]
@@ -118,7 +120,16 @@ def test_pairdistill_job_tracks_registers_and_pays_for_no_label_twice(tmp_path: 
     # the same job again: every label is in the store already
     # (one iteration is enough: its candidates, iteration 1's, and the teacher's test labels are stored)
     second = run_pairdistill(load_config(PairDistillConfig, REPO / "configs" / "quickstart.yaml",
-                                         [*tiny_overrides(tmp_path, models), "iterations=1"]))
+                                         [*tiny_overrides(tmp_path, models), "iterations=1", cache,
+                                          f"output_dir={tmp_path / 'out2'}"]))
     assert second["teacher_calls"] == 0
-    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    summary = json.loads((tmp_path / "out2" / "summary.json").read_text())
     assert summary["teacher_calls"] == 0
+    # the zero-shot student is the same: its index came from the cache, nothing was encoded again,
+    # and it retrieves what the first run's did
+    assert (tmp_path / "out2" / "iteration-0" / "index").exists()
+    assert not (tmp_path / "out2" / "iteration-0" / "embeddings").exists()
+    assert (tmp_path / "out" / "iteration-0" / "embeddings").exists()
+    (zero_first,) = [s for s in first["stages"] if s["name"] == "student zero-shot"]
+    (zero_second,) = [s for s in second["stages"] if s["name"] == "student zero-shot"]
+    assert zero_second == {**zero_first, "model_dir": str(tmp_path / "out2" / "iteration-0" / "model")}

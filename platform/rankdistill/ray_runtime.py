@@ -18,6 +18,7 @@ class RayConfig:
     num_cpus: int | None = None  # local instance only
     num_gpus: int | None = None  # local instance only
     include_dashboard: bool = False  # local instance only
+    metrics_export_port: int | None = None  # local instance only: Prometheus endpoint of Ray's metrics agent
     shutdown_at_exit: bool = True  # shut a local instance down when the job ends
 
 
@@ -42,6 +43,7 @@ def init_ray(config: RayConfig | None = None) -> bool:
             num_gpus=config.num_gpus,
             include_dashboard=config.include_dashboard,
             _node_ip_address="127.0.0.1",
+            **({"_metrics_export_port": config.metrics_export_port} if config.metrics_export_port else {}),
             log_to_driver=True,
             configure_logging=False,
         )

@@ -146,3 +146,59 @@ def local_folder(folder: ShippedFolder | str | os.PathLike) -> Iterator[Path]:
 
     with tempfile.TemporaryDirectory(prefix="rankdistill-shipped-") as tmp:
         yield unpack_folder(ray.get(folder.ref), tmp)
+
+
+def remove_folder(location: str | os.PathLike) -> None:
+    """Delete a folder (local path or URI) and everything in it; a missing folder is fine."""
+    if not is_uri(location):
+        shutil.rmtree(location, ignore_errors=True)
+        return
+    from pyarrow import fs
+
+    filesystem, path = _filesystem(str(location))
+    if filesystem.get_file_info(path).type != fs.FileType.NotFound:
+        filesystem.delete_dir(path)
+
+
+def publish(local: str | os.PathLike, location: str | os.PathLike) -> None:
+    """Copy a local file or folder to ``location`` (a URI, or a local path; the same path: nothing)."""
+    local = Path(local)
+    if not is_uri(location) and Path(location).resolve() == local.resolve():
+        return
+    if local.is_dir():
+        copy_folder(local, location)
+        return
+    if not is_uri(location):
+        Path(location).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(local, location)
+        return
+    filesystem, path = _filesystem(str(location))
+    parent = path.rsplit("/", 1)[0]
+    if parent:
+        filesystem.create_dir(parent, recursive=True)
+    with filesystem.open_output_stream(path) as stream:
+        stream.write(local.read_bytes())
+
+
+def exists(location: str | os.PathLike) -> bool:
+    """Whether a file or folder exists at a local path or a URI."""
+    if not is_uri(location):
+        return Path(location).exists()
+    from pyarrow import fs
+
+    filesystem, path = _filesystem(str(location))
+    return filesystem.get_file_info(path).type != fs.FileType.NotFound
+
+
+def folder_digest(folder: str | os.PathLike) -> str:
+    """sha256 over a local folder's file names and bytes (what identifies a saved model)."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    root = Path(folder)
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        digest.update(str(path.relative_to(root)).encode() + b"\0")
+        with path.open("rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()

@@ -7,9 +7,11 @@ Parquet shards, one row per passage:
 - ColBERT: ``docid``, ``n_tokens`` (int32), ``embedding`` (the ``n_tokens x dim`` token vectors
   flattened row-major; only the tokens MaxSim matches).
 
-Each actor loads the student once (``rankdistill.models.load_reranker``; the path must be
-readable by the workers: a shared folder, or a URI copied locally first with
-``retrieval.storage``) and encodes batches of passages with ``model.encode_passages``.
+Each actor loads the student once (``rankdistill.models.load_reranker``) from what
+:func:`rankdistill.storage.ship_folder` made of the model folder: a storage URI the actor copies
+locally, or, for a folder on the driver's disk, its bytes in the Ray object store, so actors on
+any node find it. The shards are written by the actors too: ``output`` must be a storage URI or a
+folder every node sees (on one machine any folder is).
 
 :func:`read_embedding_shards` reads a shard folder back (``docids``, ``float32 [N, D]`` or the
 ColBERT token matrix with per-passage offsets); :func:`build_dense_index` /
@@ -52,19 +54,21 @@ class EncodeConfig:
 class _PassageEncoder:
     """Ray Data actor: loads the student once, encodes ``{"docid", "text"}`` batches."""
 
-    def __init__(self, model_path: str, batch_size: int, threads: int):
+    def __init__(self, model: Any, batch_size: int, threads: int):
         import torch
 
         from rankdistill.models import load_reranker
+        from rankdistill.storage import local_folder
 
         torch.set_num_threads(max(1, threads))
-        self.model = load_reranker(model_path)
+        with local_folder(model) as folder:  # a ShippedFolder (object store) or a URI
+            self.model = load_reranker(folder)
         if torch.cuda.is_available():  # pragma: no cover - GPU only
             self.model.to("cuda")
         self.batch_size = batch_size
         if not hasattr(self.model, "encode_passages"):
             raise DataFormatError(f"{type(self.model).__name__} is not a dense retriever (no encode_passages)",
-                                  model_path)
+                                  str(model))
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, Any]:
         import pyarrow as pa
@@ -97,32 +101,43 @@ def encode_corpus(
     documents: Iterable[Document] | Mapping[str, Document] | Any,
     output: str | os.PathLike,
     config: EncodeConfig | None = None,
+    output_key: str = "output",
 ) -> str:
     """Encode every passage on a Ray Data actor pool and write embedding shards to ``output``.
 
     Args:
-        model_path: a saved dense student (``save_pretrained`` folder) the workers can read.
+        model_path: a saved dense student (``save_pretrained`` folder on this machine, or a storage
+            URI); a local folder reaches the actors through the Ray object store.
         documents: ``Document`` records (list or ``docid -> Document``) or a Ray Dataset with
             ``docid`` and ``text`` columns (large corpora: read it with Ray Data, never on the driver).
         output: shard folder, local path or storage URI (``s3://``, ``gs://``, ``file://``).
+        output_key: the config key that set ``output``, named by the error raised when a local
+            ``output`` is not seen by every node of a multi-node cluster.
 
     Returns ``output`` as a string.
     """
+    import ray.data
+
+    from rankdistill.storage import ship_folder
+
     config = config or EncodeConfig()
     ds = _documents_dataset(documents)
     encoded = ds.map_batches(
         _PassageEncoder,
-        fn_constructor_kwargs={"model_path": os.fspath(model_path), "batch_size": config.batch_size,
+        fn_constructor_kwargs={"model": ship_folder(model_path), "batch_size": config.batch_size,
                                "threads": int(max(1, config.cpus_per_actor))},
         batch_size=config.batch_size,
         batch_format="numpy",
-        concurrency=config.num_actors,
+        compute=ray.data.ActorPoolStrategy(size=max(1, config.num_actors)),
         num_cpus=config.cpus_per_actor,
         num_gpus=config.gpus_per_actor or None,
     )
     out = os.fspath(output)
     if "://" not in out:
+        from rankdistill.ray_runtime import check_shared_folder
+
         Path(out).mkdir(parents=True, exist_ok=True)
+        check_shared_folder(out, output_key)  # the actors write the shards, on whichever node they run
     encoded.write_parquet(out, max_rows_per_file=config.rows_per_shard)
     return out
 

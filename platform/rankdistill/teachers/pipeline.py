@@ -223,25 +223,47 @@ class LabelingResult:
     stats: PipelineStats
 
 
-def label_lists(lists: Sequence[CandidateList], spec: LabelerSpec, store: LabelStore, config: PipelineConfig,
-                desc: str | None = None) -> LabelingResult:
-    """Label ``lists`` with ``spec``'s teacher into ``store``, skipping every stored key (a label an
-    earlier run or iteration paid for is not asked again). On Ray (``config.use_ray``; Ray must
-    be initialised) or in-process; a progress bar when ``config.progress``."""
-    from tqdm.auto import tqdm
+@dataclass
+class LabelPlan:
+    """What labelling ``lists`` asks for: every work unit, and those not in the store yet."""
 
+    spec: LabelerSpec
+    template_hash: str
+    units: list[dict[str, Any]]
+    pending: list[dict[str, Any]]
+
+
+def plan_labels(lists: Sequence[CandidateList], spec: LabelerSpec, store: LabelStore) -> LabelPlan:
+    """The work units of ``lists`` for ``spec``'s teacher, and which of them the store lacks."""
     template = load_template(spec.template, spec.template_overrides)
     units = work_units(spec.kind, lists, spec)
     pending = pending_units(spec.kind, units, store.unit_keys(spec.kind, spec.teacher_id, template.hash))
-    bar = tqdm(total=len(pending), desc=desc or f"labeling ({spec.kind}, {spec.teacher_id})", unit="unit",
-               disable=not config.progress or not pending, mininterval=1.0)
+    return LabelPlan(spec, template.hash, list(units), list(pending))
+
+
+def run_plan(plan: LabelPlan, store: LabelStore, config: PipelineConfig, desc: str | None = None) -> LabelingResult:
+    """Label ``plan.pending`` into ``store``: on Ray (``config.use_ray``; Ray must be initialised)
+    or in-process; a progress bar when ``config.progress``."""
+    from tqdm.auto import tqdm
+
+    spec = plan.spec
+    bar = tqdm(total=len(plan.pending), desc=desc or f"labeling ({spec.kind}, {spec.teacher_id})", unit="unit",
+               disable=not config.progress or not plan.pending, mininterval=1.0)
     try:
-        if not pending:
+        if not plan.pending:
             stats = PipelineStats()
         elif config.use_ray:
-            stats = run_on_ray(pending, spec, store, config, bar.update)
+            stats = run_on_ray(plan.pending, spec, store, config, bar.update)
         else:
-            stats = run_bare(pending, spec, store, config.batch_size, bar.update)
+            stats = run_bare(plan.pending, spec, store, config.batch_size, bar.update)
     finally:
         bar.close()
-    return LabelingResult(spec.kind, spec.teacher_id, template.hash, len(units), len(units) - len(pending), stats)
+    return LabelingResult(spec.kind, spec.teacher_id, plan.template_hash, len(plan.units),
+                          len(plan.units) - len(plan.pending), stats)
+
+
+def label_lists(lists: Sequence[CandidateList], spec: LabelerSpec, store: LabelStore, config: PipelineConfig,
+                desc: str | None = None) -> LabelingResult:
+    """Label ``lists`` with ``spec``'s teacher into ``store``, skipping every stored key (a label an
+    earlier run or iteration paid for is not asked again): :func:`plan_labels` then :func:`run_plan`."""
+    return run_plan(plan_labels(lists, spec, store), store, config, desc)

@@ -155,18 +155,21 @@ class Tracker:
 @contextlib.contextmanager
 def start_run(config: TrackingConfig, tags: Mapping[str, Any] | None = None, nested: bool = False) -> Iterator[Tracker]:
     """Open an MLflow run named after what ran (``tags``); ``nested`` opens a child of the active
-    run (PairDistill's iterations under the job's parent run)."""
+    run (PairDistill's iterations under the job's parent run). Tag values are sent as strings: an
+    MLflow tracking server's REST store refuses anything else (the embedded sqlite store does not)."""
     if not config.enabled:
         yield Tracker(None)
         return
     import mlflow
 
+    tags = {str(k): str(v) for k, v in (tags or {}).items()}
+
     if nested:
         parent = mlflow.active_run()
         if parent is None:
             raise RuntimeError("a nested run needs an active parent run (open the job's run first)")
-        with mlflow.start_run(experiment_id=parent.info.experiment_id, nested=True, tags=dict(tags or {}),
-                              run_name=run_name_for(tags or {})) as run:
+        with mlflow.start_run(experiment_id=parent.info.experiment_id, nested=True, tags=tags,
+                              run_name=run_name_for(tags)) as run:
             yield Tracker(run.info.run_id)
         return
 
@@ -177,8 +180,8 @@ def start_run(config: TrackingConfig, tags: Mapping[str, Any] | None = None, nes
     mlflow.set_tracking_uri(uri)
     try:
         experiment_id = _experiment_id(mlflow, config.experiment, uri)
-        name = config.run_name or run_name_for(tags or {})
-        with mlflow.start_run(experiment_id=experiment_id, run_name=name, tags=dict(tags or {})) as run:
+        name = config.run_name or run_name_for(tags)
+        with mlflow.start_run(experiment_id=experiment_id, run_name=name, tags=tags) as run:
             yield Tracker(run.info.run_id, uri)
     finally:
         if previous_env is None:

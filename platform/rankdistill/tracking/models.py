@@ -76,7 +76,12 @@ def resolve_model_source(
 
 
 def load_reranker_from(source: str | os.PathLike, tracking_uri: str | None = None, **kwargs):
-    """``load_reranker`` on a local folder or an MLflow model URI."""
+    """``load_reranker`` on a local folder, a storage URI (``s3://...``, copied locally first) or an
+    MLflow model URI."""
     from rankdistill.models import load_reranker
+    from rankdistill.storage import is_uri, readable_folder
 
+    if is_uri(source) and not is_model_uri(source):
+        with readable_folder(source) as folder:
+            return load_reranker(folder, **kwargs)
     return load_reranker(resolve_model_source(source, tracking_uri=tracking_uri), **kwargs)

@@ -1,4 +1,7 @@
-"""``jobs/evaluate.py``: first stage (BM25 on Ray, or a given run) → ir-measures → MLflow."""
+"""``jobs/evaluate.py``: first stage (BM25 on Ray, or a given run) → ir-measures → MLflow.
+
+``output_dir`` is a folder or a storage URI (``s3://...``): the run and the evaluation are written
+locally and uploaded when the job ends."""
 
 from __future__ import annotations
 
@@ -22,12 +25,17 @@ class EvaluateConfig:
     evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
     ray: RayConfig = field(default_factory=RayConfig)
     tracking: TrackingConfig = field(default_factory=lambda: TrackingConfig(experiment="evaluate"))
-    output_dir: str = "outputs/evaluate"
+    output_dir: str = "outputs/evaluate"  # a folder, or a storage URI (s3://...) on clusters
 
 
 def run_evaluate(config: EvaluateConfig) -> EvaluationResult:
-    output = Path(config.output_dir)
-    output.mkdir(parents=True, exist_ok=True)
+    from rankdistill.storage import writable_folder
+
+    with writable_folder(config.output_dir) as output:
+        return _run_evaluate(config, output)
+
+
+def _run_evaluate(config: EvaluateConfig, output: Path) -> EvaluationResult:
     data = load_dataset(config.dataset)
     started = init_ray(config.ray) if config.retrieval.method == "bm25" else False
     try:

@@ -31,10 +31,8 @@ from rankdistill.teachers.pipeline import (
     LabelerSpec,
     PipelineConfig,
     PipelineStats,
-    pending_units,
-    run_bare,
-    run_on_ray,
-    work_units,
+    plan_labels,
+    run_plan,
 )
 from rankdistill.teachers.pointwise import PointwiseConfig
 from rankdistill.teachers.prompts import load_template
@@ -210,28 +208,19 @@ def _run_label(config: LabelConfig, output: Path) -> LabelSummary:
     spec.backend = _resolve_replay_file(spec.backend, data.folder.root)
     if config.kind == "pairwise" and config.pairwise.rerank_by_teacher:
         lists = _pointwise_reranked(lists, store, config.pairwise)
-    units = work_units(config.kind, lists, spec)
-    stored = store.unit_keys(config.kind, spec.teacher_id, template.hash)
-    pending = pending_units(config.kind, units, stored)
+    plan = plan_labels(lists, spec, store)
     print(f"label {config.kind}: teacher {spec.teacher_id}, template {template.id} ({template.hash}); "
-          f"{len(lists)} queries, {len(units)} units, {len(units) - len(pending)} already stored, "
-          f"{len(pending)} to label", flush=True)
-
-    bar = _progress(len(pending), config.pipeline.progress, f"labeling ({config.kind})")
+          f"{len(lists)} queries, {len(plan.units)} units, {len(plan.units) - len(plan.pending)} already stored, "
+          f"{len(plan.pending)} to label", flush=True)
+    on_ray = bool(plan.pending) and config.pipeline.use_ray
+    started = init_ray(config.ray) if on_ray else False
     try:
-        if not pending:
-            stats = PipelineStats()
-        elif config.pipeline.use_ray:
-            started = init_ray(config.ray)
-            try:
-                check_backend_files(spec.backend)
-                stats = run_on_ray(pending, spec, store, config.pipeline, bar.update)
-            finally:
-                shutdown_ray(started, config.ray)
-        else:
-            stats = run_bare(pending, spec, store, config.pipeline.batch_size, bar.update)
+        if on_ray:
+            check_backend_files(spec.backend)
+        result = run_plan(plan, store, config.pipeline, desc=f"labeling ({config.kind})")
     finally:
-        bar.close()
+        shutdown_ray(started, config.ray)
+    units, pending, stats = plan.units, plan.pending, result.stats
 
     summary = LabelSummary(
         kind=config.kind, teacher=spec.teacher_id, template_id=template.id, template_hash=template.hash,

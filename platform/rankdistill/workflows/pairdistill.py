@@ -15,7 +15,13 @@ Per iteration ``t = 1..iterations``:
 6. the corpus encoded by a Ray Data actor pool, a faiss index built and saved with the iteration;
 7. dev and test evaluated with ir-measures.
 
-The label store skips every label an earlier iteration or run already paid for. The job is one
+The label store skips every label an earlier iteration or run already paid for.
+
+On a cluster, ``output_dir`` and ``label_store`` are storage URIs (``s3://...``) or shared mounts
+(a local folder that some node cannot see is refused before any work, naming the key to set):
+the encoder actors write each iteration's embedding shards there and the faiss index is saved
+there; models, evaluation runs and the table are made on the driver in a staging folder and
+uploaded after each iteration. Student folders reach the Ray workers through the object store. The job is one
 MLflow parent run with one child run per iteration (iteration 0 is the zero-shot student). The
 checkpoint kept is the best on the dev split (a fixed, seeded slice carved from the training
 queries when the collection has none: SciFact); test figures are reported only. The kept student
@@ -32,6 +38,7 @@ from __future__ import annotations
 import dataclasses
 import random
 import shutil
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -45,9 +52,10 @@ from rankdistill.evaluation.metrics import DEFAULT_MEASURES, EvaluationResult, e
 from rankdistill.ray_runtime import RayConfig, init_ray, shutdown_ray
 from rankdistill.retrieval.bm25 import BM25Index
 from rankdistill.retrieval.colbert_index import ColbertIndex, ColbertIndexConfig
-from rankdistill.retrieval.dense_index import DenseIndexConfig
+from rankdistill.retrieval.dense_index import DenseIndex, DenseIndexConfig
 from rankdistill.retrieval.encode import EncodeConfig
 from rankdistill.retrieval.first_stage import bm25_search_on_ray
+from rankdistill.storage import join as join_path
 from rankdistill.teachers.pairwise import PairwiseConfig, rerank_by_scores
 from rankdistill.teachers.pipeline import LabelerSpec, LabelingResult, PipelineConfig, label_lists
 from rankdistill.teachers.pointwise import PointwiseConfig
@@ -88,6 +96,10 @@ class CandidatesConfig:
     index: DenseIndexConfig = field(default_factory=DenseIndexConfig)  # bi-encoder students
     colbert_index: ColbertIndexConfig = field(default_factory=ColbertIndexConfig)  # ColBERT students
     encode: EncodeConfig = field(default_factory=EncodeConfig)
+    # a folder or URI where indexes are kept by what they index (student weights, corpus, index
+    # settings), so the same student is never encoded twice: iteration 0's zero-shot student is
+    # the same in every run of a collection. null: every iteration encodes.
+    index_cache: str | None = None
 
 
 @dataclass
@@ -217,7 +229,8 @@ class Stage:
     dev: dict[str, float]
     test: dict[str, float]
     teacher_calls: int = 0
-    model_dir: str | None = None
+    model_dir: str | None = None  # where the student was published (output_dir/iteration-N/model)
+    local_model_dir: str | None = field(default=None, repr=False)  # its copy on the driver (staging)
 
 
 class PairDistill:
@@ -225,9 +238,15 @@ class PairDistill:
 
     def __init__(self, config: PairDistillConfig):
         config.check()
+        from rankdistill.storage import is_uri
+
         self.config = config
-        self.output = Path(config.output_dir).resolve()
-        self.output.mkdir(parents=True, exist_ok=True)
+        # where everything is published (a local folder or a storage URI), and the driver's staging
+        # folder for what is made here (the same folder when output_dir is local)
+        self.remote = is_uri(config.output_dir)
+        self.output = config.output_dir if self.remote else str(Path(config.output_dir).resolve())
+        self.staging = Path(tempfile.mkdtemp(prefix="rankdistill-pairdistill-") if self.remote else self.output)
+        self.staging.mkdir(parents=True, exist_ok=True)
         self.spec, self.folder = resolve(config.dataset)
         self.splits = load_splits(config.splits, self.spec, self.folder)
         if not self.splits.train:
@@ -241,6 +260,39 @@ class PairDistill:
                           if self.pair_spec else None)
         self.teacher_calls = 0
         self.stages: list[Stage] = []
+
+    def location(self, *parts: str) -> str:
+        """``output_dir/parts...`` (a path or a URI)."""
+        from rankdistill.storage import join
+
+        return join(self.output, *parts)
+
+    def publish(self, *parts: str) -> str:
+        """Upload ``staging/parts...`` to ``output_dir/parts...`` (nothing to do for a local output)."""
+        from rankdistill.storage import publish
+
+        target = self.location(*parts)
+        if self.remote:
+            publish(self.staging.joinpath(*parts), target)
+        return target
+
+    def check_cluster(self) -> None:
+        """Before any work: on a multi-node cluster, every folder a worker opens is seen by every node."""
+        from rankdistill.ray_runtime import check_shared_folder
+        from rankdistill.storage import is_uri
+        from rankdistill.workflows.label import check_backend_files
+
+        if not self.remote:
+            check_shared_folder(self.output, "output_dir")  # embedding shards are written by actors
+        store = self.config.label_store
+        check_shared_folder(store if is_uri(store) else Path(store).resolve(), "label_store")  # read by tasks
+        check_backend_files(self.config.pointwise_teacher.backend)
+        if self.config.pairwise_teacher is not None:
+            check_backend_files(self.config.pairwise_teacher.backend)
+
+    def cleanup(self) -> None:
+        if self.remote:
+            shutil.rmtree(self.staging, ignore_errors=True)
 
     # ---- evaluation -----------------------------------------------------------------------------
     def _evaluate(self, run: Run, split: str) -> EvaluationResult:
@@ -257,27 +309,54 @@ class PairDistill:
             self._bm25 = BM25Index().index(self.corpus.values(), show_progress=False)
         return bm25_search_on_ray(self._bm25, list(queries.values()), k, self.config.candidates.bm25_shards)
 
-    def index_student(self, model_dir: Path, folder: Path):
-        """Encode the corpus on a Ray Data actor pool, build and save the faiss index."""
+    def index_student(self, model_dir: Path, name: str):
+        """Encode the corpus on a Ray Data actor pool into ``output_dir/<name>/embeddings``, build the
+        faiss index and save it to ``output_dir/<name>/index``."""
         from rankdistill.retrieval.encode import build_dense_index, encode_corpus
+        from rankdistill.storage import copy_folder, exists, remove_folder
 
-        shards = folder / "embeddings"
-        if shards.exists():
-            shutil.rmtree(shards)
-        encode_corpus(model_dir, self.corpus, shards, self.config.candidates.encode)
+        cached = self._cached_index(model_dir)
+        if cached is not None and exists(join_path(cached, "index")):
+            copy_folder(join_path(cached, "index"), self.location(name, "index"))
+            loader = ColbertIndex if self.config.student.architecture == "colbert" else DenseIndex
+            return loader.load(self.location(name, "index"))
+        shards = self.location(name, "embeddings")
+        remove_folder(shards)
+        encode_corpus(model_dir, self.corpus, shards, self.config.candidates.encode, output_key="output_dir")
         if self.config.student.architecture == "colbert":  # token vectors, exact MaxSim re-scoring
             index = ColbertIndex.from_shards(shards, self.config.candidates.colbert_index)
         else:
             index = build_dense_index(shards, self.config.candidates.index)
-        index.save(folder / "index")
+        index.save(self.location(name, "index"))
+        if cached is not None:
+            copy_folder(self.location(name, "index"), join_path(cached, "index"))
         return index
+
+    def _cached_index(self, model_dir: Path) -> str | None:
+        """``index_cache/<key>``: the key digests the student's files, the corpus and the index settings."""
+        import hashlib
+        import json
+
+        c = self.config.candidates
+        if not c.index_cache:
+            return None
+        from rankdistill.storage import folder_digest
+
+        settings = {"model": folder_digest(model_dir), "dataset": self.spec.name, "documents": len(self.corpus),
+                    "first_docid": min(self.corpus, default=""), "last_docid": max(self.corpus, default=""),
+                    "architecture": self.config.student.architecture,
+                    "index": dataclasses.asdict(c.colbert_index if self.config.student.architecture == "colbert"
+                                                else c.index)}
+        key = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:24]
+        return join_path(c.index_cache, key)
 
     def retrieve(self, model, index, queries: dict[str, Query], k: int) -> Run:
         from rankdistill.retrieval.dense_retrieve import retrieve
 
         return retrieve(model, index, queries, k)
 
-    def evaluate_student(self, name: str, model_dir: Path, folder: Path, tracker) -> tuple[Stage, Any, Any]:
+    def evaluate_student(self, name: str, model_dir: Path, folder: str, tracker) -> tuple[Stage, Any, Any]:
+        """Index, retrieve and evaluate the student in ``staging/<folder>/model``; publish the folder."""
         from rankdistill.models import load_student
 
         index = self.index_student(model_dir, folder)
@@ -286,11 +365,15 @@ class PairDistill:
         dev = self._evaluate(self.retrieve(model, index, self.splits.dev, k), "dev")
         test_run = self.retrieve(model, index, self.splits.test, k)
         test = self._evaluate(test_run, "test")
-        write_trec_run(test_run, folder / "test.trec", tag=name.replace(" ", "_"))
+        trec = self.staging / folder / "test.trec"
+        write_trec_run(test_run, trec, tag=name.replace(" ", "_"))
         tracker.log_metrics(dev.aggregate, prefix="dev/")
         tracker.log_metrics(test.aggregate, prefix="test/")
-        tracker.log_artifact(folder / "test.trec", "runs")
-        stage = Stage(name, dev.aggregate, test.aggregate, model_dir=str(model_dir))
+        tracker.log_artifact(trec, "runs")
+        self.publish(folder, "model")
+        self.publish(folder, "test.trec")
+        stage = Stage(name, dev.aggregate, test.aggregate, model_dir=self.location(folder, "model"),
+                      local_model_dir=str(model_dir))
         self.stages.append(stage)
         return stage, model, index
 
@@ -343,7 +426,7 @@ class PairDistill:
 
 
 def _initial_student(config: StudentConfig, folder: Path) -> Path:
-    """The zero-shot student saved where every worker reads it (``<output>/iteration-0/model``)."""
+    """The zero-shot student saved in the driver's staging folder (``iteration-0/model``)."""
     model = StudentFactory(config)()
     target = folder / "model"
     if target.exists():
@@ -355,6 +438,8 @@ def _initial_student(config: StudentConfig, folder: Path) -> Path:
 def run_pairdistill(config: PairDistillConfig) -> dict[str, Any]:
     job = PairDistill(config)
     c = config
+    if job.remote and not c.training.storage_path:  # Ray Train's checkpoints beside the outputs
+        c = dataclasses.replace(c, training=dataclasses.replace(c.training, storage_path=job.location("ray_train")))
     started = init_ray(c.ray)
     tags = {"job": "pairdistill", "architecture": c.student.architecture, "dataset": job.spec.name,
             "loss": c.loss.name, "pointwise_teacher": job.point_spec.teacher_id,
@@ -362,6 +447,7 @@ def run_pairdistill(config: PairDistillConfig) -> dict[str, Any]:
     summary: dict[str, Any] = {"dev": job.splits.dev_source, "train_queries": len(job.splits.train),
                                "dev_queries": len(job.splits.dev), "test_queries": len(job.splits.test)}
     try:
+        job.check_cluster()
         with start_run(c.tracking, tags=tags) as parent:
             parent.log_config(c)
             parent.log_params({"dev_source": job.splits.dev_source, "train_queries": len(job.splits.train),
@@ -390,14 +476,13 @@ def run_pairdistill(config: PairDistillConfig) -> dict[str, Any]:
                 if c.evaluate_teacher:
                     job.teacher_as_reranker(first_test, parent)
 
-            folder = job.output / "iteration-0"
-            model_dir = _initial_student(c.student, folder)
+            model_dir = _initial_student(c.student, job.staging / "iteration-0")
             with start_run(c.tracking, tags={**tags, "iteration": 0, "job": "pairdistill iteration 0"},
                            nested=True) as child:
-                stage, model, index = job.evaluate_student("student zero-shot", model_dir, folder, child)
+                stage, model, index = job.evaluate_student("student zero-shot", model_dir, "iteration-0", child)
             best = stage
             for iteration in range(1, c.iterations + 1):
-                folder = job.output / f"iteration-{iteration}"
+                folder = f"iteration-{iteration}"
                 with start_run(c.tracking, tags={**tags, "iteration": iteration,
                                                  "job": f"pairdistill iteration {iteration}"}, nested=True) as child:
                     run = (job.first_stage_train_run(model, index) if iteration == 1
@@ -410,7 +495,7 @@ def run_pairdistill(config: PairDistillConfig) -> dict[str, Any]:
                                 "loss": dataclasses.asdict(c.loss), "examples": dataclasses.asdict(c.examples),
                                 "iteration": iteration}
                     result = fit(StudentFactory(c.student, init_from=str(model_dir)), LossFactory(c.loss),
-                                 job.examples(), training, folder, tracking=child.worker_handle(),
+                                 job.examples(), training, job.staging / folder, tracking=child.worker_handle(),
                                  extra_fields=EXTRA_FIELDS, identity=identity)
                     model_dir = result.model_dir
                     stage, model, index = job.evaluate_student(f"student iteration {iteration}", model_dir, folder,
@@ -420,28 +505,32 @@ def run_pairdistill(config: PairDistillConfig) -> dict[str, Any]:
                 if stage.dev.get(c.select_on, float("-inf")) > best.dev.get(c.select_on, float("-inf")):
                     best = stage
             summary.update(best=best.name, best_model_dir=best.model_dir, teacher_calls=job.teacher_calls,
-                           stages=[dataclasses.asdict(s) for s in job.stages])
+                           stages=[{k: v for k, v in dataclasses.asdict(s).items() if k != "local_model_dir"}
+                                   for s in job.stages])
             parent.log_metrics({f"best_dev/{k}": v for k, v in best.dev.items()})
             parent.log_metrics({f"best_test/{k}": v for k, v in best.test.items()})
             parent.log_metrics({"teacher_calls": job.teacher_calls})
             parent.set_tags({"selected": best.name})
-            if c.tracking.register_model and best.model_dir:
-                version = parent.register_model(best.model_dir, c.tracking.register_model, tags={
+            if c.tracking.register_model and best.local_model_dir:
+                version = parent.register_model(best.local_model_dir, c.tracking.register_model, tags={
                     **tags, "selected": best.name, "parent_run": parent.run_id or "",
                     "label_store": c.label_store,
                     "pointwise_labels": f"{job.point_spec.teacher_id}/{job.point_hash}",
                     "pairwise_labels": f"{job.pair_spec.teacher_id}/{job.pair_hash}" if job.pair_spec else "",
-                    "dev": job.splits.dev_source, **{f"dev_{k}": f"{v:.4f}" for k, v in best.dev.items()},
+                    "dev": job.splits.dev_source, "model_dir": best.model_dir, **{f"dev_{k}": f"{v:.4f}" for k, v in best.dev.items()},
                     **{f"test_{k}": f"{v:.4f}" for k, v in best.test.items()}})
                 summary["registered_version"] = version
             summary["parent_run_id"] = parent.run_id
             table = format_table(job.stages, c.select_on, best.name, job.spec.name)
             print(table, flush=True)
-            (job.output / "table.txt").write_text(table + "\n")
-            parent.log_artifact(job.output / "table.txt", "report")
+            (job.staging / "table.txt").write_text(table + "\n")
+            parent.log_artifact(job.staging / "table.txt", "report")
+            job.publish("table.txt")
+        write_json(summary, job.staging / "summary.json")
+        job.publish("summary.json")
     finally:
         shutdown_ray(started, c.ray)
-    write_json(summary, job.output / "summary.json")
+        job.cleanup()
     return summary
 
 
