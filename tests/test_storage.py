@@ -170,3 +170,39 @@ def test_folder_digest_follows_names_and_bytes(tmp_path: Path):
     shutil.copytree(tmp_path / "a", tmp_path / "c")
     (tmp_path / "c" / "config.json").rename(tmp_path / "c" / "other.json")
     assert folder_digest(tmp_path / "a") != folder_digest(tmp_path / "c")  # same bytes, another name
+
+
+@pytest.mark.shared_data
+def test_a_data_root_in_object_storage(s3_bucket: str, tmp_path: Path, monkeypatch):
+    """``RANKDISTILL_DATA=s3://...``: a collection is found by name in the bucket, copied once into
+    the node's cache, read as the local one is, and copied again when a stored file changes."""
+    from conftest import shared_dataset
+    from rankdistill.data.datasets import resolve
+    from rankdistill.errors import ConfigError
+    from rankdistill.storage import copy_folder
+
+    _, local = shared_dataset("cranfield")
+    copy_folder(local.root, f"{s3_bucket}/data/cranfield")
+    monkeypatch.setenv("RANKDISTILL_DATA", f"/nonexistent:{s3_bucket}/data")
+    monkeypatch.setenv("RANKDISTILL_CACHE", str(tmp_path / "cache"))
+    spec, folder = resolve("cranfield")
+    assert Path(spec.folder).is_relative_to(tmp_path / "cache") and spec.name == "cranfield"
+    assert folder.queries("test") == local.queries("test")
+    assert folder.qrels("test") == local.qrels("test")
+    marker = next((tmp_path / "cache" / "data").glob("*/manifest.json"))
+    copied_at = marker.stat().st_mtime_ns
+    assert resolve("cranfield")[1].queries("test") == local.queries("test")
+    assert marker.stat().st_mtime_ns == copied_at  # unchanged files: not copied again
+
+    # a changed file in the bucket: the next resolve copies the collection again
+    import boto3
+
+    lines = (local.root / "queries.jsonl").read_text().splitlines()
+    boto3.client("s3").put_object(Bucket=s3_bucket[len("s3://"):], Key="data/cranfield/queries.jsonl",
+                                  Body="\n".join(lines[:10]).encode())
+    assert len(resolve("cranfield")[1].queries("test")) < len(local.queries("test"))
+    # a URI given as the dataset itself; a URI that is not a collection is an error naming the key
+    assert resolve(f"{s3_bucket}/data/cranfield")[0].name == "cranfield"
+    with pytest.raises(ConfigError, match="not a BEIR collection") as error:
+        resolve(f"{s3_bucket}/data/nothing-here", key="dataset")
+    assert error.value.key == "dataset"

@@ -4,14 +4,23 @@ evaluation conventions, a split's queries and qrels, and run files named in conf
 All are the real collections of ``../shared/data``, read in place (found through
 ``$RANKDISTILL_DATA`` or the ``shared/data`` folder beside the repository); a fresh clone does not
 have them, and :func:`resolve` then says so (tests skip on :class:`DatasetUnavailable`).
+
+A data root (an entry of ``$RANKDISTILL_DATA``) or a dataset path may also be a storage URI
+(``s3://bucket/data``; anything ``pyarrow.fs`` opens): the collection's files are then copied once
+per node into ``$RANKDISTILL_CACHE/data`` (default ``~/.cache/rankdistill/data``) and read from
+there, and copied again when the stored files change (names, sizes or modification times).
 ``demo`` is a small fixed slice of SciFact (:class:`~rankdistill.data.beir.SubsetFolder`: 32 train
 and 16 test queries, their judged documents plus 300 more) for quickstarts and fast tests.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import os
+import re
+import shutil
 import warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -20,6 +29,7 @@ from rankdistill.config import check_range
 from rankdistill.data.beir import BeirFolder, SubsetFolder, check_qrels_against_corpus
 from rankdistill.data.records import Qrels, Query
 from rankdistill.errors import ConfigError, DataFormatError, RankdistillError
+from rankdistill.storage import is_uri
 
 logger = logging.getLogger(__name__)
 REPO_ROOT = Path(__file__).resolve().parents[3]
@@ -71,16 +81,61 @@ REGISTRY: dict[str, DatasetSpec] = {
 }
 
 
-def shared_data_roots() -> list[Path]:
-    """Where collections are looked up by name: ``$RANKDISTILL_DATA`` (``:``-separated folders),
-    then ``shared/data`` beside the repository."""
-    roots = [Path(p) for p in os.environ.get("RANKDISTILL_DATA", "").split(os.pathsep) if p]
+def shared_data_roots() -> list[Path | str]:
+    """Where collections are looked up by name: ``$RANKDISTILL_DATA`` (``:``-separated folders or
+    storage URIs, e.g. ``/mnt/shared/data:s3://bucket/data``), then ``shared/data`` beside the
+    repository."""
+    value = os.environ.get("RANKDISTILL_DATA", "")
+    entries = re.split(rf"{re.escape(os.pathsep)}(?!//)", value) if value else []
+    roots: list[Path | str] = [p.rstrip("/") if is_uri(p) else Path(p) for p in entries if p]
     roots.append(REPO_ROOT.parent / "shared" / "data")
     return roots
 
 
-def _is_collection(folder: Path) -> bool:
+def _is_collection(folder: Path | str) -> bool:
+    if is_uri(folder):
+        from rankdistill.storage import exists, join
+
+        return exists(join(str(folder), "queries.jsonl")) or exists(join(str(folder), "queries.jsonl.gz"))
+    folder = Path(folder)
     return (folder / "queries.jsonl").exists() or (folder / "queries.jsonl.gz").exists()
+
+
+def data_cache() -> Path:
+    return Path(os.environ.get("RANKDISTILL_CACHE", "~/.cache/rankdistill")).expanduser() / "data"
+
+
+def _manifest(uri: str) -> dict[str, list[int]]:
+    """``relative path -> [size, mtime_ns]`` of every file under ``uri``."""
+    from pyarrow import fs
+
+    from rankdistill.storage import filesystem
+
+    fsys, path = filesystem(uri)
+    infos = fsys.get_file_info(fs.FileSelector(path, recursive=True))
+    return {i.path[len(path):].lstrip("/"): [int(i.size or 0), int(i.mtime_ns or 0)]
+            for i in infos if i.type == fs.FileType.File}
+
+
+def local_collection(uri: str) -> Path:
+    """A local copy of the collection at ``uri`` in :func:`data_cache` (copied when absent or when
+    the stored files changed; the copy is complete or not there at all)."""
+    from rankdistill.storage import copy_folder
+
+    manifest = _manifest(uri)
+    name = uri.rstrip("/").rsplit("/", 1)[-1]
+    target = data_cache() / hashlib.sha256(uri.encode()).hexdigest()[:16] / name
+    marker = target.parent / "manifest.json"
+    if marker.exists() and target.is_dir() and json.loads(marker.read_text()) == {"uri": uri, "files": manifest}:
+        return target
+    staging = target.parent / f".{name}.{os.getpid()}"
+    shutil.rmtree(staging, ignore_errors=True)
+    copy_folder(uri, staging)
+    shutil.rmtree(target, ignore_errors=True)
+    os.replace(staging, target)
+    marker.write_text(json.dumps({"uri": uri, "files": manifest}))
+    logger.info("copied the collection %s to %s", uri, target)
+    return target
 
 
 def read_card(folder: Path, base: DatasetSpec) -> DatasetSpec:
@@ -133,6 +188,19 @@ def _by_folder(folder: Path) -> DatasetSpec:
     return spec
 
 
+def _under(root: Path | str, name: str) -> Path | str:
+    if is_uri(root):
+        from rankdistill.storage import join
+
+        return join(str(root), name)
+    return Path(root) / name
+
+
+def _under_local(root: Path | str, name: str) -> Path:
+    """``root/name`` on this machine (a URI root's collection is copied to the cache first)."""
+    return local_collection(str(_under(root, name))) if is_uri(root) else Path(root) / name
+
+
 def _looks_like_path(name: str) -> bool:
     return any(sep in name for sep in ("/", os.sep)) or name.startswith((".", "~"))
 
@@ -141,6 +209,11 @@ def resolve(name_or_path: str, key: str = "dataset.name") -> tuple[DatasetSpec, 
     """A registered name, the name of any collection folder under the data roots, or a path to a
     BEIR folder; its evaluation conventions come from its card, else the registry, else defaults.
     ``key``: the config field that named it (errors name it)."""
+    if is_uri(name_or_path):
+        if not _is_collection(name_or_path):
+            raise ConfigError(f"'{name_or_path}' is not a BEIR collection (no queries.jsonl there)", key)
+        local = local_collection(name_or_path)
+        return _by_folder(local), BeirFolder(local)
     path = Path(name_or_path).expanduser()
     if name_or_path not in REGISTRY and path.is_dir():
         if not _is_collection(path):
@@ -151,17 +224,19 @@ def resolve(name_or_path: str, key: str = "dataset.name") -> tuple[DatasetSpec, 
     if name_or_path in REGISTRY:
         s = REGISTRY[name_or_path]
         for root in roots:
-            if _is_collection(root / s.folder):
-                folder = root / s.folder
+            if _is_collection(_under(root, s.folder)):
+                folder = _under_local(root, s.folder)
                 return read_card(folder, replace(s, folder=str(folder))), (SubsetFolder if s.subset else BeirFolder)(folder)
         raise DatasetUnavailable(f"dataset '{name_or_path}' is not on this machine (looked in {tried}); "
                                  "set RANKDISTILL_DATA to the folder holding it")
     if _looks_like_path(name_or_path):
         raise ConfigError(f"dataset folder '{name_or_path}' does not exist", key)
     for root in roots:
-        if _is_collection(root / name_or_path):
-            return _by_folder(root / name_or_path), BeirFolder(root / name_or_path)
-    found = sorted({p.name for r in roots if r.is_dir() for p in r.iterdir() if _is_collection(p)})
+        if _is_collection(_under(root, name_or_path)):
+            folder = _under_local(root, name_or_path)
+            return _by_folder(folder), BeirFolder(folder)
+    found = sorted({p.name for r in roots if not is_uri(r) and Path(r).is_dir() for p in Path(r).iterdir()
+                    if _is_collection(p)})
     raise ConfigError(f"unknown dataset '{name_or_path}': not registered ({', '.join(REGISTRY)}) and no folder of "
                       f"that name in {tried} (found there: {', '.join(found) or 'none'})", key)
 
