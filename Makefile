@@ -36,11 +36,12 @@ $(VENV)/.installed-dev: $(VENV)/.installed pyproject.toml
 install: $(VENV)/.installed
 install-dev: $(VENV)/.installed-dev
 
-# The quickstart's teachers: cross-encoders trained on the demo slice's training split (once).
+# The quickstart's teachers: cross-encoders trained on the demo slice's training split (once),
+# leaving out the 8 dev queries configs/quickstart.yaml carves from it (splits: dev_queries 8, seed 13).
 TEACHERS := outputs/train_reranker-mono/model/config.json outputs/train_reranker-duo/model/config.json
 outputs/train_reranker-%/model/config.json: | $(VENV)/.installed
 	$(PY) jobs/train_reranker.py --config configs/train_reranker-$*.yaml evaluation.enabled=false \
-		tracking.register_model=null
+		tracking.register_model=null data.holdout_queries=8 data.holdout_seed=13
 
 teachers: $(TEACHERS)
 

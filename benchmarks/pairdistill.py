@@ -260,12 +260,16 @@ def part_b(args) -> bool:
 # ---- (c) ------------------------------------------------------------------------------------------
 def train_teacher(kind: str, folder: Path, args) -> Path:
     """A SciFact cross-encoder (mono | duo) from configs/train_reranker-<kind>.yaml, trained on
-    SciFact train with BM25 hard negatives; the model folder."""
+    SciFact train with BM25 hard negatives, leaving out the dev queries part (c) carves (the same
+    ``--dev-queries`` and seed); the model folder."""
     from rankdistill.config import load_config
+    from rankdistill.workflows.pairdistill import PairDistillConfig
     from rankdistill.workflows.train_reranker import TrainRerankerConfig, run_train_reranker
 
+    seed = load_config(PairDistillConfig, ROOT / "configs" / "quickstart.yaml", []).splits.seed
     config = load_config(TrainRerankerConfig, ROOT / "configs" / f"train_reranker-{kind}.yaml", [
         "data.dataset=scifact", "data.negatives_run=bm25.train.trec", "evaluation.enabled=false",
+        f"data.holdout_queries={args.dev_queries}", f"data.holdout_seed={seed}",
         "tracking.register_model=null", f"training.max_steps={args.teacher_steps}", "training.num_workers=1",
         f"training.cpus_per_worker={args.threads}", f"output_dir={folder}", "ray.shutdown_at_exit=false",
         "tracking.experiment=bench-pairdistill"])

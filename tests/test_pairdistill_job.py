@@ -133,3 +133,23 @@ def test_pairdistill_job_tracks_registers_and_pays_for_no_label_twice(tmp_path: 
     (zero_first,) = [s for s in first["stages"] if s["name"] == "student zero-shot"]
     (zero_second,) = [s for s in second["stages"] if s["name"] == "student zero-shot"]
     assert zero_second == {**zero_first, "model_dir": str(tmp_path / "out2" / "iteration-0" / "model")}
+
+
+def test_teachers_leave_out_the_dev_queries_the_job_carves(demo):
+    """``make teachers`` trains the quickstart's teachers with ``data.holdout_queries=8
+    data.holdout_seed=13``: their examples must cover exactly the quickstart's training queries,
+    none of its dev queries."""
+    import re
+
+    from rankdistill.data.datasets import resolve
+    from rankdistill.training.examples import ExamplesConfig, build_examples
+
+    quickstart = load_config(PairDistillConfig, REPO / "configs" / "quickstart.yaml", [])
+    splits = load_splits(quickstart.splits, *resolve(quickstart.dataset))
+    make = (REPO / "Makefile").read_text()
+    held, seed = map(int, re.search(r"data\.holdout_queries=(\d+) data\.holdout_seed=(\d+)", make).groups())
+    assert (held, seed) == (quickstart.splits.dev_queries, quickstart.splits.seed)
+    rows = build_examples(ExamplesConfig(dataset="demo", holdout_queries=held, holdout_seed=seed))
+    assert {r["qid"] for r in rows} == set(splits.train)
+    everything = build_examples(ExamplesConfig(dataset="demo"))
+    assert set(splits.dev) <= {r["qid"] for r in everything}  # without the holdout they are trained on

@@ -43,6 +43,10 @@ class ExamplesConfig:
     positives_from_run: bool = False
     max_queries: int | None = None
     seed: int = 42
+    # leave out the dev queries jobs/pairdistill.py carves from this split (its splits.dev_queries
+    # and splits.seed), so a teacher trained here never saw what the job selects on
+    holdout_queries: int = 0
+    holdout_seed: int = 13
     add_duplicate: bool = False  # Set-Encoder §3.4: duplicate one passage, train the duplicate head
     novelty_clusters: bool = False  # Set-Encoder §3.5: word-Jaccard clusters for NA-RankNet
     max_pairs_per_query: int | None = None  # duo students: cap on the (ordered) training pairs of a query
@@ -58,6 +62,7 @@ class ExamplesConfig:
         check_range("passages_per_query", self.passages_per_query, minimum=2)
         check_range("negatives_depth", self.negatives_depth, minimum=1)
         check_range("max_queries", self.max_queries, minimum=1)
+        check_range("holdout_queries", self.holdout_queries, minimum=0)
         check_range("max_pairs_per_query", self.max_pairs_per_query, minimum=2)
 
 
@@ -166,6 +171,12 @@ def build_examples(config: ExamplesConfig) -> list[dict[str, Any]]:
     _, folder = resolve(config.dataset, "data.dataset")
     queries = folder.queries(config.split)
     corpus = folder.corpus()
+    if config.holdout_queries:
+        from rankdistill.data.splits import carve
+
+        split_qrels = folder.qrels(config.split)
+        held = set(carve((q for q in queries if q in split_qrels), config.holdout_queries, config.holdout_seed))
+        queries = {q: v for q, v in queries.items() if q not in held}
     if config.source == "qrels":
         qrels = folder.qrels(config.split)
         if config.negatives_run:

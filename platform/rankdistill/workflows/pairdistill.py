@@ -36,7 +36,6 @@ union costs no teacher call and keeps every label in use).
 from __future__ import annotations
 
 import dataclasses
-import random
 import shutil
 import tempfile
 from dataclasses import dataclass, field
@@ -46,6 +45,7 @@ from typing import Any
 from rankdistill.data.candidates import candidate_lists
 from rankdistill.data.datasets import DatasetSpec, resolve, resolve_run_path
 from rankdistill.data.records import CandidateList, Document, Qrels, Query, Run
+from rankdistill.data.splits import carve
 from rankdistill.data.trec import read_trec_run, write_trec_run
 from rankdistill.errors import ConfigError
 from rankdistill.evaluation.metrics import DEFAULT_MEASURES, EvaluationResult, evaluate
@@ -64,7 +64,13 @@ from rankdistill.teachers.store import LabelStore
 from rankdistill.tracking import TrackingConfig, start_run
 from rankdistill.tracking.mlflow_tracking import check_reachable_from_workers, write_json
 from rankdistill.training import TrainingConfig, fit
-from rankdistill.training.factories import LossConfig, LossFactory, StudentConfig, StudentFactory, backbone_path
+from rankdistill.training.factories import (
+    LossConfig,
+    LossFactory,
+    StudentConfig,
+    StudentFactory,
+    backbone_path,
+)
 from rankdistill.training.pair_examples import EXTRA_FIELDS, PairExamplesConfig, pair_example_dataset
 from rankdistill.workflows.label import TeacherConfig, teacher_id
 
@@ -187,7 +193,7 @@ def load_splits(config: SplitsConfig, spec: DatasetSpec, folder) -> Splits:
         if len(train_ids) <= config.dev_queries:
             raise ConfigError(f"only {len(train_ids)} judged training queries: cannot carve {config.dev_queries} "
                               "for dev", "splits.dev_queries")
-        carved = sorted(random.Random(config.seed).sample(train_ids, config.dev_queries))
+        carved = carve(train_ids, config.dev_queries, config.seed)
         dev_q = {q: train_q[q] for q in carved}
         dev_qrels = train_qrels.restricted_to(carved)
         train_ids = [q for q in train_ids if q not in set(carved)]
