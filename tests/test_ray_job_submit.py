@@ -1,5 +1,9 @@
 """A real local Ray cluster on 127.0.0.1: `ray start --head`, `ray job submit` of jobs/evaluate.py,
-with token authentication on (Ray 2.60's default); the test stops only the cluster it started."""
+with token authentication on (Ray 2.60's default); the test stops only the cluster it started.
+
+The main job through `ray job submit` (`jobs/pairdistill.py --config configs/quickstart.yaml`, then
+its parent run, one child per iteration and a registered version loaded by `mlflow.pyfunc`) is
+tested on a two-node cluster with an MLflow server in tests/test_cluster_multinode.py."""
 
 from __future__ import annotations
 
@@ -49,31 +53,3 @@ def test_ray_job_submit_evaluate_on_local_cluster(ray_cluster, tmp_path: Path, r
                              text=True, timeout=120)
     assert refused.returncode != 0
     assert "uthentication" in refused.stdout + refused.stderr
-
-
-@pytest.mark.slow
-def test_ray_job_submit_pairdistill_quickstart(ray_cluster, tmp_path: Path, rankdistill_home: Path):
-    """The main job as users run it: `ray job submit -- python jobs/pairdistill.py --config
-    configs/quickstart.yaml` (tiny random teachers and student), then its runs in MLflow."""
-    import mlflow.pyfunc
-    from mlflow.tracking import MlflowClient
-    from rankdistill.tracking import tracking_uri
-    from test_pairdistill_job import tiny_models, tiny_overrides
-
-    models = tiny_models(tmp_path / "models")
-    overrides = [o for o in tiny_overrides(tmp_path, models) if not o.startswith("training.max_steps")]
-    env = json.dumps({"env_vars": {"RANKDISTILL_HOME": str(rankdistill_home)}})
-    proc = ray_cluster.submit(["python", "jobs/pairdistill.py", "--config", "configs/quickstart.yaml",
-                               "iterations=1", "training.max_steps=2", *overrides], working_dir=REPO,
-                              runtime_env_json=env)
-    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-3000:]
-    assert "student iteration 1" in proc.stdout and "<- selected" in proc.stdout
-    client = MlflowClient(tracking_uri=tracking_uri())
-    runs = client.search_runs([client.get_experiment_by_name("pairdistill").experiment_id])
-    (parent,) = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
-    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
-    assert sorted(r.data.tags["iteration"] for r in children) == ["0", "1"]
-    assert all("test/nDCG_at_10" in r.data.metrics for r in children)
-    mlflow.set_tracking_uri(tracking_uri())
-    model = mlflow.pyfunc.load_model("models:/tiny-pairdistill/1")
-    assert len(model.predict({"text": ["vitamin d"], "kind": ["query"]})[0]) == 32  # the tiny student's width
