@@ -37,6 +37,7 @@ def tiny_overrides(tmp_path: Path, models: dict[str, Path]) -> list[str]:
         "splits.dev_queries=8", "candidates.depth=8", "pointwise.top_k=8",
         "pairwise={top_k: 8, delta: 4, pairs_per_query: 4, seed: 0}", "examples.passages_per_query=6",
         "training.max_steps=3", "training.batch_size=4", "training.log_every=1", "training.num_workers=1",
+        "training.cpus_per_worker=1",
         "pipeline.progress=false", "pipeline.batch_size=64", f"label_store={tmp_path / 'labels'}",
         f"output_dir={tmp_path / 'out'}", "tracking.register_model=tiny-pairdistill",
     ]
