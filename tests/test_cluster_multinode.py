@@ -126,7 +126,6 @@ def _objects(prefix: str) -> list[str]:
 @pytest.mark.slow
 @pytest.mark.timeout(1800)
 def test_jobs_on_two_nodes_log_everything_to_the_mlflow_server(two_nodes, mlflow_server, s3, tmp_path: Path):
-    import mlflow.pyfunc
     import pandas as pd
     from mlflow.tracking import MlflowClient
 
@@ -229,12 +228,7 @@ def test_jobs_on_two_nodes_log_everything_to_the_mlflow_server(two_nodes, mlflow
     from rankdistill.models import load_reranker
     from rankdistill.storage import readable_folder
 
-    mlflow.set_tracking_uri(mlflow_server)
-    try:
-        model = mlflow.pyfunc.load_model("models:/tiny-mono/1")
-    finally:
-        mlflow.set_tracking_uri(None)
-        os.environ.pop("MLFLOW_TRACKING_URI", None)
+    model = _load_pyfunc(mlflow_server, "models:/tiny-mono/1")
     frame = pd.DataFrame({"query": ["vitamin d"] * 2, "passage": ["vitamin d deficiency", "a cat purrs"]})
     with readable_folder(f"s3://{BUCKET}/out/mono/model") as folder:
         expected = load_reranker(folder).score("vitamin d", list(frame.passage))
@@ -258,12 +252,7 @@ def test_jobs_on_two_nodes_log_everything_to_the_mlflow_server(two_nodes, mlflow
     pd_version = client.get_model_version("tiny-pairdistill", "1")
     assert pd_version.tags["parent_run"] == pd_parent.info.run_id
     assert pd_version.tags["model_dir"].startswith(f"s3://{BUCKET}/out/pairdistill/iteration-")
-    mlflow.set_tracking_uri(mlflow_server)
-    try:
-        encoder = mlflow.pyfunc.load_model("models:/tiny-pairdistill/1")
-    finally:
-        mlflow.set_tracking_uri(None)
-        os.environ.pop("MLFLOW_TRACKING_URI", None)
+    encoder = _load_pyfunc(mlflow_server, "models:/tiny-pairdistill/1")
     vectors = encoder.predict(pd.DataFrame({"text": ["vitamin d"], "kind": ["query"]}))
     with readable_folder(pd_version.tags["model_dir"]) as folder:
         from rankdistill.models import load_student
@@ -272,6 +261,18 @@ def test_jobs_on_two_nodes_log_everything_to_the_mlflow_server(two_nodes, mlflow
     assert np.asarray(vectors)[0].tolist() == pytest.approx(expected, abs=1e-5)
 
     _compare_view(mlflow_server, experiment.experiment_id, list(runs.values()), tmp_path)
+
+
+def _load_pyfunc(server: str, uri: str):
+    """``mlflow.pyfunc.load_model(uri)`` through the tracking server, leaving no tracking URI set."""
+    import mlflow.pyfunc
+
+    mlflow.set_tracking_uri(server)
+    try:
+        return mlflow.pyfunc.load_model(uri)
+    finally:
+        mlflow.set_tracking_uri(None)
+        os.environ.pop("MLFLOW_TRACKING_URI", None)
 
 
 _PROBE = """
