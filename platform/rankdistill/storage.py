@@ -153,10 +153,8 @@ def remove_folder(location: str | os.PathLike) -> None:
     if not is_uri(location):
         shutil.rmtree(location, ignore_errors=True)
         return
-    from pyarrow import fs
-
-    filesystem, path = _filesystem(str(location))
-    if filesystem.get_file_info(path).type != fs.FileType.NotFound:
+    if exists(location):
+        filesystem, path = _filesystem(str(location))
         filesystem.delete_dir(path)
 
 
