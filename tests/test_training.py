@@ -125,6 +125,47 @@ def test_deepspeed_zero_on_cpu_saves_a_loadable_student(tiny_backbone: Path, tmp
     assert scores != before  # the saved weights are the trained (gathered, for ZeRO-3) ones
 
 
+@pytest.mark.slow
+def test_train_workers_get_worker_env_and_one_malloc_arena_by_default(tiny_backbone: Path, tmp_path: Path, local_ray):
+    """The worker processes see ``training.worker_env``; by default MALLOC_ARENA_MAX=1 (the
+    training function runs in a thread, whose own glibc arena re-faults activations each step)."""
+    import json
+
+    import ray.data
+
+    seen = tmp_path / "seen"
+    seen.mkdir()
+    student = StudentFactory(StudentConfig(architecture="mono", backbone=str(tiny_backbone)))
+
+    class Recording:  # defined here so Ray pickles it by value
+        def __init__(self, name: str):
+            self.name = name
+
+        def __call__(self):
+            import os
+
+            keys = ("MALLOC_ARENA_MAX", "RANKDISTILL_PROBE")
+            (seen / f"{self.name}.json").write_text(json.dumps({k: os.environ.get(k) for k in keys}))
+            return student()
+
+    loss = LossFactory(LossConfig(name="infonce"))
+    base = dict(num_workers=1, batch_size=4, max_steps=1, storage_path=str(tmp_path / "storage"))
+    fit(Recording("default"), loss, ray.data.from_items(examples(8)), TrainingConfig(run_name="a", **base),
+        tmp_path / "a")
+    fit(Recording("custom"), loss, ray.data.from_items(examples(8)),
+        TrainingConfig(run_name="b", worker_env={"RANKDISTILL_PROBE": "yes"}, **base), tmp_path / "b")
+    assert json.loads((seen / "default.json").read_text()) == {"MALLOC_ARENA_MAX": "1", "RANKDISTILL_PROBE": None}
+    assert json.loads((seen / "custom.json").read_text()) == {"MALLOC_ARENA_MAX": None, "RANKDISTILL_PROBE": "yes"}
+
+
+def test_worker_env_values_must_be_strings():
+    from rankdistill.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="training.worker_env"):
+        TrainingConfig(worker_env={"MALLOC_ARENA_MAX": 1})
+    assert TrainingConfig().worker_env == {"MALLOC_ARENA_MAX": "1"}
+
+
 # ---- configuration, resume checks and the training step, without Ray ---------------------------
 
 

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from rankdistill.errors import ConfigError
+from rankdistill.ray_runtime import THREADED_TORCH_ENV
 
 STRATEGIES = ("ddp", "deepspeed")
 PRECISIONS = ("fp32", "bf16", "fp16")
@@ -13,7 +14,10 @@ PRECISIONS = ("fp32", "bf16", "fp16")
 # fields a resumed run may change: how long it runs, how often it logs / checkpoints, where it
 # stores, on which resources; every other field changes what the checkpoint's weights mean
 RESUMABLE_CHANGES = frozenset({"max_steps", "epochs", "log_every", "checkpoint_every", "run_name", "storage_path",
-                               "audit_examples", "use_gpu", "cpus_per_worker"})
+                               "audit_examples", "use_gpu", "cpus_per_worker", "worker_env"})
+
+# Ray Train v2 runs the training function in a thread of the worker process: see THREADED_TORCH_ENV
+DEFAULT_WORKER_ENV = dict(THREADED_TORCH_ENV)
 
 
 @dataclass
@@ -28,6 +32,11 @@ class TrainingConfig:
     ``precision``: ``fp32``; ``bf16`` (DDP: ``torch.autocast`` on CPU or GPU; DeepSpeed: its
     bf16 mode); ``fp16`` (DDP: ``torch.autocast`` + ``GradScaler`` — on CPU this runs, but
     slowly, as CPUs emulate most fp16 kernels; DeepSpeed: its fp16 mode, GPUs only).
+
+    ``worker_env``: environment variables of the Ray Train worker processes (Ray's
+    ``RunConfig.worker_runtime_env``); the default ``MALLOC_ARENA_MAX=1`` keeps glibc from
+    re-faulting activation memory every step in the worker's training thread (see
+    ``rankdistill.ray_runtime.THREADED_TORCH_ENV``). ``{}`` turns it off; values must be strings.
 
     ``audit_examples``: every rank writes the ``example_id`` of each row it trains on, per
     step, to ``<storage>/<run_name>/audit/rank<r>/step<NNNNNN>.json`` (a debugging aid to check
@@ -57,6 +66,7 @@ class TrainingConfig:
     run_name: str = "train"  # Ray Train run name; re-running with the same name resumes
     storage_path: str | None = None  # default: <output_dir>/ray_train (use shared storage on clusters)
     audit_examples: bool = False
+    worker_env: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_WORKER_ENV))
 
     def __post_init__(self) -> None:
         if self.strategy not in STRATEGIES:
@@ -79,6 +89,10 @@ class TrainingConfig:
             raise ConfigError(f"must be positive, got {self.learning_rate}", "training.learning_rate")
         if not 0.0 <= self.warmup_ratio <= 1.0:
             raise ConfigError(f"must be in [0, 1], got {self.warmup_ratio}", "training.warmup_ratio")
+        if not isinstance(self.worker_env, dict) or not all(
+                isinstance(k, str) and isinstance(v, str) for k, v in self.worker_env.items()):
+            raise ConfigError(f"must map variable names to strings (quote numbers), got {self.worker_env!r}",
+                              "training.worker_env")
 
     def resume_identity(self) -> dict[str, Any]:
         """The fields a checkpoint of this run may only be resumed with unchanged."""

@@ -180,6 +180,7 @@ def fit(
             storage_path=storage,
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
             failure_config=ray.train.FailureConfig(max_failures=0),
+            worker_runtime_env={"env_vars": dict(config.worker_env)} if config.worker_env else None,
         ),
     )
     result = trainer.fit()
