@@ -16,9 +16,6 @@ PRECISIONS = ("fp32", "bf16", "fp16")
 RESUMABLE_CHANGES = frozenset({"max_steps", "epochs", "log_every", "checkpoint_every", "run_name", "storage_path",
                                "audit_examples", "use_gpu", "cpus_per_worker", "worker_env"})
 
-# Ray Train v2 runs the training function in a thread of the worker process: see THREADED_TORCH_ENV
-DEFAULT_WORKER_ENV = dict(THREADED_TORCH_ENV)
-
 
 @dataclass
 class TrainingConfig:
@@ -66,7 +63,7 @@ class TrainingConfig:
     run_name: str = "train"  # Ray Train run name; re-running with the same name resumes
     storage_path: str | None = None  # default: <output_dir>/ray_train (use shared storage on clusters)
     audit_examples: bool = False
-    worker_env: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_WORKER_ENV))
+    worker_env: dict[str, str] = field(default_factory=lambda: dict(THREADED_TORCH_ENV))
 
     def __post_init__(self) -> None:
         if self.strategy not in STRATEGIES:
