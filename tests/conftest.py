@@ -71,3 +71,16 @@ def local_ray():
     started = init_ray(RayConfig(num_cpus=2))
     yield
     shutdown_ray(started)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_stray_mlflow_store():
+    """No test may leave MLflow's own default store (``./mlflow.db``, ``./mlruns``) in the working
+    directory: every MLflow call goes through the platform's tracking URI."""
+    from pathlib import Path
+
+    strays = [Path("mlflow.db"), Path("mlruns")]
+    before = {p for p in strays if p.exists()}
+    yield
+    after = {p for p in strays if p.exists()} - before
+    assert not after, f"a test created MLflow's default store in {os.getcwd()}: {sorted(map(str, after))}"

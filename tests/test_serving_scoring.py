@@ -153,3 +153,16 @@ def test_shipped_serve_config_is_valid():
     assert config.default_model in config.models and config.auth_token_env == "RANKDISTILL_SERVE_TOKEN"
     reranker = next(d for d in app["deployments"] if d["name"] == "Reranker")
     assert reranker["max_ongoing_requests"] >= 1 and reranker["max_queued_requests"] > 0
+
+
+def test_model_uri_without_tracking_uri_uses_the_platform_store(tmp_path, monkeypatch):
+    """With no tracking URI given or exported, a models:/ URI is looked up in the platform's store
+    ($RANKDISTILL_HOME), not in MLflow's own default, which would create ./mlflow.db in the cwd."""
+    from rankdistill.tracking.models import resolve_model_source
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError, match="cannot resolve"):
+        resolve_model_source("models:/nope/1")
+    assert not (tmp_path / "mlflow.db").exists()
+    assert list(tmp_path.iterdir()) == []

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from rankdistill.errors import ConfigError
@@ -24,6 +26,26 @@ def is_model_uri(source: str | os.PathLike) -> bool:
     return isinstance(source, str) and source.startswith(("models:/", "runs:/"))
 
 
+@contextmanager
+def _scoped_tracking_uri(uri: str) -> Iterator[None]:
+    """MLflow's global tracking URI set to ``uri`` for the block, then restored with the environment.
+
+    mlflow 3.17's ``models:/`` download builds a default ``MlflowClient()`` inside (its prompt check),
+    which ignores the URIs passed to ``download_artifacts`` and would open MLflow's own default store,
+    creating ``./mlflow.db`` in the working directory."""
+    from mlflow.tracking._tracking_service.utils import _use_tracking_uri
+
+    previous_env = os.environ.get("MLFLOW_TRACKING_URI")
+    try:
+        with _use_tracking_uri(uri):
+            yield
+    finally:
+        if previous_env is None:
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
+        else:
+            os.environ["MLFLOW_TRACKING_URI"] = previous_env
+
+
 def resolve_model_source(
     source: str | os.PathLike,
     tracking_uri: str | None = None,
@@ -34,8 +56,9 @@ def resolve_model_source(
 
     Args:
         source: local folder, ``models:/NAME/VERSION``, ``models:/NAME@ALIAS`` or ``runs:/ID/PATH``.
-        tracking_uri / registry_uri: MLflow stores (default: ``$MLFLOW_TRACKING_URI`` /
-            ``$MLFLOW_REGISTRY_URI``, as MLflow itself resolves them).
+        tracking_uri / registry_uri: MLflow stores (default: the platform's own store,
+            ``tracking.tracking_uri()``: ``$MLFLOW_TRACKING_URI``, else the machine's embedded store under
+            ``$RANKDISTILL_HOME``; never MLflow's own default, a ``mlflow.db`` in the working directory).
         dst_path: where to download (default: a fresh temporary folder managed by MLflow).
 
     Raises:
@@ -55,13 +78,17 @@ def resolve_model_source(
     import mlflow
     from mlflow.exceptions import MlflowException
 
+    from rankdistill.tracking.mlflow_tracking import tracking_uri as default_tracking_uri
+
+    tracking_uri = tracking_uri or default_tracking_uri()
     try:
-        local = mlflow.artifacts.download_artifacts(
-            artifact_uri=source,
-            tracking_uri=tracking_uri,
-            registry_uri=registry_uri or tracking_uri,
-            dst_path=os.fspath(dst_path) if dst_path is not None else None,
-        )
+        with _scoped_tracking_uri(tracking_uri):
+            local = mlflow.artifacts.download_artifacts(
+                artifact_uri=source,
+                tracking_uri=tracking_uri,
+                registry_uri=registry_uri or tracking_uri,
+                dst_path=os.fspath(dst_path) if dst_path is not None else None,
+            )
     except MlflowException as exc:
         raise ConfigError(f"cannot resolve '{source}': {exc.message}", key="model") from exc
     from rankdistill.tracking.pyfunc import student_folder
