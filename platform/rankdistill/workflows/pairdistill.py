@@ -71,7 +71,7 @@ from rankdistill.training.factories import (
     StudentFactory,
     backbone_path,
 )
-from rankdistill.training.pair_examples import EXTRA_FIELDS, PairExamplesConfig, pair_example_dataset
+from rankdistill.training.pair_examples import EXTRA_FIELDS, KD_TARGETS, PairExamplesConfig, pair_example_dataset
 from rankdistill.workflows.label import TeacherConfig, teacher_id
 
 
@@ -116,6 +116,7 @@ class ExamplesOptions:
     min_grade: int = 1
     add_positive: bool = True
     seed: int = 42
+    kd_target: str = "logit"  # logit: logprob_yes − logprob_no (raw teacher score) | log_p_yes (old form)
 
 
 @dataclass
@@ -166,6 +167,9 @@ class PairDistillConfig:
         if self.loss.name == "pairdistill_zs" and self.pairwise_teacher is None:
             raise ConfigError("L_ZS without L_CL needs the pairwise teacher", "pairwise_teacher")
         self.pairwise.check()
+        if self.examples.kd_target not in KD_TARGETS:
+            raise ConfigError(f"unknown KD target '{self.examples.kd_target}' (known: {', '.join(KD_TARGETS)})",
+                              "examples.kd_target")
         from rankdistill.models import get_reranker_class
 
         if not hasattr(get_reranker_class(self.student.architecture), "encode_queries"):
@@ -414,6 +418,7 @@ class PairDistill:
             pairwise_teacher=self.pair_spec.teacher_id if self.pair_spec else None,
             pairwise_template=self.pair_hash,
             passages_per_query=e.passages_per_query, min_grade=e.min_grade, add_positive=e.add_positive, seed=e.seed,
+            kd_target=e.kd_target,
         )
         return pair_example_dataset(self.splits.train, self.corpus, config, qrels=self.splits.qrels["train"])
 
