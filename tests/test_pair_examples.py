@@ -205,3 +205,40 @@ def test_kd_target_is_the_raw_reranker_logit_not_a_flattened_log_sigmoid(tmp_pat
     assert _entropy(old["targets"]) == pytest.approx(3.7041, abs=1e-4) and math.log(64) == pytest.approx(4.1589, abs=1e-4)
     with pytest.raises(ConfigError, match="kd_target"):
         PairExamplesConfig(label_store="x", pointwise_teacher="mini", kd_target="probability")
+
+
+def test_every_sampled_pair_whose_passages_fit_reaches_pair_targets():
+    """Pairs are sampled over the pointwise top_k but the list holds k < top_k passages: the pairs'
+    passages go in first (as the official conv_pair), then the list is filled in pointwise order."""
+    from rankdistill.teachers.pairwise import PairwiseConfig, sample_pairs
+
+    texts = {f"p{n:02d}": f"passage {n}" for n in range(30)}
+    pointwise = [(f"p{n:02d}", -0.1 * n) for n in range(30)]  # p00 best ... p29 worst
+    by_pos = [f"p{n:02d}" for n in range(30)]
+    positions = [(0, 5), (3, 12), (10, 18), (15, 22), (20, 27)]  # 10 distinct passages
+    pairwise = [(by_pos[i], by_pos[j], 0.8) for i, j in positions]
+
+    def listed_pairs(row):
+        return {(row["docids"][i], row["docids"][j]) for i, j in zip(row["pair_i"], row["pair_j"], strict=True)}
+
+    config = PairExamplesConfig(label_store="unused", pointwise_teacher="m", pairwise_teacher="d", passages_per_query=12)
+    row = build_pair_example("q", "query", texts, config, pointwise=pointwise, pairwise=pairwise)
+    assert listed_pairs(row) == {(a, b) for a, b, _ in pairwise}  # all 5 (the top 12 alone hold only (0, 5))
+    assert row["docids"] == ["p00", "p01", "p02", "p03", "p05", "p10", "p12", "p15", "p18", "p20", "p22", "p27"]
+    assert row["targets"] == pytest.approx([-0.1 * int(d[1:]) for d in row["docids"]])
+    # k = 8: pairs nearest the top first while both passages fit: 4 pairs (8 passages), (20, 27) does not fit
+    row = build_pair_example("q", "query", texts, PairExamplesConfig(
+        label_store="unused", pointwise_teacher="m", pairwise_teacher="d", passages_per_query=8),
+        pointwise=pointwise, pairwise=pairwise)
+    assert listed_pairs(row) == {(by_pos[i], by_pos[j]) for i, j in positions[:4]}
+    assert len(row["docids"]) == 8
+    # a positive added to a full list takes the lowest filled passage's slot, not a pair passage's
+    row = build_pair_example("q", "query", texts, config, pointwise=pointwise, pairwise=pairwise, judged={"p29": 1})
+    assert listed_pairs(row) == {(a, b) for a, b, _ in pairwise} and "p02" not in row["docids"]
+    assert row["docids"][-1] == "p29" and len(row["docids"]) == 12 and row["labels"][-1] == 1
+    # pairs as the labeller samples them (top_k 30, δ 10, m 6) into k = 12: all of them reach the loss
+    for qid in ("q1", "q2", "q3"):
+        sampled = sample_pairs(qid, 30, PairwiseConfig(top_k=30, delta=10, pairs_per_query=6, seed=0))
+        pairs = [(by_pos[i], by_pos[j], 0.7) for i, j in sampled]
+        row = build_pair_example(qid, "query", texts, config, pointwise=pointwise, pairwise=pairs)
+        assert listed_pairs(row) == {(a, b) for a, b, _ in pairs} and len(row["docids"]) == 12

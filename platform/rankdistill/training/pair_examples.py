@@ -4,9 +4,13 @@
 One example per query (a row; Arrow schema :data:`EXAMPLE_SCHEMA`)::
 
     qid, query            the query
-    docids, texts         its k passages: the pointwise teacher's reranked order (score
-                          descending), then passages that only have pairwise labels, cut to
-                          ``passages_per_query``; with qrels, a positive is added when none is listed
+    docids, texts         its k = ``passages_per_query`` passages, chosen as the official
+                          ``conv_pair`` does: first the passages of the labelled pairs (pair by
+                          pair, the pairs nearest the top of the pointwise order first, while both
+                          passages fit), then filled in pointwise order (then a listwise teacher's
+                          ranking); with qrels, a positive is added when none is listed (in place
+                          of the lowest filled passage, not of a pair's). Listed in the pointwise
+                          teacher's order (score descending), passages without a score after
     targets   [k]         pointwise teacher score s_point, the KD target; NaN = none. By default
                           (``kd_target: logit``) the teacher's raw score ``logprob_yes − logprob_no``:
                           a reranker teacher's logit s, a yes/no LLM's log-odds of "yes".
@@ -139,26 +143,20 @@ def build_pair_example(
     """
     k = config.passages_per_query
     scores = {d: float(s) for d, s in pointwise if d in texts}
-    order = sorted(scores, key=lambda d: (-scores[d], d))
-    seen = set(order)
-    for a, b, _ in pairwise:
-        for d in (a, b):
-            if d not in seen and d in texts:
-                order.append(d)
-                seen.add(d)
-    for d in ranking or ():
-        if d not in seen and d in texts:
-            order.append(d)
-            seen.add(d)
-    docids = order[:k]
+    ranked = sorted(scores, key=lambda d: (-scores[d], d))
+    docids = _choose_passages(ranked, pairwise, ranking, texts, k)
     judged = judged or {}
     if config.add_positive and judged and not any(judged.get(d, 0) >= config.min_grade for d in docids):
         relevant = sorted(d for d, g in judged.items() if g >= config.min_grade and d in texts)
         if relevant:
             positive = random.Random(f"{config.seed}:{qid}").choice(relevant)
-            docids = docids[: k - 1] + [positive]
+            if len(docids) >= k:
+                docids = _drop_one(docids, pairwise)
+            docids = docids + [positive]
     if len(docids) < 2:
         return None
+    place = {d: n for n, d in enumerate(docids)}
+    docids = sorted(docids, key=lambda d: (0, -scores[d], d) if d in scores else (1, place[d], d))
     position = {d: i for i, d in enumerate(docids)}
     collected: dict[tuple[int, int], list[float]] = {}
     for a, b, p in pairwise:
@@ -189,6 +187,46 @@ def build_pair_example(
         "pair_j": [j for _, j in pairs],
         "pair_p": [sum(collected[p]) / len(collected[p]) for p in pairs],
     }
+
+
+def _choose_passages(ranked: Sequence[str], pairwise: Sequence[tuple[str, str, float]],
+                     ranking: Sequence[str] | None, texts: Mapping[str, str], k: int) -> list[str]:
+    """At most ``k`` docids: every labelled pair's two passages while both fit (pairs whose better
+    pointwise rank is higher first, as the pairs were sampled from the top of that order), then
+    ``ranked`` (the pointwise order), then the listwise ``ranking``."""
+    position = {d: n for n, d in enumerate(ranked)}
+    far = len(ranked)
+
+    def key(pair: tuple[str, str, float]) -> tuple[int, int]:
+        a, b = position.get(pair[0], far), position.get(pair[1], far)
+        return min(a, b), max(a, b)
+
+    chosen: list[str] = []
+    listed: set[str] = set()
+    for a, b, _ in sorted(pairwise, key=key):
+        if a == b or a not in texts or b not in texts:
+            continue
+        new = [d for d in dict.fromkeys((a, b)) if d not in listed]
+        if len(chosen) + len(new) <= k:
+            chosen.extend(new)
+            listed.update(new)
+    for d in [*ranked, *(ranking or ())]:
+        if len(chosen) >= k:
+            break
+        if d not in listed and d in texts:
+            chosen.append(d)
+            listed.add(d)
+    return chosen
+
+
+def _drop_one(docids: list[str], pairwise: Sequence[tuple[str, str, float]]) -> list[str]:
+    """``docids`` less one passage, to make room for a positive: the last one that is in no pair
+    (the lowest filled passage), else the last one (its pairs are then left out)."""
+    in_pairs = {d for a, b, _ in pairwise for d in (a, b)}
+    for n in range(len(docids) - 1, -1, -1):
+        if docids[n] not in in_pairs:
+            return docids[:n] + docids[n + 1 :]
+    return docids[:-1]
 
 
 # --------------------------------------------------------------------------------------------
