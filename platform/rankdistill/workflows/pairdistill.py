@@ -405,7 +405,9 @@ class PairDistill:
         if self.pair_spec is not None:
             scores = _pointwise_scores(self.store, self.point_spec, self.point_hash)
             reranked = [rerank_by_scores(cl, scores.get(cl.qid, {})) for cl in lists]
-            pair = self._label(reranked, self.pair_spec, f"iteration {iteration}: pairwise teacher")
+            spec = dataclasses.replace(self.pair_spec, pairwise=dataclasses.replace(self.pair_spec.pairwise,
+                                                                                     iteration=iteration))
+            pair = self._label(reranked, spec, f"iteration {iteration}: pairwise teacher")  # new draws per iteration
             counts.update(pairwise_units=pair.units_total, pairwise_skipped=pair.units_skipped,
                           pairwise_calls=pair.stats.backend_calls)
         return counts
