@@ -141,9 +141,11 @@ def test_pairwise_kl_by_hand():
     approx(PairwiseKL()(t([1.0, 0.0]), targets), expected)
     # the same pair labelled the other way round: P(1 ≻ 0) = 0.1 gives the same KL
     approx(PairwiseKL()(t([1.0, 0.0]), pair_targets(2, [(1, 0)], [0.1])[None]), expected)
-    # two pairs summed: + KL(1.0 || σ(0 - 2)) = -log σ(-2) = softplus(2)
+    # two pairs: + KL(1.0 || σ(0 - 2)) = -log σ(-2) = softplus(2); mean over the pairs (official
+    # code, default) or summed over the pairs of the one query (|B| = 1, the paper's equation)
     targets = pair_targets(3, [(0, 1), (1, 2)], [0.9, 1.0])[None]
-    approx(PairwiseKL()(t([1.0, 0.0, 2.0]), targets), expected + sp(2.0))
+    approx(PairwiseKL()(t([1.0, 0.0, 2.0]), targets), (expected + sp(2.0)) / 2)
+    approx(PairwiseKL("queries")(t([1.0, 0.0, 2.0]), targets), expected + sp(2.0))
     # pairs touching a padded passage are dropped
     approx(PairwiseKL()(t([1.0, 0.0, float("-inf")]), targets), expected)
     with pytest.raises(ValueError):

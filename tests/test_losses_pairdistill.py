@@ -119,12 +119,68 @@ def test_vectorised_loss_equals_the_paper_loop():
                 pairs[b, i, j] = float(torch.rand((), generator=g, dtype=torch.float64))
     pairs[0, 0, 1], pairs[0, 1, 2] = 1.0, 0.0
     for lambda_kd, lambda_pair, tau in [(1.0, 30.0, 1.0), (0.5, 3.0, 2.0)]:
-        loss = PairDistillLoss(lambda_kd=lambda_kd, lambda_pair=lambda_pair, temperature=tau)
+        loss = PairDistillLoss(lambda_kd=lambda_kd, lambda_pair=lambda_pair, temperature=tau, pair_reduction="queries")
         value = loss(scores, teacher, mask, labels=labels, pair_targets=pairs,
                      in_batch_scores=in_batch, in_batch_mask=in_batch_mask)
         expected = _paper_loop(scores.tolist(), teacher.tolist(), labels.tolist(), pairs.tolist(), mask.tolist(),
                                in_batch.tolist(), in_batch_mask.tolist(), lambda_kd, lambda_pair, tau)
         assert float(value) == pytest.approx(expected, rel=1e-9)
+
+
+def _official_pair_loss(scores: torch.Tensor, pair_lists: list[list[tuple[int, int, float]]]) -> float:
+    """L_pair as the official code computes it (MiuLab/PairDistill ``pair_distill_loss``): for
+    each sampled pair a ``KLDivLoss(reduction="batchmean")`` between the target ``[p, 1 - p]``
+    and ``log_softmax(scores[b, [i, j]])``, summed, divided by the number of pairs."""
+    kl_div = torch.nn.KLDivLoss(reduction="batchmean", log_target=False)
+    total, count = 0.0, 0
+    for b, pairs in enumerate(pair_lists):
+        for i, j, p in pairs:
+            student = torch.log_softmax(scores[b, [i, j]], dim=-1).unsqueeze(0)
+            total += float(kl_div(student, torch.tensor([[p, 1.0 - p]], dtype=scores.dtype)))
+            count += 1
+    return total / count
+
+
+def test_pair_reductions_match_the_official_per_pair_loop():
+    # B = 3, k = 8; 7, 5 and 3 sampled pairs (|i - j| < 4), P_pair fixed by hand
+    scores = torch.tensor([[2.0, 1.5, 1.0, 0.2, -0.3, -1.0, 0.7, 0.0],
+                           [0.5, 0.4, -0.2, 1.1, 0.0, -0.5, -2.0, 0.3],
+                           [3.0, -1.0, 0.0, 0.5, 1.0, 2.0, -0.5, 0.1]], dtype=torch.float64)
+    pair_lists = [
+        [(0, 1, 0.9), (0, 3, 0.7), (1, 2, 0.6), (2, 4, 0.2), (3, 5, 1.0), (4, 6, 0.0), (5, 7, 0.35)],
+        [(0, 2, 0.8), (1, 3, 0.3), (2, 5, 0.55), (4, 6, 0.95), (5, 7, 0.1)],
+        [(0, 1, 0.99), (3, 4, 0.4), (5, 6, 0.75)],
+    ]
+    targets = torch.full((3, 8, 8), NAN, dtype=torch.float64)
+    for b, pairs in enumerate(pair_lists):
+        for i, j, p in pairs:
+            targets[b, i, j] = p
+    official = _official_pair_loss(scores, pair_lists)  # mean over the 15 pairs
+    per_pair_sum = official * 15
+    pairs_mean = PairDistillZSLoss(lambda_kd=0.0, lambda_pair=1.0)  # default reduction: pairs
+    assert float(pairs_mean(scores, torch.zeros(3, 8), pair_targets=targets)) == pytest.approx(official, abs=1e-6)
+    assert pairs_mean.last_components["l_pair"] == pytest.approx(official, abs=1e-6)
+    queries = PairDistillZSLoss(lambda_kd=0.0, lambda_pair=1.0, pair_reduction="queries")
+    assert float(queries(scores, torch.zeros(3, 8), pair_targets=targets)) == pytest.approx(per_pair_sum / 3, abs=1e-6)
+    # |B| counts a query without pairs too (the paper divides by the batch size)
+    none = torch.full((1, 8, 8), NAN, dtype=torch.float64)
+    padded = torch.cat([scores, torch.zeros(1, 8, dtype=torch.float64)]), torch.cat([targets, none])
+    assert float(queries(padded[0], torch.zeros(4, 8), pair_targets=padded[1])) == pytest.approx(
+        per_pair_sum / 4, abs=1e-6)
+    assert float(pairs_mean(padded[0], torch.zeros(4, 8), pair_targets=padded[1])) == pytest.approx(
+        official, abs=1e-6)
+    # one pair by hand: KL([.9, .1] || softmax(2, 1.5)) = .9 log(.9/σ(.5)) + .1 log(.1/σ(-.5))
+    sig = 1 / (1 + math.exp(-0.5))
+    assert _official_pair_loss(scores, [[(0, 1, 0.9)]]) == pytest.approx(
+        0.9 * math.log(0.9 / sig) + 0.1 * math.log(0.1 / (1 - sig)), abs=1e-9)
+    with pytest.raises(ValueError, match="pair_reduction"):
+        PairDistillLoss(pair_reduction="query")
+
+
+def test_defaults_are_the_official_weights():
+    loss = PairDistillLoss()
+    assert (loss.lambda_kd, loss.lambda_pair, loss.pair_loss.reduction) == (1.0, 3.0, "pairs")
+    assert PairDistillZSLoss().lambda_pair == 3.0
 
 
 def test_gradients_flow_and_registry():

@@ -27,8 +27,14 @@ QUERIES = {"q1": Query("q1", "first query"), "q2": Query("q2", "second query"), 
 
 
 def pointwise_row(qid, docid, score, rank=1):
+    """``score`` = log P(yes | {yes, no}) < 0; the raw log-probabilities consistent with it."""
     return {"teacher": "mono", "template_id": "yn", "template_hash": "h1", "qid": qid, "docid": docid,
-            "rank": rank, "score": score, "logprob_yes": score, "logprob_no": -1.0}
+            "rank": rank, "score": score, "logprob_yes": score - 0.5, "logprob_no": math.log1p(-math.exp(score)) - 0.5}
+
+
+def logit(log_p: float) -> float:
+    """log p − log(1 − p): the log-odds a yes/no teacher's KD target is."""
+    return log_p - math.log1p(-math.exp(log_p))
 
 
 def pairwise_row(qid, a, b, p):
@@ -85,11 +91,11 @@ def _store(tmp_path: Path):
     store = LabelStore(tmp_path / "labels")
     store.write("pointwise", [pointwise_row("q1", d, s) for d, s in [("a", -1.0), ("b", -0.2), ("c", -3.0)]]
                 + [pointwise_row("q2", d, s) for d, s in [("d", -0.3), ("e", -0.4)]]
-                + [pointwise_row("q1", "a", 0.0, rank=2)] * 0)
+                + [pointwise_row("q1", "a", -0.05, rank=2)] * 0)
     store.write("pairwise", [pairwise_row("q1", "b", "a", 0.8), pairwise_row("q1", "a", "c", 0.65),
                              pairwise_row("q2", "d", "e", 0.3)])
     store.write("pairwise", [pairwise_row("q1", "b", "a", 0.1)])  # a later duplicate: the first one wins
-    store.write("pointwise", [pointwise_row("q9", "a", 1.0), pointwise_row("q9", "b", 0.5)])  # unknown query
+    store.write("pointwise", [pointwise_row("q9", "a", -0.1), pointwise_row("q9", "b", -0.5)])  # unknown query
     return store
 
 
@@ -100,7 +106,14 @@ def test_examples_from_the_store_and_through_label_examples(tmp_path: Path):
     rows = pair_examples_from_store(QUERIES, CORPUS, config, qrels={"q1": {"a": 1}})
     assert [r["qid"] for r in rows] == ["q1", "q2"]
     q1 = rows[0]
-    assert q1["docids"] == ["b", "a", "c"] and q1["targets"] == [-0.2, -1.0, -3.0] and q1["labels"] == [0, 1, 0]
+    assert q1["docids"] == ["b", "a", "c"] and q1["labels"] == [0, 1, 0]
+    # the KD target is the raw teacher score logprob_yes − logprob_no (the log-odds), not log P(yes)
+    assert q1["targets"] == pytest.approx([logit(-0.2), logit(-1.0), logit(-3.0)], abs=1e-9)
+    assert q1["targets"] == pytest.approx([1.5078, -0.5413, -2.9489], abs=1e-4)
+    old = pair_examples_from_store(QUERIES, CORPUS, PairExamplesConfig(
+        label_store=str(tmp_path / "labels"), pointwise_teacher="mono", pairwise_teacher="duo",
+        passages_per_query=8, kd_target="log_p_yes"))
+    assert old[0]["targets"] == [-0.2, -1.0, -3.0]
     assert list(zip(q1["pair_i"], q1["pair_j"])) == [(0, 1), (1, 2)] and q1["pair_p"] == pytest.approx([0.8, 0.65])
     via = examples_from_labels(QUERIES, CORPUS, ExamplesConfig(
         source="labels", label_store=str(tmp_path / "labels"), label_kind="pairwise", teacher="duo",
@@ -156,3 +169,76 @@ def test_collate_builds_pair_targets_and_the_pairdistill_loss_trains_a_bi_encode
     loss = model.compute_loss(model(**batch), targets, PairDistillLoss(), **extras)
     assert torch.isfinite(loss)
     loss.backward()
+
+
+def _entropy(values: list[float]) -> float:
+    top = max(values)
+    weights = [math.exp(v - top) for v in values]
+    z = sum(weights)
+    return -sum(w / z * math.log(w / z) for w in weights)
+
+
+def test_kd_target_is_the_raw_reranker_logit_not_a_flattened_log_sigmoid(tmp_path: Path):
+    """A reranker teacher stores log σ(s) (yes) and log σ(−s) (no); softmax(log σ(s)) ∝ σ(s) is
+    nearly uniform for MiniLM-like logits, softmax(s) is not. The KD target must be s."""
+    from rankdistill.teachers.store import LabelStore
+
+    logits = [10.0] + [3.0 - 8.0 * n / 62 for n in range(63)]  # one clear hit, the rest 3 .. -5; k = 64
+    log_sig = [-math.log1p(math.exp(-s)) for s in logits]  # log σ(s): what the store keeps as score
+    corpus = {f"p{n}": Document(f"p{n}", f"passage {n}") for n in range(64)}
+    store = LabelStore(tmp_path / "labels")
+    store.write("pointwise", [
+        {"teacher": "mini", "template_id": "yn", "template_hash": "h1", "qid": "q1", "docid": f"p{n}", "rank": n,
+         "score": log_sig[n], "logprob_yes": log_sig[n], "logprob_no": -math.log1p(math.exp(s))}
+        for n, s in enumerate(logits)])
+    config = PairExamplesConfig(label_store=str(tmp_path / "labels"), pointwise_teacher="mini", passages_per_query=64)
+    row = pair_examples_from_store({"q1": Query("q1", "q")}, corpus, config)[0]
+    assert row["docids"][0] == "p0" and len(row["targets"]) == 64
+    by_doc = dict(zip(row["docids"], row["targets"], strict=True))
+    assert [by_doc[f"p{n}"] for n in range(64)] == pytest.approx(logits, abs=1e-9)
+    # entropy of the KD distribution: softmax(s) by hand 0.0668 nats; the old form softmax(log σ(s))
+    # 3.70 of ln 64 = 4.16 (nearly uniform)
+    assert _entropy(row["targets"]) == pytest.approx(0.0668, abs=1e-4)
+    old = pair_examples_from_store({"q1": Query("q1", "q")}, corpus,
+                                   PairExamplesConfig(label_store=str(tmp_path / "labels"), pointwise_teacher="mini",
+                                                      passages_per_query=64, kd_target="log_p_yes"))[0]
+    assert _entropy(old["targets"]) == pytest.approx(3.7041, abs=1e-4) and math.log(64) == pytest.approx(4.1589, abs=1e-4)
+    with pytest.raises(ConfigError, match="kd_target"):
+        PairExamplesConfig(label_store="x", pointwise_teacher="mini", kd_target="probability")
+
+
+def test_every_sampled_pair_whose_passages_fit_reaches_pair_targets():
+    """Pairs are sampled over the pointwise top_k but the list holds k < top_k passages: the pairs'
+    passages go in first (as the official conv_pair), then the list is filled in pointwise order."""
+    from rankdistill.teachers.pairwise import PairwiseConfig, sample_pairs
+
+    texts = {f"p{n:02d}": f"passage {n}" for n in range(30)}
+    pointwise = [(f"p{n:02d}", -0.1 * n) for n in range(30)]  # p00 best ... p29 worst
+    by_pos = [f"p{n:02d}" for n in range(30)]
+    positions = [(0, 5), (3, 12), (10, 18), (15, 22), (20, 27)]  # 10 distinct passages
+    pairwise = [(by_pos[i], by_pos[j], 0.8) for i, j in positions]
+
+    def listed_pairs(row):
+        return {(row["docids"][i], row["docids"][j]) for i, j in zip(row["pair_i"], row["pair_j"], strict=True)}
+
+    config = PairExamplesConfig(label_store="unused", pointwise_teacher="m", pairwise_teacher="d", passages_per_query=12)
+    row = build_pair_example("q", "query", texts, config, pointwise=pointwise, pairwise=pairwise)
+    assert listed_pairs(row) == {(a, b) for a, b, _ in pairwise}  # all 5 (the top 12 alone hold only (0, 5))
+    assert row["docids"] == ["p00", "p01", "p02", "p03", "p05", "p10", "p12", "p15", "p18", "p20", "p22", "p27"]
+    assert row["targets"] == pytest.approx([-0.1 * int(d[1:]) for d in row["docids"]])
+    # k = 8: pairs nearest the top first while both passages fit: 4 pairs (8 passages), (20, 27) does not fit
+    row = build_pair_example("q", "query", texts, PairExamplesConfig(
+        label_store="unused", pointwise_teacher="m", pairwise_teacher="d", passages_per_query=8),
+        pointwise=pointwise, pairwise=pairwise)
+    assert listed_pairs(row) == {(by_pos[i], by_pos[j]) for i, j in positions[:4]}
+    assert len(row["docids"]) == 8
+    # a positive added to a full list takes the lowest filled passage's slot, not a pair passage's
+    row = build_pair_example("q", "query", texts, config, pointwise=pointwise, pairwise=pairwise, judged={"p29": 1})
+    assert listed_pairs(row) == {(a, b) for a, b, _ in pairwise} and "p02" not in row["docids"]
+    assert row["docids"][-1] == "p29" and len(row["docids"]) == 12 and row["labels"][-1] == 1
+    # pairs as the labeller samples them (top_k 30, δ 10, m 6) into k = 12: all of them reach the loss
+    for qid in ("q1", "q2", "q3"):
+        sampled = sample_pairs(qid, 30, PairwiseConfig(top_k=30, delta=10, pairs_per_query=6, seed=0))
+        pairs = [(by_pos[i], by_pos[j], 0.7) for i, j in sampled]
+        row = build_pair_example(qid, "query", texts, config, pointwise=pointwise, pairwise=pairs)
+        assert listed_pairs(row) == {(a, b) for a, b, _ in pairs} and len(row["docids"]) == 12

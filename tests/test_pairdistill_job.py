@@ -62,6 +62,15 @@ def test_bad_configs_fail_before_ray(override: str, match: str):
         config.check()
 
 
+def test_the_dev_check_warns_naming_both_figures():
+    from rankdistill.workflows.pairdistill import check_teacher
+
+    assert check_teacher("mono", 0.62, 0.61, "nDCG@10") is None
+    message = check_teacher("mono", 0.3797, 0.6362, "nDCG@10")
+    assert "mono" in message and "nDCG@10 0.3797 (teacher) vs 0.6362 (zero-shot student)" in message
+    assert check_teacher("mono", 0.5, 0.5, "RR@10") is not None  # equal is not above
+
+
 def test_dev_is_carved_from_train_and_not_trained_on(demo):
     from rankdistill.data.datasets import resolve
     from rankdistill.workflows.pairdistill import SplitsConfig
@@ -94,6 +103,9 @@ def test_pairdistill_job_tracks_registers_and_pays_for_no_label_twice(tmp_path: 
     assert names[0] == "first stage (BM25)" and names[-3:] == ["student zero-shot", "student iteration 1",
                                                                "student iteration 2"]
     assert (tmp_path / "out" / "iteration-2" / "index").exists()
+    # the dev check: the teacher's dev figure beside the zero-shot student's, in the table and summary
+    assert names[-4] == "teacher tiny-mono reranking dev candidates" and "nDCG@10" in first["teacher_dev"]
+    assert first["stages"][-4]["dev"] == first["teacher_dev"] and first["stages"][-4]["test"] == {}
 
     client = MlflowClient(tracking_uri=tracking_uri())
     experiment = client.get_experiment_by_name("pairdistill")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import random
 from collections import defaultdict
 
 import pytest
@@ -18,6 +19,7 @@ from rankdistill.data import (
     needed_documents,
     read_trec_run,
 )
+from rankdistill.errors import ConfigError
 from rankdistill.evaluation import evaluate
 from rankdistill.teachers import (
     BackendConfig,
@@ -141,6 +143,23 @@ def test_pair_sampling_is_seeded_and_respects_delta():
     assert pairs != sample_pairs("q1", 50, PairwiseConfig(top_k=30, delta=5, pairs_per_query=20, seed=4))
     assert sample_pairs("q", 4, PairwiseConfig(delta=10, pairs_per_query=50)) == eligible_pairs(4, 100, 10)
     assert len(eligible_pairs(4, 100, 10)) == 6
+
+
+def test_each_pairdistill_iteration_draws_new_pair_positions():
+    import dataclasses
+
+    first = PairwiseConfig(top_k=30, delta=5, pairs_per_query=20, seed=3)
+    second = dataclasses.replace(first, iteration=2)
+    assert first.iteration == 1
+    one, two = sample_pairs("q1", 50, first), sample_pairs("q1", 50, second)
+    # iteration 1 draws what the (seed, qid) seeding always drew; iteration 2 draws anew, seeded
+    eligible = eligible_pairs(50, 30, 5)
+    assert one == sorted(random.Random("3:q1").sample(eligible, 20))
+    assert two != one and two == sample_pairs("q1", 50, second) and len(set(two)) == 20
+    assert all(0 <= i < j < 30 and j - i < 5 for i, j in two)
+    assert sample_pairs("q1", 50, dataclasses.replace(first, iteration=3)) not in (one, two)
+    with pytest.raises(ConfigError, match="pairwise.iteration"):
+        dataclasses.replace(first, iteration=0).check()
 
 
 def test_both_orders_cancel_the_position_bias():

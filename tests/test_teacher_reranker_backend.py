@@ -85,3 +85,22 @@ def test_reranker_backend_refuses_what_it_cannot_label(tmp_path: Path):
         Labeler(spec("pairwise", mono_dir)).label(units)
     with pytest.raises(ConfigError, match="teacher.backend.model"):
         Labeler(spec("pointwise", ""))
+
+
+def test_kd_targets_from_a_mono_teacher_are_its_raw_scores(tmp_path: Path):
+    """The labels a mono student stores (log σ(s), log σ(−s)) give PairDistill the raw score s as
+    its KD target (logprob_yes − logprob_no), not log σ(s)."""
+    from rankdistill.data.records import Document
+    from rankdistill.models import load_reranker
+    from rankdistill.training.pair_examples import PairExamplesConfig, pair_examples_from_store
+
+    model_dir = saved("mono", tmp_path / "mono")
+    units = point_units(candidate_list(), PointwiseConfig(top_k=5))
+    store = LabelStore(tmp_path / "labels")
+    run_bare(units, spec("pointwise", model_dir), store, batch_size=8)
+    corpus = {c.docid: Document(c.docid, c.contents) for c in candidate_list().candidates}
+    config = PairExamplesConfig(label_store=str(tmp_path / "labels"), pointwise_teacher="student", passages_per_query=8)
+    row = pair_examples_from_store({"q1": Query("q1", QUERY)}, corpus, config)[0]
+    scores = dict(zip([f"d{i}" for i in range(5)], load_reranker(model_dir).score(QUERY, PASSAGES), strict=True))
+    assert row["targets"] == pytest.approx([scores[d] for d in row["docids"]], abs=1e-5)
+    assert row["docids"] == sorted(scores, key=lambda d: -scores[d])

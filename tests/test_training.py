@@ -7,6 +7,7 @@ import random
 from pathlib import Path
 
 import pytest
+from rankdistill.errors import ConfigError
 from rankdistill.training import TrainingConfig, fit
 from rankdistill.training.loop import steps_for
 from rankdistill.training.factories import LossConfig, LossFactory, StudentConfig, StudentFactory
@@ -65,11 +66,21 @@ def new_mlflow_run(tmp_path: Path) -> dict:
     return {"uri": uri, "run_id": run.info.run_id}
 
 
-def test_steps_for_caps_by_epochs_and_max_steps():
-    assert steps_for(48, TrainingConfig(num_workers=2, batch_size=4, epochs=1, max_steps=100)) == 6
-    assert steps_for(48, TrainingConfig(num_workers=2, batch_size=4, epochs=3, max_steps=10)) == 10
+def test_steps_for_caps_by_epochs_and_max_steps(caplog):
+    with caplog.at_level("WARNING", logger="rankdistill.training.loop"):
+        assert steps_for(48, TrainingConfig(num_workers=2, batch_size=4, epochs=1, max_steps=100)) == 6
+    # the cap is not silent: the warning names both settings and the steps that run
+    assert "training.epochs 1 caps training.max_steps 100 at 6 optimizer steps" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="rankdistill.training.loop"):
+        assert steps_for(48, TrainingConfig(num_workers=2, batch_size=4, epochs=3, max_steps=10)) == 10
+        # epochs: null sets no cap (48 examples = 6 steps per epoch; 100 steps run)
+        assert steps_for(48, TrainingConfig(num_workers=2, batch_size=4, epochs=None, max_steps=100)) == 100
+    assert caplog.text == ""
     with pytest.raises(ValueError, match="too few"):
         steps_for(3, TrainingConfig(num_workers=2, batch_size=4))
+    with pytest.raises(ConfigError, match="training.epochs"):
+        TrainingConfig(epochs=0)
 
 
 @pytest.mark.slow
@@ -253,7 +264,7 @@ def test_batches_skip_resumes_at_the_same_batch_with_or_without_reading_skipped_
 
 
 class _RecordingLoss:
-    """InfoNCE that records the dtype of the scores it is given (what autocast produced)."""
+    """InfoNCE that records the dtype of the scores it is given (fp32: compute_loss casts)."""
 
     def __init__(self):
         from rankdistill.losses.registry import get_loss
@@ -292,9 +303,13 @@ def test_ddp_step_runs_in_the_configured_precision_and_resumes_exactly(precision
     worker = _worker(config)
     before = {k: v.clone() for k, v in worker.module.state_dict().items()}
     batches = _batches(_Rows(rows), 2, skip=0)
+    produced = []
+    hook = worker.module.register_forward_hook(lambda module, args, out: produced.append(out.scores.dtype))
     loss, ids = train_step(worker, batches)
+    hook.remove()
     assert ids == [[0, 1]] and math.isfinite(loss)
-    assert {str(d).removeprefix("torch.") for d in worker.loss_fn.dtypes} == {dtype}
+    assert {str(d).removeprefix("torch.") for d in produced} == {dtype}  # the model ran under autocast
+    assert set(worker.loss_fn.dtypes) == {torch.float32}  # and its scores reach the loss in fp32
     assert (worker.scaler is not None) == (precision == "fp16")
     changed = [k for k, v in worker.module.state_dict().items() if not torch.equal(v, before[k])]
     if worker.scaler is None:

@@ -9,8 +9,14 @@
 - ``L_KD = 1/|B| sum_q KL(P_point(d | q) || P(d | q))`` with ``P_point = softmax(s_point / τ)``
   and the student's ``P = softmax(s)`` (:class:`~rankdistill.losses.kl.KLDistillation`,
   ``student_temperature=1``).
-- ``L_pair = 1/|B| sum_q sum_{(i, j) in D_pair} KL(P_pair(d_i ≻ d_j) || σ(s_i - s_j))``
-  (:class:`~rankdistill.losses.pairwise_kl.PairwiseKL`).
+- ``L_pair = 1/N sum_q sum_{(i, j) in D_pair} KL(P_pair(d_i ≻ d_j) || σ(s_i - s_j))``
+  (:class:`~rankdistill.losses.pairwise_kl.PairwiseKL`), with ``N`` the number of pairs in the
+  batch (``pair_reduction: pairs``, the official code's mean over pairs; default) or the batch size
+  ``|B|`` (``pair_reduction: queries``, the paper's equation).
+
+λ_pair defaults to 3.0: the official code's weight, and the best value of the paper's Table 6
+(its Table 7 says 30, which contradicts both; with the ``queries`` reduction and m pairs per
+query, λ_pair = 30 weights L_pair about 10·m times the official loss).
 
 All three are vectorised over the batch and the pairs (no Python loop).
 """
@@ -45,7 +51,9 @@ class PairDistillLoss(RankingLoss):
 
     Args:
         lambda_kd: λ_KD (paper Table 7: 1.0).
-        lambda_pair: λ_pair (paper Table 7: 30; Table 6 compares 1 and 3).
+        lambda_pair: λ_pair (official code and paper Table 6: 3.0; Table 7's 30 contradicts both).
+        pair_reduction: ``pairs`` (mean over all pairs of the batch, as the official code) or
+            ``queries`` (sum over pairs / |B|, as the paper's equation).
         temperature: τ of P_point (paper: 1.0).
         contrastive: include L_CL (False = L_ZS).
         in_batch_negatives: L_CL also contrasts the other queries' passages.
@@ -56,11 +64,11 @@ class PairDistillLoss(RankingLoss):
     Example (hand-checked: P = (.75, .25), P_point = (.5, .5), P_pair(0 ≻ 1) = .9)::
 
         >>> import math
-        >>> loss = PairDistillLoss(lambda_kd=1.0, lambda_pair=30.0, in_batch_negatives=False)
+        >>> loss = PairDistillLoss(lambda_kd=1.0, lambda_pair=3.0, in_batch_negatives=False)
         >>> loss(torch.tensor([[math.log(3.0), 0.0]]), torch.tensor([[0.0, 0.0]]),
         ...      labels=torch.tensor([0]), pair_targets=torch.tensor([[[float("nan"), 0.9],
         ...                                                          [float("nan"), float("nan")]]]))
-        tensor(2.6053)   # -log .75 + .5 log(4/3) + 30 (.9 log(.9/.75) + .1 log(.1/.25))
+        tensor(0.6489)   # -log .75 + .5 log(4/3) + 3 (.9 log(.9/.75) + .1 log(.1/.25))
     """
 
     name = "pairdistill"
@@ -68,10 +76,11 @@ class PairDistillLoss(RankingLoss):
     def __init__(
         self,
         lambda_kd: float = 1.0,
-        lambda_pair: float = 30.0,
+        lambda_pair: float = 3.0,
         temperature: float = 1.0,
         contrastive: bool = True,
         in_batch_negatives: bool = True,
+        pair_reduction: str = "pairs",
     ):
         super().__init__()
         if lambda_kd < 0 or lambda_pair < 0:
@@ -81,7 +90,7 @@ class PairDistillLoss(RankingLoss):
         self.contrastive = bool(contrastive)
         self.contrastive_loss = InfoNCE(in_batch_negatives=in_batch_negatives)
         self.kd_loss = KLDistillation(temperature=temperature, student_temperature=1.0)
-        self.pair_loss = PairwiseKL()
+        self.pair_loss = PairwiseKL(reduction=pair_reduction)
         self.in_batch = self.contrastive and self.contrastive_loss.in_batch
         self.last_components: dict[str, float] = {}
 
@@ -132,5 +141,7 @@ class PairDistillZSLoss(PairDistillLoss):
 
     name = "pairdistill_zs"
 
-    def __init__(self, lambda_kd: float = 1.0, lambda_pair: float = 30.0, temperature: float = 1.0):
-        super().__init__(lambda_kd, lambda_pair, temperature, contrastive=False, in_batch_negatives=False)
+    def __init__(self, lambda_kd: float = 1.0, lambda_pair: float = 3.0, temperature: float = 1.0,
+                 pair_reduction: str = "pairs"):
+        super().__init__(lambda_kd, lambda_pair, temperature, contrastive=False, in_batch_negatives=False,
+                         pair_reduction=pair_reduction)

@@ -8,17 +8,24 @@ import torch
 from torch import Tensor
 from torch.nn import functional as F
 
-from rankdistill.losses.base import RankingLoss, mean_over_queries
+from rankdistill.losses.base import RankingLoss
 
 
 class PairwiseKL(RankingLoss):
     """L_pair of PairDistill (Huang & Chen, ../shared/papers/pairdistill.md §4.2)::
 
         P(d_i ≻ d_j) = exp(s_i) / (exp(s_i) + exp(s_j)) = σ(s_i - s_j)
-        L = 1/|B| sum_q sum_{(i, j)} KL( P_pair(i ≻ j) || P(i ≻ j) )
+        KL_ij = KL( P_pair(i ≻ j) || P(i ≻ j) )      (two Bernoulli distributions)
 
-    the KL between two Bernoulli distributions, summed over the teacher-labelled pairs of each
-    query (the paper samples pairs with ``|i - j| < δ``; that is the data side's job).
+        reduction "pairs"   (default):  L = 1/|pairs in the batch| Σ_q Σ_(i,j) KL_ij
+        reduction "queries":            L = 1/|B| Σ_q Σ_(i,j) KL_ij
+
+    ``pairs`` is what the official code computes (MiuLab/PairDistill,
+    ``colbert/training/training.py:pair_distill_loss``: a ``KLDivLoss(batchmean)`` per pair, summed,
+    divided by the number of pairs); ``queries`` is the paper's equation, dividing by the batch size
+    |B| (every query of the batch, with pairs or not). With m pairs per query the two differ by a
+    factor m. The pairs are the teacher-labelled ones (the paper samples them with ``|i - j| < δ``;
+    that is the data side's job).
 
     Inputs:
         scores: ``[B, k]`` student scores.
@@ -35,6 +42,13 @@ class PairwiseKL(RankingLoss):
     """
 
     name = "pairwise_kl"
+    REDUCTIONS = ("pairs", "queries")
+
+    def __init__(self, reduction: str = "pairs"):
+        super().__init__()
+        if reduction not in self.REDUCTIONS:
+            raise ValueError(f"pair_reduction must be one of {', '.join(self.REDUCTIONS)}, got '{reduction}'")
+        self.reduction = reduction
 
     def forward(self, scores: Tensor, targets: Tensor, mask: Tensor | None = None) -> Tensor:
         if scores.dim() != 2 or targets.shape != (*scores.shape, scores.shape[1]):
@@ -55,9 +69,11 @@ class PairwiseKL(RankingLoss):
         p = torch.nan_to_num(targets.to(scores.dtype), nan=0.5).clamp(0.0, 1.0)
         log_q1, log_q0 = F.logsigmoid(diff), F.logsigmoid(-diff)
         kl = torch.xlogy(p, p) - p * log_q1 + torch.xlogy(1 - p, 1 - p) - (1 - p) * log_q0
-        kl = kl * pair_mask
-        count = pair_mask.sum(dim=(1, 2))
-        return mean_over_queries(kl.sum(dim=(1, 2)), count > 0, kl)
+        kl = torch.where(pair_mask, kl, torch.zeros_like(kl))
+        if self.reduction == "queries":
+            return kl.sum() / scores.shape[0]
+        count = int(pair_mask.sum())
+        return kl.sum() / count if count else (kl * 0.0).sum()
 
 
 def pair_targets(

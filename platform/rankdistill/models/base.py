@@ -76,6 +76,22 @@ class RerankerOutput:
         return [self.scores]
 
 
+def as_fp32(value: Any) -> Any:
+    """A bf16 / fp16 tensor cast to fp32 (differentiably); anything else unchanged."""
+    if isinstance(value, Tensor) and value.dtype in (torch.bfloat16, torch.float16):
+        return value.float()
+    return value
+
+
+def fp32_loss(loss_fn: nn.Module, scores: Tensor, targets: Tensor, mask: Tensor | None, **extra: Any) -> Tensor:
+    """``loss_fn(scores, targets, mask, **extra)`` with every half-precision tensor cast to fp32
+    first and autocast off, so a bf16 run's scores (a ColBERT score near 25 moves in steps of
+    0.125 in bf16) and the loss arithmetic keep fp32 resolution."""
+    device_type = scores.device.type if scores.device.type in ("cpu", "cuda") else "cpu"
+    with torch.autocast(device_type=device_type, enabled=False):
+        return loss_fn(as_fp32(scores), as_fp32(targets), mask, **{k: as_fp32(v) for k, v in extra.items()})
+
+
 # --------------------------------------------------------------------------------------------
 # the model base
 # --------------------------------------------------------------------------------------------
@@ -189,10 +205,11 @@ class Reranker(PreTrainedModel):
     # ---- training ---------------------------------------------------------------------------
 
     def compute_loss(self, output: RerankerOutput, targets: Tensor, loss_fn: nn.Module, **extra: Any) -> Tensor:
-        """``sum(loss_fn(s, targets, output.mask, **extra) for s in output.loss_scores())``."""
+        """``sum(loss_fn(s, targets, output.mask, **extra) for s in output.loss_scores())``, in fp32
+        (:func:`fp32_loss`)."""
         total = None
         for scores in output.loss_scores():
-            value = loss_fn(scores, targets, output.mask, **extra)
+            value = fp32_loss(loss_fn, scores, targets, output.mask, **extra)
             total = value if total is None else total + value
         return total
 

@@ -28,7 +28,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from rankdistill.models.base import NEG_INF, Reranker, RerankerOutput
+from rankdistill.models.base import NEG_INF, Reranker, RerankerOutput, fp32_loss
 from rankdistill.models.tokenizers import RerankerTokenizer, check_lists, pad_rows
 
 
@@ -129,10 +129,11 @@ class DenseRetriever(Reranker):
 
     def compute_loss(self, output: RerankerOutput, targets: Tensor, loss_fn: nn.Module, **extra: Any) -> Tensor:
         """``loss_fn(scores, targets, mask, **extra)``; a loss with ``in_batch = True`` also gets
-        ``in_batch_scores``, ``in_batch_mask`` (``[B, B*k]``) from a :class:`DenseOutput`."""
+        ``in_batch_scores``, ``in_batch_mask`` (``[B, B*k]``) from a :class:`DenseOutput`; half
+        precision scores are cast to fp32 first (:func:`~rankdistill.models.base.fp32_loss`)."""
         if getattr(loss_fn, "in_batch", False) and isinstance(output, DenseOutput):
             extra = {**extra, "in_batch_scores": output.in_batch_scores, "in_batch_mask": output.in_batch_mask}
-        return loss_fn(output.scores, targets, output.mask, **extra)
+        return fp32_loss(loss_fn, output.scores, targets, output.mask, **extra)  # scores in fp32 (bf16 runs)
 
     @staticmethod
     def _scatter_in_batch(all_scores: Tensor, passage_mask: Tensor) -> tuple[Tensor, Tensor, Tensor]:

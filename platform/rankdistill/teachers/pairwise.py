@@ -2,8 +2,8 @@
 
 :func:`sample_pairs` draws ``pairs_per_query`` pairs ``(i, j)``, ``i < j < top_k``, ``j - i < delta``
 (positions in the given list, which PairDistill takes from a pointwise reranker), seeded by
-``seed`` and the query id, so the pairs of a query do not depend on batching or on the other
-queries. Each pair is shown in both orders; with the template's answer tokens ``first`` (the
+``seed``, the query id and the PairDistill ``iteration``, so the pairs of a query do not depend on
+batching or on the other queries, and each iteration draws new positions. Each pair is shown in both orders; with the template's answer tokens ``first`` (the
 first-shown passage wins: "A", duoT5's "true") and ``second``:
 
     p_fwd = P(first | a, b) / (P(first | a, b) + P(second | a, b))      (a shown first)
@@ -34,6 +34,9 @@ class PairwiseConfig:
     pairs_per_query: int = 50  # m; all eligible pairs when fewer
     seed: int = 0
     both_orders: bool = True
+    # the PairDistill iteration drawing (set by jobs/pairdistill.py): iteration 1 draws as before
+    # iterations existed (seed, qid); later ones add the iteration to the seed, so they draw anew
+    iteration: int = 1
     # PairDistill samples pairs from a pointwise-reranked list: reorder each list by the stored
     # pointwise labels of this teacher id and template (hash or id) first (null: keep the given order)
     rerank_by_teacher: str | None = None
@@ -44,6 +47,8 @@ class PairwiseConfig:
             raise ConfigError("must be >= 2 (|i - j| < delta needs delta > 1)", "pairwise.delta")
         if self.pairs_per_query < 1 or self.top_k < 2:
             raise ConfigError("pairs_per_query >= 1 and top_k >= 2 needed", "pairwise")
+        if self.iteration < 1:
+            raise ConfigError("must be >= 1", "pairwise.iteration")
 
 
 def eligible_pairs(n: int, top_k: int, delta: int) -> list[tuple[int, int]]:
@@ -52,11 +57,13 @@ def eligible_pairs(n: int, top_k: int, delta: int) -> list[tuple[int, int]]:
 
 
 def sample_pairs(qid: str, n: int, config: PairwiseConfig) -> list[tuple[int, int]]:
-    """Seeded sample of position pairs ``(i, j)``, ``i < j``, sorted."""
+    """Seeded sample of position pairs ``(i, j)``, ``i < j``, sorted (seed, query id and, after
+    the first, the iteration)."""
     pairs = eligible_pairs(n, config.top_k, config.delta)
     if len(pairs) <= config.pairs_per_query:
         return pairs
-    rng = random.Random(f"{config.seed}:{qid}")
+    key = f"{config.seed}:{qid}" if config.iteration <= 1 else f"{config.seed}:{qid}:iteration-{config.iteration}"
+    rng = random.Random(key)
     return sorted(rng.sample(pairs, config.pairs_per_query))
 
 

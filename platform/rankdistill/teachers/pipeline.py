@@ -28,7 +28,7 @@ from rankdistill.teachers.backends import BackendConfig, make_backend
 from rankdistill.teachers.listwise import ListwiseConfig, list_key, rerank_listwise
 from rankdistill.teachers.pairwise import PairwiseConfig, pair_units, score_pairs
 from rankdistill.teachers.parsing import REPAIR_KINDS
-from rankdistill.teachers.pointwise import PointwiseConfig, point_units, score_points
+from rankdistill.teachers.pointwise import PointwiseConfig, point_list_units, point_units, score_points
 from rankdistill.teachers.prompts import load_template
 from rankdistill.teachers.store import SCHEMAS, UNIT_COLUMNS, LabelStore
 
@@ -98,6 +98,9 @@ class Labeler:
     def __init__(self, spec: LabelerSpec):
         self.spec = spec
         self.template = load_template(spec.template, spec.template_overrides)
+        if spec.backend.name == "ensemble" and spec.kind != "pointwise":
+            raise ConfigError(f"the 'ensemble' backend gives pointwise labels, not {spec.kind} ones",
+                              "teacher.backend.name")
         self.backend = make_backend(spec.backend)
         if spec.kind == "listwise" and self.backend.judges_text:
             raise ConfigError(f"listwise labels need a generating LLM (hf or vllm), not the '{self.backend.name}' "
@@ -247,15 +250,18 @@ def run_plan(plan: LabelPlan, store: LabelStore, config: PipelineConfig, desc: s
     from tqdm.auto import tqdm
 
     spec = plan.spec
+    pending = plan.pending
+    if spec.kind == "pointwise" and spec.backend.name == "ensemble":  # fusion scores whole lists
+        pending = point_list_units(plan.units, plan.pending)
     bar = tqdm(total=len(plan.pending), desc=desc or f"labeling ({spec.kind}, {spec.teacher_id})", unit="unit",
                disable=not config.progress or not plan.pending, mininterval=1.0)
     try:
         if not plan.pending:
             stats = PipelineStats()
         elif config.use_ray:
-            stats = run_on_ray(plan.pending, spec, store, config, bar.update)
+            stats = run_on_ray(pending, spec, store, config, bar.update)
         else:
-            stats = run_bare(plan.pending, spec, store, config.batch_size, bar.update)
+            stats = run_bare(pending, spec, store, config.batch_size, bar.update)
     finally:
         bar.close()
     return LabelingResult(spec.kind, spec.teacher_id, plan.template_hash, len(plan.units),

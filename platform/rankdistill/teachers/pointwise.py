@@ -28,8 +28,49 @@ class PointwiseConfig:
 
 
 def point_units(cl: CandidateList, config: PointwiseConfig) -> list[dict[str, Any]]:
-    return [{"qid": cl.qid, "query": cl.query.text, "docid": c.docid, "text": c.contents, "rank": i}
+    return [{"qid": cl.qid, "query": cl.query.text, "docid": c.docid, "text": c.contents, "rank": i,
+             "first_stage": float(c.score)}
             for i, c in enumerate(cl.candidates[: config.top_k])]
+
+
+def point_list_units(units: Sequence[dict[str, Any]], pending: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Point units regrouped into one unit per query (``qid, query, docids, texts, ranks,
+    first_stage, pending``) for a backend that scores whole lists (``ensemble``): every passage of
+    the query's list in rank order, ``pending`` marking those still to be labelled. Queries with
+    nothing pending are left out."""
+    todo = {(u["qid"], u["docid"]) for u in pending}
+    lists: dict[str, dict[str, Any]] = {}
+    for u in sorted(units, key=lambda u: (u["qid"], int(u["rank"]))):
+        entry = lists.setdefault(u["qid"], {"qid": u["qid"], "query": u["query"], "docids": [], "texts": [],
+                                            "ranks": [], "first_stage": [], "pending": []})
+        entry["docids"].append(u["docid"])
+        entry["texts"].append(u["text"])
+        entry["ranks"].append(int(u["rank"]))
+        entry["first_stage"].append(float(u.get("first_stage", 0.0)))
+        entry["pending"].append((u["qid"], u["docid"]) in todo)
+    return [e for e in lists.values() if any(e["pending"])]
+
+
+def score_point_lists(units: Sequence[dict[str, Any]], backend: TeacherBackend,
+                      template: PromptTemplate) -> list[dict[str, Any]]:
+    """Pointwise label rows from a backend that scores whole lists: ``units`` are list units
+    (:func:`point_list_units`) or point units (each query's units in the batch taken as its list).
+    ``logprob_yes − logprob_no`` of a row is the backend's score of the passage."""
+    from rankdistill.teachers.backends.ensemble import as_label
+
+    if units and "docids" not in units[0]:
+        units = point_list_units(units, units)
+    yes, no = template.label_tokens["yes"], template.label_tokens["no"]
+    rows = []
+    for u in units:
+        scores = backend.score_list(u, template)
+        for n, docid in enumerate(u["docids"]):
+            if not u["pending"][n]:
+                continue
+            lp = as_label(scores[n], yes, no)
+            rows.append({"qid": u["qid"], "docid": docid, "rank": int(u["ranks"][n]),
+                         "score": log_p_yes(lp[yes], lp[no]), "logprob_yes": lp[yes], "logprob_no": lp[no]})
+    return rows
 
 
 def log_p_yes(lp_yes: float, lp_no: float) -> float:
@@ -38,6 +79,8 @@ def log_p_yes(lp_yes: float, lp_no: float) -> float:
 
 
 def score_points(units: Sequence[dict[str, Any]], backend: TeacherBackend, template: PromptTemplate) -> list[dict[str, Any]]:
+    if getattr(backend, "scores_lists", False):
+        return score_point_lists(units, backend, template)
     yes, no = template.label_tokens["yes"], template.label_tokens["no"]
     if backend.judges_text:  # a trained student: its score, no prompt
         points = [(u["query"], u["text"]) for u in units]

@@ -24,7 +24,9 @@ class TrainingConfig:
     ``strategy``: ``ddp`` (torch DistributedDataParallel) or ``deepspeed`` (ZeRO ``zero_stage``
     1/2/3). On CPU both run over gloo. ``batch_size`` counts queries per worker and step (each
     query brings its list of passages). Training stops after ``max_steps`` optimizer steps or
-    ``epochs`` passes over the data, whichever comes first.
+    ``epochs`` passes over the data, whichever comes first; ``epochs: null`` sets no epoch cap (the
+    data repeats until ``max_steps``). When ``epochs`` cuts ``max_steps`` short, the run says so
+    (a warning naming both and the steps it will run; see :func:`~rankdistill.training.loop.steps_for`).
 
     ``precision``: ``fp32``; ``bf16`` (DDP: ``torch.autocast`` on CPU or GPU; DeepSpeed: its
     bf16 mode); ``fp16`` (DDP: ``torch.autocast`` + ``GradScaler`` — on CPU this runs, but
@@ -51,7 +53,7 @@ class TrainingConfig:
     weight_decay: float = 0.01
     warmup_ratio: float = 0.1
     max_steps: int = 200
-    epochs: int = 1
+    epochs: int | None = 1  # null: no epoch cap, max_steps is what runs
     max_grad_norm: float = 1.0
     precision: str = "fp32"  # fp32 | bf16 | fp16
     seed: int = 42
@@ -77,6 +79,8 @@ class TrainingConfig:
                               "or strategy ddp (torch.autocast + GradScaler)", "training.precision")
         for name in ("max_steps", "epochs", "num_workers", "batch_size", "gradient_accumulation", "log_every"):
             value = getattr(self, name)
+            if value is None and name == "epochs":
+                continue
             if value < 1:
                 raise ConfigError(f"must be at least 1, got {value}", f"training.{name}")
         for name in ("checkpoint_every", "freeze_backbone_steps"):

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import math
 import random
 import tempfile
@@ -44,6 +45,8 @@ from pathlib import Path
 from typing import Any
 
 from rankdistill.training.config import TrainingConfig
+
+logger = logging.getLogger(__name__)
 
 STATE_FILE = "training_state.json"
 TORCH_STATE = "optimizer.pt"
@@ -436,7 +439,8 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
 
 
 def steps_for(num_examples: int, config: TrainingConfig) -> int:
-    """Optimizer steps: ``max_steps`` capped by ``epochs`` passes over each worker's shard."""
+    """Optimizer steps: ``max_steps`` capped by ``epochs`` passes over each worker's shard
+    (``epochs: null``: no cap). A cap below ``max_steps`` is logged as a warning naming both."""
     per_worker = num_examples // max(config.num_workers, 1)
     per_epoch = per_worker // (config.batch_size * config.gradient_accumulation)
     if per_epoch < 1:
@@ -444,4 +448,13 @@ def steps_for(num_examples: int, config: TrainingConfig) -> int:
             f"{num_examples} examples are too few for {config.num_workers} worker(s) x batch size "
             f"{config.batch_size} x accumulation {config.gradient_accumulation}"
         )
-    return max(1, min(config.max_steps, math.ceil(config.epochs * per_epoch)))
+    if config.epochs is None:
+        return config.max_steps
+    capped = math.ceil(config.epochs * per_epoch)
+    if capped < config.max_steps:
+        logger.warning(
+            "training.epochs %s caps training.max_steps %s at %s optimizer steps (%s examples, %s per step); "
+            "set training.epochs: null to run max_steps, or max_steps: %s to say so",
+            config.epochs, config.max_steps, capped, num_examples,
+            config.num_workers * config.batch_size * config.gradient_accumulation, capped)
+    return max(1, min(config.max_steps, capped))

@@ -4,10 +4,18 @@
 One example per query (a row; Arrow schema :data:`EXAMPLE_SCHEMA`)::
 
     qid, query            the query
-    docids, texts         its k passages: the pointwise teacher's reranked order (score
-                          descending), then passages that only have pairwise labels, cut to
-                          ``passages_per_query``; with qrels, a positive is added when none is listed
-    targets   [k]         pointwise teacher score s_point (the store's log P(yes)); NaN = none
+    docids, texts         its k = ``passages_per_query`` passages, chosen as the official
+                          ``conv_pair`` does: first the passages of the labelled pairs (pair by
+                          pair, the pairs nearest the top of the pointwise order first, while both
+                          passages fit), then filled in pointwise order (then a listwise teacher's
+                          ranking); with qrels, a positive is added when none is listed (in place
+                          of the lowest filled passage, not of a pair's). Listed in the pointwise
+                          teacher's order (score descending), passages without a score after
+    targets   [k]         pointwise teacher score s_point, the KD target; NaN = none. By default
+                          (``kd_target: logit``) the teacher's raw score ``logprob_yes − logprob_no``:
+                          a reranker teacher's logit s, a yes/no LLM's log-odds of "yes".
+                          ``kd_target: log_p_yes`` keeps the store's ``score`` = log P(yes | {yes, no})
+                          (for a reranker teacher log σ(s), whose softmax ∝ σ(s) is nearly flat)
     labels    [k]         qrels grade (0 = not judged relevant), for L_CL's positive
     pair_i, pair_j, pair_p  the labelled pairs as positions in the list (i < j) and
                           P(d_i ≻ d_j); collated into ``pair_targets [B, k, k]`` (NaN elsewhere)
@@ -33,6 +41,7 @@ queries' labels from the store's Parquet files (nothing per example is held by t
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -49,6 +58,8 @@ EXAMPLE_SCHEMA = pa.schema([
     ("targets", pa.list_(pa.float64())), ("labels", pa.list_(pa.int64())),
     ("pair_i", pa.list_(pa.int64())), ("pair_j", pa.list_(pa.int64())), ("pair_p", pa.list_(pa.float64())),
 ])
+#: ``logit``: logprob_yes − logprob_no (the raw teacher score); ``log_p_yes``: the store's ``score``
+KD_TARGETS = ("logit", "log_p_yes")
 #: what ``fit(..., extra_fields=...)`` needs for these rows with :class:`~rankdistill.losses.PairDistillLoss`
 EXTRA_FIELDS = ("labels", "pair_targets")
 
@@ -69,6 +80,10 @@ class PairExamplesConfig:
         add_positive: with qrels, add a (seeded) positive to a list that has none, in the last
             slot when the list is full.
         seed: for that choice.
+        kd_target: ``logit`` (the teacher's raw score, ``logprob_yes − logprob_no``; ColBERTv2 and
+            the official PairDistill code distil from the raw teacher score) or ``log_p_yes``
+            (the store's ``score``, log P(yes | {yes, no}); softmax(log σ(s)) ∝ σ(s) flattens the
+            KD distribution: entropy ≈ 3.4 of 4.2 nats at k = 64 for MiniLM-like logits).
     """
 
     label_store: str
@@ -83,8 +98,12 @@ class PairExamplesConfig:
     min_grade: int = 1
     add_positive: bool = True
     seed: int = 42
+    kd_target: str = "logit"
 
     def __post_init__(self) -> None:
+        if self.kd_target not in KD_TARGETS:
+            raise ConfigError(f"unknown KD target '{self.kd_target}' (known: {', '.join(KD_TARGETS)})",
+                              "examples.kd_target")
         if not (self.pointwise_teacher or self.pairwise_teacher or self.listwise_teacher):
             raise ConfigError("name at least one of pointwise_teacher, pairwise_teacher, listwise_teacher",
                               "data.pairwise_teacher")
@@ -124,26 +143,20 @@ def build_pair_example(
     """
     k = config.passages_per_query
     scores = {d: float(s) for d, s in pointwise if d in texts}
-    order = sorted(scores, key=lambda d: (-scores[d], d))
-    seen = set(order)
-    for a, b, _ in pairwise:
-        for d in (a, b):
-            if d not in seen and d in texts:
-                order.append(d)
-                seen.add(d)
-    for d in ranking or ():
-        if d not in seen and d in texts:
-            order.append(d)
-            seen.add(d)
-    docids = order[:k]
+    ranked = sorted(scores, key=lambda d: (-scores[d], d))
+    docids = _choose_passages(ranked, pairwise, ranking, texts, k)
     judged = judged or {}
     if config.add_positive and judged and not any(judged.get(d, 0) >= config.min_grade for d in docids):
         relevant = sorted(d for d, g in judged.items() if g >= config.min_grade and d in texts)
         if relevant:
             positive = random.Random(f"{config.seed}:{qid}").choice(relevant)
-            docids = docids[: k - 1] + [positive]
+            if len(docids) >= k:
+                docids = _drop_one(docids, pairwise)
+            docids = docids + [positive]
     if len(docids) < 2:
         return None
+    place = {d: n for n, d in enumerate(docids)}
+    docids = sorted(docids, key=lambda d: (0, -scores[d], d) if d in scores else (1, place[d], d))
     position = {d: i for i, d in enumerate(docids)}
     collected: dict[tuple[int, int], list[float]] = {}
     for a, b, p in pairwise:
@@ -174,6 +187,46 @@ def build_pair_example(
         "pair_j": [j for _, j in pairs],
         "pair_p": [sum(collected[p]) / len(collected[p]) for p in pairs],
     }
+
+
+def _choose_passages(ranked: Sequence[str], pairwise: Sequence[tuple[str, str, float]],
+                     ranking: Sequence[str] | None, texts: Mapping[str, str], k: int) -> list[str]:
+    """At most ``k`` docids: every labelled pair's two passages while both fit (pairs whose better
+    pointwise rank is higher first, as the pairs were sampled from the top of that order), then
+    ``ranked`` (the pointwise order), then the listwise ``ranking``."""
+    position = {d: n for n, d in enumerate(ranked)}
+    far = len(ranked)
+
+    def key(pair: tuple[str, str, float]) -> tuple[int, int]:
+        a, b = position.get(pair[0], far), position.get(pair[1], far)
+        return min(a, b), max(a, b)
+
+    chosen: list[str] = []
+    listed: set[str] = set()
+    for a, b, _ in sorted(pairwise, key=key):
+        if a == b or a not in texts or b not in texts:
+            continue
+        new = [d for d in dict.fromkeys((a, b)) if d not in listed]
+        if len(chosen) + len(new) <= k:
+            chosen.extend(new)
+            listed.update(new)
+    for d in [*ranked, *(ranking or ())]:
+        if len(chosen) >= k:
+            break
+        if d not in listed and d in texts:
+            chosen.append(d)
+            listed.add(d)
+    return chosen
+
+
+def _drop_one(docids: list[str], pairwise: Sequence[tuple[str, str, float]]) -> list[str]:
+    """``docids`` less one passage, to make room for a positive: the last one that is in no pair
+    (the lowest filled passage), else the last one (its pairs are then left out)."""
+    in_pairs = {d for a, b, _ in pairwise for d in (a, b)}
+    for n in range(len(docids) - 1, -1, -1):
+        if docids[n] not in in_pairs:
+            return docids[:n] + docids[n + 1 :]
+    return docids[:-1]
 
 
 # --------------------------------------------------------------------------------------------
@@ -213,7 +266,9 @@ def _read_labels(config: PairExamplesConfig, qids: Sequence[str] | None) -> dict
             seen.add(key)
             entry = out.setdefault(str(columns["qid"][n]), {})
             if kind == "pointwise":
-                entry.setdefault("pointwise", []).append((str(columns["docid"][n]), float(columns["score"][n])))
+                entry.setdefault("pointwise", []).append(
+                    (str(columns["docid"][n]), kd_target(config.kd_target, columns["score"][n],
+                                                         columns["logprob_yes"][n], columns["logprob_no"][n])))
             elif kind == "pairwise":
                 entry.setdefault("pairwise", []).append(
                     (str(columns["docid_a"][n]), str(columns["docid_b"][n]), float(columns["p_a_wins"][n])))
@@ -224,6 +279,20 @@ def _read_labels(config: PairExamplesConfig, qids: Sequence[str] | None) -> dict
     for entry in out.values():
         entry.pop("_order", None)
     return out
+
+
+def kd_target(kind: str, score: float, logprob_yes: float | None, logprob_no: float | None) -> float:
+    """The KD target of one stored pointwise label: ``logprob_yes − logprob_no`` (``logit``; from
+    ``score`` = log p as ``log p − log(1 − p)``, p clipped to 1 − 1e-12, when the raw
+    log-probabilities are missing) or the stored ``score`` (``log_p_yes``)."""
+    if kind == "log_p_yes":
+        return float(score)
+    if logprob_yes is not None and logprob_no is not None:
+        yes, no = float(logprob_yes), float(logprob_no)
+        if math.isfinite(yes) and math.isfinite(no):
+            return yes - no
+    p = min(math.exp(float(score)), 1.0 - 1e-12)
+    return math.log(p) - math.log1p(-p)
 
 
 def _examples_for(qids: Sequence[str] | None, config: PairExamplesConfig, query_texts: Mapping[str, str],

@@ -71,7 +71,7 @@ from rankdistill.training.factories import (
     StudentFactory,
     backbone_path,
 )
-from rankdistill.training.pair_examples import EXTRA_FIELDS, PairExamplesConfig, pair_example_dataset
+from rankdistill.training.pair_examples import EXTRA_FIELDS, KD_TARGETS, PairExamplesConfig, pair_example_dataset
 from rankdistill.workflows.label import TeacherConfig, teacher_id
 
 
@@ -116,6 +116,7 @@ class ExamplesOptions:
     min_grade: int = 1
     add_positive: bool = True
     seed: int = 42
+    kd_target: str = "logit"  # logit: logprob_yes − logprob_no (raw teacher score) | log_p_yes (old form)
 
 
 @dataclass
@@ -136,6 +137,9 @@ class PairDistillConfig:
     measures: list[str] = field(default_factory=lambda: list(DEFAULT_MEASURES))
     select_on: str = "nDCG@10"
     evaluate_teacher: bool = True  # the pointwise teacher reranking the test first stage (costs labels)
+    # dev check: the pointwise teacher reranking the dev candidates, printed beside the zero-shot
+    # student's dev figure (select_on), with a warning naming both when the teacher is not above it
+    check_teacher_on_dev: bool = True
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)
     label_store: str = "outputs/labels"
     ray: RayConfig = field(default_factory=RayConfig)
@@ -166,6 +170,9 @@ class PairDistillConfig:
         if self.loss.name == "pairdistill_zs" and self.pairwise_teacher is None:
             raise ConfigError("L_ZS without L_CL needs the pairwise teacher", "pairwise_teacher")
         self.pairwise.check()
+        if self.examples.kd_target not in KD_TARGETS:
+            raise ConfigError(f"unknown KD target '{self.examples.kd_target}' (known: {', '.join(KD_TARGETS)})",
+                              "examples.kd_target")
         from rankdistill.models import get_reranker_class
 
         if not hasattr(get_reranker_class(self.student.architecture), "encode_queries"):
@@ -401,7 +408,9 @@ class PairDistill:
         if self.pair_spec is not None:
             scores = _pointwise_scores(self.store, self.point_spec, self.point_hash)
             reranked = [rerank_by_scores(cl, scores.get(cl.qid, {})) for cl in lists]
-            pair = self._label(reranked, self.pair_spec, f"iteration {iteration}: pairwise teacher")
+            spec = dataclasses.replace(self.pair_spec, pairwise=dataclasses.replace(self.pair_spec.pairwise,
+                                                                                     iteration=iteration))
+            pair = self._label(reranked, spec, f"iteration {iteration}: pairwise teacher")  # new draws per iteration
             counts.update(pairwise_units=pair.units_total, pairwise_skipped=pair.units_skipped,
                           pairwise_calls=pair.stats.backend_calls)
         return counts
@@ -414,8 +423,33 @@ class PairDistill:
             pairwise_teacher=self.pair_spec.teacher_id if self.pair_spec else None,
             pairwise_template=self.pair_hash,
             passages_per_query=e.passages_per_query, min_grade=e.min_grade, add_positive=e.add_positive, seed=e.seed,
+            kd_target=e.kd_target,
         )
         return pair_example_dataset(self.splits.train, self.corpus, config, qrels=self.splits.qrels["train"])
+
+    def teacher_on_dev(self, candidates: Run, student: Stage, tracker) -> Stage:
+        """The dev check: the pointwise teacher reranking the dev candidates, printed beside the
+        zero-shot student's dev figure; a warning naming both when the teacher is not above it."""
+        import warnings
+
+        lists = list(candidate_lists(candidates, self.splits.dev, self.corpus, k=self.config.candidates.depth))
+        self._label(lists, self.point_spec, "teacher on the dev candidates")
+        scores = _pointwise_scores(self.store, self.point_spec, self.point_hash)
+        run = Run({cl.qid: {c.docid: scores.get(cl.qid, {}).get(c.docid, -1e9) for c in cl.candidates}
+                   for cl in lists})
+        dev = self._evaluate(run, "dev")
+        tracker.log_metrics(dev.aggregate, prefix="teacher_dev/")
+        measure = self.config.select_on
+        teacher, zero_shot = dev.aggregate.get(measure, float("nan")), student.dev.get(measure, float("nan"))
+        print(f"dev {measure}: pointwise teacher {self.point_spec.teacher_id} {teacher:.4f} | "
+              f"zero-shot student {zero_shot:.4f}", flush=True)
+        message = check_teacher(self.point_spec.teacher_id, teacher, zero_shot, measure)
+        if message:
+            warnings.warn(message, stacklevel=2)
+        stage = Stage(f"teacher {self.point_spec.teacher_id} reranking dev candidates", dev.aggregate, {})
+        at = self.stages.index(student) if student in self.stages else len(self.stages)
+        self.stages.insert(at, stage)  # listed before the zero-shot student it is compared with
+        return stage
 
     def teacher_as_reranker(self, first_test: Run, tracker) -> Stage | None:
         """The pointwise teacher reranking the test first stage (its own labels, stored)."""
@@ -429,6 +463,15 @@ class PairDistill:
         stage = Stage(f"teacher {self.point_spec.teacher_id} reranking first stage", {}, test.aggregate)
         self.stages.append(stage)
         return stage
+
+
+def check_teacher(teacher: str, teacher_dev: float, student_dev: float, measure: str) -> str | None:
+    """The dev check's warning (None when the teacher is above the zero-shot student)."""
+    if teacher_dev > student_dev:
+        return None
+    return (f"the pointwise teacher {teacher} is not above the zero-shot student on dev: {measure} "
+            f"{teacher_dev:.4f} (teacher) vs {student_dev:.4f} (zero-shot student); distilling it is not "
+            "expected to help (an ensemble teacher, teacher.backend.name: ensemble, may be stronger)")
 
 
 def _initial_student(config: StudentConfig, folder: Path) -> Path:
@@ -486,6 +529,11 @@ def run_pairdistill(config: PairDistillConfig) -> dict[str, Any]:
             with start_run(c.tracking, tags={**tags, "iteration": 0, "job": "pairdistill iteration 0"},
                            nested=True) as child:
                 stage, model, index = job.evaluate_student("student zero-shot", model_dir, "iteration-0", child)
+                if c.check_teacher_on_dev:
+                    candidates = (first_dev.top(c.candidates.depth) if first_dev is not None
+                                  else job.retrieve(model, index, job.splits.dev, c.candidates.depth))
+                    teacher_dev = job.teacher_on_dev(candidates, stage, child)
+                    summary["teacher_dev"] = teacher_dev.dev
             best = stage
             for iteration in range(1, c.iterations + 1):
                 folder = f"iteration-{iteration}"

@@ -1,16 +1,23 @@
 """Teacher backends behind one interface: ``hf`` (transformers), ``vllm``, ``replay`` (recordings),
-``reranker`` (a trained rankdistill student: duo for pairwise labels, any for pointwise)."""
+``reranker`` (a trained rankdistill student: duo for pairwise labels, any for pointwise),
+``ensemble`` (several scorers fused per candidate list, for pointwise labels)."""
 
 from __future__ import annotations
 
 import logging
 
 from rankdistill.errors import ConfigError, MissingExtraError
-from rankdistill.teachers.backends.base import BackendConfig, Prompt, TeacherBackend, as_prompts
+from rankdistill.teachers.backends.base import (
+    BackendConfig,
+    EnsembleMember,
+    Prompt,
+    TeacherBackend,
+    as_prompts,
+)
 
 logger = logging.getLogger(__name__)
 
-BACKENDS = ("hf", "vllm", "replay", "reranker")
+BACKENDS = ("hf", "vllm", "replay", "reranker", "ensemble")
 
 
 def make_backend(config: BackendConfig) -> TeacherBackend:
@@ -28,6 +35,10 @@ def make_backend(config: BackendConfig) -> TeacherBackend:
         from rankdistill.teachers.backends.reranker import RerankerBackend
 
         return RerankerBackend(config)
+    if config.name == "ensemble":
+        from rankdistill.teachers.backends.ensemble import EnsembleBackend
+
+        return EnsembleBackend(config)
     if config.name == "vllm":
         from rankdistill.teachers.backends.vllm import VLLMBackend
 
@@ -43,4 +54,4 @@ def make_backend(config: BackendConfig) -> TeacherBackend:
     raise ConfigError(f"unknown backend '{config.name}' (known: {', '.join(BACKENDS)})", "teacher.backend.name")
 
 
-__all__ = ["BACKENDS", "BackendConfig", "Prompt", "TeacherBackend", "as_prompts", "make_backend"]
+__all__ = ["BACKENDS", "BackendConfig", "EnsembleMember", "Prompt", "TeacherBackend", "as_prompts", "make_backend"]

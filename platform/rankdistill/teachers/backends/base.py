@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 
@@ -30,12 +30,62 @@ def as_prompts(prompts: Sequence[Prompt | str]) -> list[Prompt]:
     return [p if isinstance(p, Prompt) else Prompt(str(p)) for p in prompts]
 
 
+#: member kinds of the ``ensemble`` backend
+MEMBER_KINDS = ("teacher", "first_stage", "dense")
+#: how the ``ensemble`` backend fuses its members' scores of one candidate list
+FUSIONS = ("rrf", "zsum")
+
+
+@dataclass
+class EnsembleMember:
+    """One scorer of an ``ensemble`` teacher (see :mod:`rankdistill.teachers.backends.ensemble`).
+
+    ``kind``:
+      - ``teacher``: any other backend (``backend``: its config; a ``reranker`` or a yes/no LLM);
+        its raw score, ``logprob_yes − logprob_no``;
+      - ``first_stage``: the candidate list's own first-stage score (BM25's);
+      - ``dense``: a dense model's similarity: ``model`` (a saved rankdistill student folder) or
+        ``backbone`` (an encoder folder, or ``all-MiniLM-L6-v2``, the packaged copy) built
+        zero-shot as ``architecture`` with ``options``.
+    """
+
+    kind: str = "teacher"
+    weight: float = 1.0
+    name: str | None = None  # how the job's output names it (default: kind and model)
+    backend: BackendConfig | None = None  # teacher
+    model: str | None = None  # dense: a saved student
+    backbone: str | None = None  # dense: zero-shot from an encoder
+    architecture: str = "bi-encoder"
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        from rankdistill.config import check_choice
+        from rankdistill.errors import ConfigError
+
+        check_choice("kind", self.kind, MEMBER_KINDS)
+        if self.weight < 0:
+            raise ConfigError(f"must be >= 0, got {self.weight}", "weight")
+        if self.kind == "teacher" and self.backend is None:
+            raise ConfigError("a teacher member needs its backend: {name: ..., model: ...}", "backend")
+        if self.kind == "teacher" and self.backend.name == "ensemble":
+            raise ConfigError("an ensemble member may not itself be an ensemble", "backend.name")
+        if self.kind == "dense" and not (self.model or self.backbone):
+            raise ConfigError("a dense member needs model (a saved student) or backbone (zero-shot)", "model")
+
+    @property
+    def label(self) -> str:
+        if self.name:
+            return self.name
+        source = self.backend.model if self.backend is not None else (self.model or self.backbone)
+        return f"{self.kind}:{source}" if source else self.kind
+
+
 @dataclass
 class BackendConfig:
     """Which backend and model. Unknown keys are config errors; only the chosen backend's fields
     are read."""
 
-    name: str = "hf"  # hf | vllm | replay | reranker
+    name: str = "hf"  # hf | vllm | replay | reranker | ensemble
     model: str | None = None  # a folder / hub id, or "package:<module>" (a GGUF shipped in a package); reranker: a saved student
     gguf_file: str | None = None  # file name inside ``model`` (found automatically for package:)
     tokenizer: str | None = None  # default: the model's; replay: optional (for token truncation)
@@ -57,12 +107,17 @@ class BackendConfig:
     # replay
     replay_file: str | None = None  # JSON lines: {qid, docids, response} or {qid, docids, logprobs}
     replay_strict: bool = True  # a prompt with no recording is an error (else: empty response)
+    # ensemble (pointwise labels): members fused per candidate list
+    members: list[EnsembleMember] = field(default_factory=list)
+    fusion: str = "rrf"  # rrf: Σ w / (rrf_k + rank) | zsum: Σ w · z-score within the list
+    rrf_k: float = 60.0
+    scale: float = 1.0  # the stored score (the KD target) is scale × the fused value
 
     def __post_init__(self) -> None:
         from rankdistill.config import check_choice, check_range
         from rankdistill.errors import ConfigError
 
-        backends = ("hf", "vllm", "replay", "reranker")
+        backends = ("hf", "vllm", "replay", "reranker", "ensemble")
         if self.name not in backends:
             raise ConfigError(f"unknown backend '{self.name}' (known: {', '.join(backends)})", "name")
         if self.fallback not in (None, "") + backends:
@@ -75,6 +130,15 @@ class BackendConfig:
         for name in ("max_input_tokens", "num_threads", "max_model_len"):
             check_range(name, getattr(self, name), minimum=1)
         check_range("gpu_memory_utilization", self.gpu_memory_utilization, above=0, maximum=1)
+        if self.name == "ensemble":
+            check_choice("fusion", self.fusion, FUSIONS)
+            check_range("rrf_k", self.rrf_k, minimum=0)
+            check_range("scale", self.scale, above=0)
+            if not self.members:
+                raise ConfigError("an ensemble needs members: [{kind: teacher | first_stage | dense, ...}]",
+                                  "members")
+            if not any(m.weight > 0 for m in self.members):
+                raise ConfigError("at least one member needs a weight > 0", "members")
 
 
 class TeacherBackend(abc.ABC):
