@@ -107,3 +107,52 @@ def test_selecting_on_the_test_split_needs_the_explicit_switch_and_marks_the_tab
     config.check()  # allowed knowingly
     table = format_table([Stage("s", {"nDCG@10": 0.5}, {"nDCG@10": 0.5})], "nDCG@10", "s", "demo", same_split=True)
     assert "SELECTED ON THE TEST QUERIES" in table.splitlines()[0] and "dev selects" not in table
+
+
+# -- BAD 6: a factory IVF index searches with ivf_nprobe lists, and refuses a corpus too small -----
+@pytest.fixture(scope="module")
+def demo_embeddings():
+    """all-MiniLM-L6-v2 (packaged) embeddings of the demo slice's corpus and test queries."""
+    import numpy as np
+    import torch
+    from model_fixtures import minilm_path
+    from rankdistill.data.datasets import resolve
+    from rankdistill.models import BiEncoder
+
+    try:
+        spec, folder = resolve("demo")
+    except Exception as exc:  # noqa: BLE001 - the conftest helper decides skip or fail
+        from conftest import missing_data
+
+        missing_data(f"needs the demo slice: {exc}")
+    corpus = folder.corpus()
+    queries = folder.queries(spec.test_split)
+    torch.manual_seed(0)
+    model = BiEncoder.from_backbone(minilm_path(), pooling="mean", passage_length=96).eval()
+    with torch.no_grad():
+        docs = np.asarray(model.encode_passages([d.contents for d in corpus.values()]), dtype=np.float32)
+        qs = np.asarray(model.encode_queries([q.text for q in queries.values()]), dtype=np.float32)
+    return list(corpus), docs, list(queries), qs
+
+
+def test_an_ivf_factory_index_searches_ivf_nprobe_lists_recall_at_100_equals_flat(demo_embeddings):
+    from rankdistill.retrieval.dense_index import DenseIndex, DenseIndexConfig
+
+    docids, docs, qids, queries = demo_embeddings
+    runs = {}
+    for factory in ("Flat", "IVF8,Flat"):  # 331 documents: 8 lists of ~41 (faiss wants 39 per list)
+        index = DenseIndex(docs.shape[1], DenseIndexConfig(factory=factory, ivf_nprobe=8))
+        index.add(docids, docs)
+        runs[factory] = index.search(qids, queries, k=100)
+    recall = sum(len(set(runs["IVF8,Flat"][q]) & set(runs["Flat"][q])) for q in qids) / (100 * len(qids))
+    assert recall == 1.0  # every list probed: exactly Flat's top 100 (was: nprobe 1, about 1/8 of them)
+
+
+def test_an_ivf_index_too_large_for_the_corpus_is_refused_naming_the_key(demo_embeddings):
+    from rankdistill.retrieval.dense_index import DenseIndex, DenseIndexConfig
+
+    docids, docs, _, _ = demo_embeddings
+    index = DenseIndex(docs.shape[1], DenseIndexConfig(factory="IVF256,PQ32"))  # quickstart.yaml's example
+    with pytest.raises(ConfigError) as info:  # was: 1-3 of 100 documents per test query, a faiss warning
+        index.add(docids, docs)
+    assert info.value.key == "index.factory" and "331 vectors are too few to train 256 IVF lists" in str(info.value)

@@ -27,7 +27,7 @@ from pathlib import Path
 
 from rankdistill.config import check_range
 from rankdistill.data.beir import BeirFolder, SubsetFolder, check_qrels_against_corpus
-from rankdistill.data.records import Qrels, Query
+from rankdistill.data.records import Document, Qrels, Query
 from rankdistill.errors import ConfigError, DataFormatError, RankdistillError
 from rankdistill.storage import is_uri
 
@@ -341,3 +341,15 @@ def resolve_run_path(run: str, folder: BeirFolder, key: str) -> Path:
     if candidate.exists():
         return candidate
     raise ConfigError(f"run file '{run}' not found (nor in {folder.root / 'runs'})", key)
+
+
+def corpus_digest(corpus: dict[str, Document]) -> str:
+    """sha256 over every document's id, title and text, in id order: what identifies a corpus
+    (an index or a resumed run built on it), so that an edit in place is seen."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for docid in sorted(corpus):
+        doc = corpus[docid]
+        digest.update(f"{docid}\0{doc.title}\0{doc.text}\0".encode())
+    return digest.hexdigest()

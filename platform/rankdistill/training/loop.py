@@ -43,6 +43,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from rankdistill.errors import ConfigError
 from rankdistill.training.config import TrainingConfig
 
 STATE_FILE = "training_state.json"
@@ -440,8 +441,8 @@ def steps_for(num_examples: int, config: TrainingConfig) -> int:
     per_worker = num_examples // max(config.num_workers, 1)
     per_epoch = per_worker // (config.batch_size * config.gradient_accumulation)
     if per_epoch < 1:
-        raise ValueError(
+        raise ConfigError(
             f"{num_examples} examples are too few for {config.num_workers} worker(s) x batch size "
-            f"{config.batch_size} x accumulation {config.gradient_accumulation}"
+            f"{config.batch_size} x accumulation {config.gradient_accumulation}", "training.batch_size"
         )
     return max(1, min(config.max_steps, math.ceil(config.epochs * per_epoch)))

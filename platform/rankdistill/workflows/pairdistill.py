@@ -43,7 +43,7 @@ from pathlib import Path
 from typing import Any
 
 from rankdistill.data.candidates import candidate_lists
-from rankdistill.data.datasets import DatasetSpec, load_split, resolve, resolve_run_path
+from rankdistill.data.datasets import DatasetSpec, corpus_digest, load_split, resolve, resolve_run_path
 from rankdistill.data.records import CandidateList, Document, Qrels, Query, Run
 from rankdistill.data.splits import carve
 from rankdistill.data.trec import read_trec_run, write_trec_run
@@ -72,6 +72,7 @@ from rankdistill.training.factories import (
     backbone_path,
 )
 from rankdistill.training.pair_examples import EXTRA_FIELDS, PairExamplesConfig, pair_example_dataset
+from rankdistill.workflows import pairdistill_checks as checks
 from rankdistill.workflows.label import TeacherConfig, teacher_id
 
 
@@ -263,7 +264,7 @@ def _check_disjoint(train_ids: list[str], train_q: dict[str, Query], test_ids: l
 
 
 def _spec(kind: str, teacher: TeacherConfig, config: PairDistillConfig) -> LabelerSpec:
-    return LabelerSpec(kind=kind, teacher_id=teacher_id(teacher), template=teacher.template,
+    return LabelerSpec(kind=kind, teacher_id=teacher_id(teacher, f"{kind}_teacher"), template=teacher.template,
                        template_overrides=dict(teacher.template_overrides), backend=teacher.backend,
                        pairwise=config.pairwise, pointwise=config.pointwise)
 
@@ -293,6 +294,7 @@ class PairDistill:
 
     def __init__(self, config: PairDistillConfig):
         config.check()
+        checks.check_before_ray(config)
         from rankdistill.storage import is_uri
 
         self.config = config
@@ -307,6 +309,8 @@ class PairDistill:
         self.splits = load_splits(config.splits, self.spec, self.folder, self.corpus)
         if not self.splits.train:
             raise ConfigError("no judged training queries", "splits.train")
+        checks.check_training_queries(config, len(self.splits.train))
+        self.corpus_digest = corpus_digest(self.corpus)
         self.store = LabelStore(config.label_store)
         self.point_spec = _spec("pointwise", config.pointwise_teacher, config)
         self.pair_spec = _spec("pairwise", config.pairwise_teacher, config) if config.pairwise_teacher else None
@@ -315,6 +319,13 @@ class PairDistill:
                           if self.pair_spec else None)
         self.teacher_calls = 0
         self.stages: list[Stage] = []
+        teachers = {"pointwise_teacher": checks.teacher_identity(self.point_spec.teacher_id, self.point_hash,
+                                                                 config.pointwise_teacher.backend)}
+        if self.pair_spec is not None:
+            teachers["pairwise_teacher"] = checks.teacher_identity(self.pair_spec.teacher_id, self.pair_hash,
+                                                                   config.pairwise_teacher.backend)
+        self.identity = checks.run_identity(config, teachers, self.spec.name, self.corpus_digest)
+        checks.check_identity(self.output, self.identity)
 
     def location(self, *parts: str) -> str:
         """``output_dir/parts...`` (a path or a URI)."""
@@ -333,9 +344,11 @@ class PairDistill:
 
     def check_cluster(self) -> None:
         """Before any work: on a multi-node cluster, every folder a worker opens is seen by every node."""
-        from rankdistill.ray_runtime import check_shared_folder
+        from rankdistill.ray_runtime import check_resources, check_shared_folder
         from rankdistill.storage import is_uri
         from rankdistill.workflows.label import check_backend_files
+
+        check_resources(checks.resource_requests(self.config))  # before any teacher is paid
 
         if not self.remote:
             check_shared_folder(self.output, "output_dir")  # embedding shards are written by actors
@@ -397,8 +410,7 @@ class PairDistill:
             return None
         from rankdistill.storage import folder_digest
 
-        settings = {"model": folder_digest(model_dir), "dataset": self.spec.name, "documents": len(self.corpus),
-                    "first_docid": min(self.corpus, default=""), "last_docid": max(self.corpus, default=""),
+        settings = {"model": folder_digest(model_dir), "dataset": self.spec.name, "corpus": self.corpus_digest,
                     "architecture": self.config.student.architecture,
                     "index": dataclasses.asdict(c.colbert_index if self.config.student.architecture == "colbert"
                                                 else c.index)}
@@ -546,9 +558,10 @@ def run_pairdistill(config: PairDistillConfig) -> dict[str, Any]:
                     counts = job.label(run, iteration)
                     child.log_metrics(counts)
                     training = dataclasses.replace(c.training, run_name=f"{c.training.run_name}-iteration-{iteration}")
-                    identity = {"student": {**dataclasses.asdict(c.student), "init_from": str(model_dir)},
+                    identity = {**job.identity, "student": {**dataclasses.asdict(c.student), "init_from": str(model_dir)},
                                 "loss": dataclasses.asdict(c.loss), "examples": dataclasses.asdict(c.examples),
                                 "iteration": iteration}
+                    checks.record_identity(job.output, job.identity)
                     result = fit(StudentFactory(c.student, init_from=str(model_dir)), LossFactory(c.loss),
                                  job.examples(), training, job.staging / folder, tracking=child.worker_handle(),
                                  extra_fields=EXTRA_FIELDS, identity=identity)
