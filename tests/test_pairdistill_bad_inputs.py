@@ -156,3 +156,143 @@ def test_an_ivf_index_too_large_for_the_corpus_is_refused_naming_the_key(demo_em
     with pytest.raises(ConfigError) as info:  # was: 1-3 of 100 documents per test query, a faiss warning
         index.add(docids, docs)
     assert info.value.key == "index.factory" and "331 vectors are too few to train 256 IVF lists" in str(info.value)
+
+
+# -- BAD 2, 7 and the WEAK late errors: every teacher and student check before Ray starts ----------
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    from test_pairdistill_job import tiny_models
+
+    return tiny_models(tmp_path_factory.mktemp("models"))
+
+
+def tiny_config(tmp_path: Path, models, *overrides: str) -> PairDistillConfig:
+    from test_pairdistill_job import tiny_overrides
+
+    return load_config(PairDistillConfig, QUICKSTART, [*tiny_overrides(tmp_path, models), *overrides])
+
+
+@pytest.mark.parametrize("override,key,problem", [
+    ("pointwise_teacher.backend.model={tmp}/missing", "pointwise_teacher.backend.model", "is not a folder"),
+    ("pairwise_teacher.backend.model={mono}", "pairwise_teacher.backend.model", "must be a duo cross-encoder"),
+    ("pointwise_teacher.template=pairdistill-pairwise", "pointwise_teacher.template", "is a pairwise template"),
+    ("pairwise_teacher.template=pairdistill-pointwise", "pairwise_teacher.template", "is a pointwise template"),
+    ("student.init_from=null student.backbone={mono}", "student.backbone", "saved rankdistill student"),
+    ("loss.options.lambda_kd=-1", "loss.options", "must be >= 0"),
+    ("splits.max_train_queries=3", "splits.max_train_queries", "fewer examples than one batch"),
+    ("label_store={tmp}/a-file", "label_store", "is a file, not a folder"),
+    ("output_dir={tmp}/a-file/out", "output_dir", "which is a file"),
+    ("output_dir=foo://bucket/out", "output_dir", "cannot open storage URI 'foo://bucket/out'"),
+])
+def test_pairdistill_refuses_before_ray_starts(tmp_path: Path, models, override, key, problem):
+    import ray
+    from rankdistill.workflows.pairdistill import run_pairdistill
+
+    (tmp_path / "a-file").write_text("x")
+    extra = override.format(tmp=tmp_path, mono=models["mono"]).split(" ")
+    config = tiny_config(tmp_path, models, *extra)
+    with pytest.raises(ConfigError) as info:
+        run_pairdistill(config)
+    assert info.value.key == key and problem in str(info.value)
+    assert not ray.is_initialized()
+
+
+def test_an_s3_uri_with_no_server_behind_it_is_one_line_naming_the_key(tmp_path: Path, models, monkeypatch):
+    from rankdistill.workflows.pairdistill import run_pairdistill
+
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")  # nothing listens on the discard port
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "x")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "y")
+    with pytest.raises(ConfigError) as info:
+        run_pairdistill(tiny_config(tmp_path, models, "label_store=s3://labels/store"))
+    assert info.value.key == "label_store" and "'s3://labels/store' cannot be reached" in str(info.value)
+
+
+def test_a_plain_encoder_folder_is_refused_as_a_teacher_naming_the_missing_head(tmp_path: Path, models):
+    from model_fixtures import minilm_path
+    from rankdistill.models import load_reranker
+    from rankdistill.workflows.pairdistill import PairDistill
+
+    with pytest.raises(DataFormatError) as info:  # was: a random head, noise labels, exit 0
+        load_reranker(minilm_path())
+    assert info.value.path == str(minilm_path()) and "classifier.weight" in str(info.value)
+    with pytest.raises(DataFormatError, match="classifier.bias"):
+        PairDistill(tiny_config(tmp_path, models, f"pointwise_teacher.backend.model={minilm_path()}"))
+
+
+def test_a_trained_hugging_face_cross_encoder_still_loads_as_a_teacher(tmp_path: Path):
+    from model_fixtures import minilm_path, tiny_config as tiny_bert
+    from rankdistill.models import load_reranker
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    AutoModelForSequenceClassification.from_config(tiny_bert()).save_pretrained(tmp_path / "ce")
+    AutoTokenizer.from_pretrained(minilm_path()).save_pretrained(tmp_path / "ce")
+    model = load_reranker(tmp_path / "ce")
+    assert type(model).__name__ == "MonoCrossEncoder"
+
+
+def test_default_teacher_ids_tell_apart_two_folders_of_the_same_name(tmp_path: Path, models):
+    import shutil
+
+    from rankdistill.workflows.label import TeacherConfig, teacher_id
+    from rankdistill.teachers.backends import BackendConfig
+
+    for name, source in (("a", "mono"), ("b", "duo"), ("c", "mono")):
+        shutil.copytree(models[source], tmp_path / name / "model")
+    ids = {n: teacher_id(TeacherConfig(backend=BackendConfig(name="reranker", model=str(tmp_path / n / "model"))))
+           for n in "abc"}
+    assert ids["a"] != ids["b"]  # was: both 'model', the second teacher reusing every label of the first
+    assert ids["a"] == ids["c"] and ids["a"].startswith("model-")  # the same weights: the same labels
+    uri = TeacherConfig(backend=BackendConfig(name="reranker", model="s3://models/team-a/model"))
+    assert teacher_id(uri) == "s3://models/team-a/model"
+
+
+# -- BAD 1: another teacher, data or list in the same output_dir is refused before Ray -------------
+def test_a_run_of_another_teacher_in_the_same_output_dir_is_refused_listing_the_differences(tmp_path: Path, models):
+    import ray
+    from rankdistill.workflows.pairdistill import PairDistill
+    from rankdistill.workflows.pairdistill_checks import record_identity
+
+    first = PairDistill(tiny_config(tmp_path, models))
+    record_identity(first.output, first.identity)  # what the first run's training left behind
+    PairDistill(tiny_config(tmp_path, models, "iterations=3", "training.max_steps=5"))  # may continue
+    other = tiny_config(tmp_path, models, "pointwise_teacher.id=other-mono", "examples.passages_per_query=4")
+    with pytest.raises(ConfigError) as info:  # was: 48 new teacher calls, then the old checkpoint resumed
+        PairDistill(other)
+    assert info.value.key == "output_dir"
+    assert "teachers.pointwise_teacher.id: stored 'tiny-mono', now 'other-mono'" in str(info.value)
+    assert "examples.passages_per_query: stored 6, now 4" in str(info.value)
+    assert not ray.is_initialized()
+
+
+# -- BAD 9: the index cache sees a corpus edited in place ------------------------------------------
+def test_the_index_cache_key_changes_when_a_document_text_changes_in_place(tmp_path: Path, models):
+    from rankdistill.workflows.pairdistill import PairDistill
+
+    keys = []
+    for name, text in (("a", "text 3"), ("b", "text 3"), ("c", "edited 3")):
+        root = collection(tmp_path / name / "coll")  # one collection name: its spec name is in the key
+        corpus = (root / "corpus.jsonl").read_text().replace('"text 3"', json.dumps(text))
+        (root / "corpus.jsonl").write_text(corpus)
+        job = PairDistill(tiny_config(tmp_path / name, models, f"dataset={root}", "splits.dev_queries=1",
+                                      "training.batch_size=1", f"candidates.index_cache={tmp_path / 'cache'}"))
+        keys.append(Path(job._cached_index(models["bi-encoder"])).name)
+    assert keys[0] == keys[1] and keys[1] != keys[2]  # same count, first and last id: was the same key
+
+
+# -- BAD 10: a request the cluster can never meet, found before any work ---------------------------
+@pytest.mark.parametrize("override,key", [
+    ("training.cpus_per_worker=4", "training.cpus_per_worker"),  # was: teachers paid, then retried forever
+    ("training.num_workers=2", "training.num_workers"),  # 2 workers × 2 CPUs on 2 CPUs
+    ("candidates.encode.gpus_per_actor=1", "candidates.encode.gpus_per_actor"),
+    ("pipeline.cpus_per_actor=3", "pipeline.cpus_per_actor"),
+])
+def test_requests_larger_than_the_cluster_are_refused_naming_the_key(local_ray, override, key):
+    from rankdistill.ray_runtime import check_resources
+    from rankdistill.workflows.pairdistill_checks import resource_requests
+
+    config = load_config(PairDistillConfig, QUICKSTART, [override])
+    with pytest.raises(ConfigError) as info:
+        check_resources(resource_requests(config))
+    assert info.value.key == key
+    check_resources(resource_requests(load_config(PairDistillConfig, QUICKSTART, [])))  # the quickstart fits
