@@ -296,3 +296,12 @@ def test_requests_larger_than_the_cluster_are_refused_naming_the_key(local_ray, 
         check_resources(resource_requests(config))
     assert info.value.key == key
     check_resources(resource_requests(load_config(PairDistillConfig, QUICKSTART, [])))  # the quickstart fits
+
+
+def test_empty_passages_warn_with_the_count(caplog):
+    from rankdistill.data.records import Document
+    from rankdistill.workflows.pairdistill_checks import warn_empty_passages
+
+    corpus = {"d1": Document("d1", "text"), "d2": Document("d2", "  "), "d3": Document("d3", "")}
+    assert warn_empty_passages(corpus) == 2
+    assert "2 of 3 documents are empty (e.g. 'd2')" in caplog.text

@@ -311,6 +311,7 @@ class PairDistill:
             raise ConfigError("no judged training queries", "splits.train")
         checks.check_training_queries(config, len(self.splits.train))
         self.corpus_digest = corpus_digest(self.corpus)
+        checks.warn_empty_passages(self.corpus)
         self.store = LabelStore(config.label_store)
         self.point_spec = _spec("pointwise", config.pointwise_teacher, config)
         self.pair_spec = _spec("pairwise", config.pairwise_teacher, config) if config.pairwise_teacher else None

@@ -158,3 +158,14 @@ def record_identity(output_dir: str, identity: dict[str, Any]) -> None:
     filesystem_.create_dir(path.rsplit("/", 1)[0], recursive=True)
     with filesystem_.open_output_stream(path) as stream:
         stream.write(json.dumps(identity, indent=1, sort_keys=True).encode())
+
+
+def warn_empty_passages(corpus: dict[str, Any]) -> int:
+    """Documents with neither title nor text can only be retrieved by chance: a warning with the count."""
+    import logging
+
+    empty = sorted(d for d, doc in corpus.items() if not doc.contents.strip())
+    if empty:
+        logging.getLogger(__name__).warning("%d of %d documents are empty (e.g. '%s')", len(empty), len(corpus),
+                                            empty[0])
+    return len(empty)
