@@ -305,3 +305,15 @@ def test_empty_passages_warn_with_the_count(caplog):
     corpus = {"d1": Document("d1", "text"), "d2": Document("d2", "  "), "d3": Document("d3", "")}
     assert warn_empty_passages(corpus) == 2
     assert "2 of 3 documents are empty (e.g. 'd2')" in caplog.text
+
+
+def test_the_job_script_exits_2_with_one_line_naming_the_key(tmp_path: Path):
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, str(REPO / "jobs" / "pairdistill.py"), "--config", str(QUICKSTART),
+                           "select_on=R@1000", f"output_dir={tmp_path}"], capture_output=True, text=True,
+                          timeout=180, check=False)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.strip().splitlines()[-1].startswith("configuration error: select_on: 'R@1000' is not one of")
+    assert "Traceback" not in proc.stderr
