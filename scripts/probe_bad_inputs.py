@@ -498,7 +498,6 @@ def _(tmp):
 @case("pairdistill IVF256,PQ32 on the demo slice's 331 documents")
 def _(tmp):
     import numpy as np
-
     from rankdistill.retrieval.dense_index import DenseIndex, DenseIndexConfig
 
     index = DenseIndex(384, DenseIndexConfig(factory="IVF256,PQ32"))

@@ -221,7 +221,8 @@ def test_a_plain_encoder_folder_is_refused_as_a_teacher_naming_the_missing_head(
 
 
 def test_a_trained_hugging_face_cross_encoder_still_loads_as_a_teacher(tmp_path: Path):
-    from model_fixtures import minilm_path, tiny_config as tiny_bert
+    from model_fixtures import minilm_path
+    from model_fixtures import tiny_config as tiny_bert
     from rankdistill.models import load_reranker
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
@@ -234,8 +235,8 @@ def test_a_trained_hugging_face_cross_encoder_still_loads_as_a_teacher(tmp_path:
 def test_default_teacher_ids_tell_apart_two_folders_of_the_same_name(tmp_path: Path, models):
     import shutil
 
-    from rankdistill.workflows.label import TeacherConfig, teacher_id
     from rankdistill.teachers.backends import BackendConfig
+    from rankdistill.workflows.label import TeacherConfig, teacher_id
 
     for name, source in (("a", "mono"), ("b", "duo"), ("c", "mono")):
         shutil.copytree(models[source], tmp_path / name / "model")

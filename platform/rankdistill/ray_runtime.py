@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-
 #: environment of Ray worker processes that train in a thread other than the main one (Ray Train
 #: v2's training thread). glibc gives each such thread its own malloc arena, which hands activation
 #: and gradient memory back to the kernel and page-faults it in again every step: measured on a
