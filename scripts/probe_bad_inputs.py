@@ -401,9 +401,130 @@ def _(tmp):
     return repr(type(build_reranker("mono", minilm_path(), bogus=1)))
 
 
+# -- jobs/pairdistill.py (issue 21): each as the job meets it, before Ray starts ----------------------
+def pairdistill_cfg(*overrides):
+    from rankdistill.config import load_config
+    from rankdistill.workflows.pairdistill import PairDistillConfig
+
+    return load_config(PairDistillConfig, REPO / "configs" / "quickstart.yaml", list(overrides))
+
+
+def pairdistill_tiny(tmp: Path, *overrides):
+    """The quickstart on tiny random teachers and student (tests/test_pairdistill_job.py's)."""
+    sys.path.insert(0, str(REPO / "tests"))
+    from test_pairdistill_job import tiny_models, tiny_overrides
+
+    models = tiny_models(tmp / "models")
+    return models, pairdistill_cfg(*tiny_overrides(tmp, models), *[o.format(tmp=tmp, **models) for o in overrides])
+
+
+def pairdistill_job(tmp: Path, *overrides) -> str:
+    from rankdistill.workflows.pairdistill import PairDistill
+
+    _, config = pairdistill_tiny(tmp, *overrides)
+    job = PairDistill(config)
+    return f"job built: {len(job.splits.train)} train / {len(job.splits.test)} test queries"
+
+
+for override in ["select_on=R@1000", "splits.max_test_queries=-1", "splits.max_train_queries=-1", "splits.dev=test",
+                 "training.max_steps=0", "examples.passages_per_query=1", "candidates.encode.batch_size=0"]:
+    case(f"pairdistill override {override}")(lambda tmp, o=override: (pairdistill_cfg(o).check(), "config accepted")[1])
+
+for name, overrides in [
+    ("pairdistill pointwise teacher folder missing", ["pointwise_teacher.backend.model={tmp}/missing"]),
+    ("pairdistill mono model as the pairwise teacher", ["pairwise_teacher.backend.model={mono}"]),
+    ("pairdistill swapped templates", ["pointwise_teacher.template=pairdistill-pairwise",
+                                       "pairwise_teacher.template=pairdistill-pointwise"]),
+    ("pairdistill student.backbone is a teacher folder", ["student.init_from=null", "student.backbone={mono}"]),
+    ("pairdistill negative lambda", ["loss.options.lambda_kd=-1"]),
+    ("pairdistill too few training queries", ["splits.max_train_queries=3"]),
+    ("pairdistill output_dir foo://", ["output_dir=foo://bucket/out"]),
+    ("pairdistill label_store is a file", ["label_store={tmp}/models/mono/config.json"]),
+]:
+    case(name)(lambda tmp, o=overrides: pairdistill_job(tmp, *o))
+
+
+@case("pairdistill a plain encoder folder as the pointwise teacher")
+def _(tmp):
+    from model_fixtures import minilm_path
+
+    return pairdistill_job(tmp, f"pointwise_teacher.backend.model={minilm_path()}")
+
+
+def pairdistill_collection(tmp: Path, test_qrels: str) -> str:
+    queries = "".join(json.dumps({"_id": q, "text": f"query {q}"}) + "\n" for q in ("q1", "q2", "q3", "t1", "t2"))
+    root = Path(beir(tmp / "c", qrels=test_qrels, queries=queries))
+    (root / "qrels" / "train.tsv").write_text("q1\td1\t1\nq2\td2\t1\nq3\td3\t1\n")
+    (root / "dataset.yaml").write_text("relevance_threshold: 1\n")
+    return pairdistill_job(tmp, f"dataset={root}", "splits.dev_queries=1", "training.batch_size=1")
+
+
+@case("pairdistill qrels naming a document missing from the corpus")
+def _(tmp):
+    return pairdistill_collection(tmp, "t1\td1\t1\nt2\td9\t1\n")
+
+
+@case("pairdistill a judged test query missing from queries.jsonl")
+def _(tmp):
+    return pairdistill_collection(tmp, "t1\td1\t1\nt9\td2\t1\n")
+
+
+@case("pairdistill two teachers in folders both named 'model' (default ids)")
+def _(tmp):
+    import shutil
+
+    from rankdistill.teachers.backends import BackendConfig
+    from rankdistill.workflows.label import TeacherConfig, teacher_id
+
+    models, _ = pairdistill_tiny(tmp)
+    ids = []
+    for name in ("mono", "duo"):
+        shutil.copytree(models[name], tmp / name / "model")
+        ids.append(teacher_id(TeacherConfig(backend=BackendConfig(name="reranker", model=str(tmp / name / "model")))))
+    return f"ids {ids}: {'distinct' if ids[0] != ids[1] else 'THE SAME (labels shared)'}"
+
+
+@case("pairdistill resume in the same output_dir with another pointwise teacher")
+def _(tmp):
+    from rankdistill.workflows.pairdistill import PairDistill
+    from rankdistill.workflows.pairdistill_checks import record_identity
+
+    _, config = pairdistill_tiny(tmp)
+    first = PairDistill(config)
+    record_identity(first.output, first.identity)
+    return pairdistill_job(tmp, "pointwise_teacher.id=other-mono")
+
+
+@case("pairdistill IVF256,PQ32 on the demo slice's 331 documents")
+def _(tmp):
+    import numpy as np
+    from rankdistill.retrieval.dense_index import DenseIndex, DenseIndexConfig
+
+    index = DenseIndex(384, DenseIndexConfig(factory="IVF256,PQ32"))
+    index.add([f"d{i}" for i in range(331)], np.random.default_rng(0).standard_normal((331, 384)).astype("float32"))
+    return "index trained"
+
+
+@case("pairdistill IVF8,Flat searches ivf_nprobe lists")
+def _(tmp):
+    from rankdistill.retrieval.dense_index import DenseIndex, DenseIndexConfig
+
+    index = DenseIndex(16, DenseIndexConfig(factory="IVF8,Flat", ivf_nprobe=8))
+    import faiss
+
+    return f"nprobe={faiss.extract_index_ivf(index._index).nprobe} of 8 lists"
+
+
 def main() -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--only", help="run only the cases whose name contains this text (e.g. pairdistill)")
+    args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING, stream=sys.stdout, format="    WARNING %(name)s: %(message)s")
     for name, fn in CASES:
+        if args.only and args.only not in name:
+            continue
         with tempfile.TemporaryDirectory() as d:
             try:
                 out = f"OK  {fn(Path(d))}"

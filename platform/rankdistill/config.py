@@ -107,7 +107,12 @@ def _build(cls: type[T], values: dict[str, Any], prefix: str, path: str | None) 
         if exc.path is not None:
             raise
         # a dataclass's own check (``__post_init__``) names its field; put it under its section
-        key = f"{prefix}.{exc.key}" if prefix and exc.key else exc.key or prefix or None
+        # (a check that already names its own section, ``training.max_steps``, is not prefixed twice)
+        section = prefix.rsplit(".", 1)[-1]
+        if prefix and exc.key and exc.key.startswith(f"{section}."):
+            key = f"{prefix}{exc.key[len(section):]}"
+        else:
+            key = f"{prefix}.{exc.key}" if prefix and exc.key else exc.key or prefix or None
         raise ConfigError(exc.problem, key, path) from None
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-
 #: environment of Ray worker processes that train in a thread other than the main one (Ray Train
 #: v2's training thread). glibc gives each such thread its own malloc arena, which hands activation
 #: and gradient memory back to the kernel and page-faults it in again every step: measured on a
@@ -108,3 +107,62 @@ def check_shared_folder(folder: str | os.PathLike, key: str) -> None:
         raise ConfigError(f"'{folder}' is a folder on this node's disk, which {len(blind)} of the cluster's {len(nodes)} "
                           f"nodes cannot see ({', '.join(blind)}): set {key} to a storage URI (s3://..., gs://...) "
                           "or a shared mount that every node sees", key)
+
+
+@dataclass
+class ResourceRequest:
+    """What one stage asks the cluster for: ``units`` × ``per_unit`` (``{"CPU": (2.0,
+    "training.cpus_per_worker")}``: an amount and the config key that set it), all at once;
+    ``units_key`` names the key that set ``units``."""
+
+    what: str  # "training worker", "encoder actor", ...
+    per_unit: dict[str, tuple[float, str]]
+    units: int = 1
+    units_key: str | None = None
+
+
+def _autoscaling_limits() -> dict[str, float] | None:
+    """The most the cluster can grow to, when an autoscaler manages it (else None)."""
+    try:
+        from ray._private import state as ray_state
+
+        return ray_state.state.get_max_resources_from_cluster_config() or None
+    except Exception:  # noqa: BLE001 - no autoscaler config (a local instance, a fixed cluster)
+        return None
+
+
+def check_resources(requests: list[ResourceRequest]) -> None:
+    """Before any work: every request fits the cluster (each unit on one node, all units at once),
+    else a :class:`ConfigError` naming the key. Ray would otherwise wait, or retry, forever (Ray
+    Train's placement group never schedules) after the teachers were already paid. A cluster run by
+    an autoscaler that could grow to fit the request only logs a warning that says so."""
+    import logging
+
+    import ray
+
+    from rankdistill.errors import ConfigError
+
+    nodes = [n.get("Resources", {}) for n in alive_nodes()]
+    total = ray.cluster_resources()
+    limits = _autoscaling_limits()
+    for request in requests:
+        for name, (amount, key) in request.per_unit.items():
+            if amount <= 0:
+                continue
+            largest = max((float(n.get(name, 0)) for n in nodes), default=0.0)
+            whole = float(total.get(name, 0))
+            if amount > largest:
+                problem, where = (f"each {request.what} asks for {amount:g} {name}, but the largest node has "
+                                  f"{largest:g}"), key
+            elif amount * request.units > whole:
+                problem, where = (f"{request.units} {request.what}s × {amount:g} {name} = "
+                                  f"{amount * request.units:g} {name}, but the cluster has {whole:g}"), \
+                    request.units_key or key
+            else:
+                continue
+            if limits and float(limits.get(name, 0)) >= amount * request.units:
+                logging.getLogger(__name__).warning(
+                    "%s: %s; the cluster autoscales (up to %g %s), so the job waits for it to grow", where,
+                    problem, float(limits.get(name, 0)), name)
+                continue
+            raise ConfigError(f"{problem}: it could never be scheduled", where)

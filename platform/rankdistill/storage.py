@@ -19,15 +19,60 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from rankdistill.errors import RankdistillError
+
+
+class StorageError(RankdistillError, OSError):
+    """A storage location that cannot be used (unknown scheme, unreachable store): names the URI."""
+
 
 def is_uri(location: str | os.PathLike) -> bool:
     return "://" in str(location)
 
 
 def _filesystem(uri: str):
+    """``(filesystem, path)`` of a URI; an unknown scheme or an unreachable store is a
+    :class:`~rankdistill.errors.StorageError` naming the URI (not a pyarrow traceback)."""
     from pyarrow import fs
 
-    return fs.FileSystem.from_uri(uri)
+    try:
+        return fs.FileSystem.from_uri(uri)
+    except (OSError, ValueError) as exc:  # ArrowInvalid is a ValueError
+        raise StorageError(f"cannot open storage URI '{uri}': {_first_line(exc)}") from None
+
+
+def _first_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return text[:300]
+
+
+def check_folder_location(location: str | os.PathLike, key: str) -> None:
+    """Before any work: the folder ``key`` names can be used. A URI's scheme is known and its
+    store answers (an S3 URI with no server behind it fails here, in one line); a local path is
+    not a file. Errors are :class:`~rankdistill.errors.ConfigError` naming the key and location."""
+    from rankdistill.errors import ConfigError
+
+    if is_uri(location):
+        try:
+            filesystem_, path = _filesystem(str(location))
+            info = filesystem_.get_file_info(path)
+        except StorageError as exc:
+            raise ConfigError(str(exc), key) from None
+        except OSError as exc:
+            raise ConfigError(f"storage URI '{location}' cannot be reached: {_first_line(exc)}", key) from None
+        from pyarrow import fs
+
+        if info.type == fs.FileType.File:
+            raise ConfigError(f"'{location}' is a file, not a folder", key)
+        return
+    path = Path(location).expanduser()
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"'{location}' is a file, not a folder", key)
+    for parent in path.resolve().parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise ConfigError(f"'{location}' lies under '{parent}', which is a file", key)
+            break
 
 
 @contextlib.contextmanager

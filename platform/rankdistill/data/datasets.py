@@ -27,7 +27,7 @@ from pathlib import Path
 
 from rankdistill.config import check_range
 from rankdistill.data.beir import BeirFolder, SubsetFolder, check_qrels_against_corpus
-from rankdistill.data.records import Qrels, Query
+from rankdistill.data.records import Document, Qrels, Query
 from rankdistill.errors import ConfigError, DataFormatError, RankdistillError
 from rankdistill.storage import is_uri
 
@@ -269,10 +269,7 @@ def load_dataset(config: DatasetConfig, name_key: str = "dataset.name") -> Loade
     error, except on a collection registered with ``partial_corpus`` (TREC DL), where they are
     expected and counted in a warning. ``name_key``: the config field naming the dataset."""
     spec, folder = resolve(config.name, name_key)
-    qrels = folder.qrels(config.split)
-    check_judged_documents(spec, folder, qrels, config.split)
-    queries = folder.queries(config.split)
-    check_judged_queries(folder, qrels, queries, config.split)
+    queries, qrels = load_split(spec, folder, config.split)
     if config.max_queries is not None:
         keep = sorted(queries)[: config.max_queries]
         queries = {q: queries[q] for q in keep}
@@ -280,7 +277,20 @@ def load_dataset(config: DatasetConfig, name_key: str = "dataset.name") -> Loade
     return LoadedDataset(spec, folder, queries, qrels)
 
 
-def check_judged_documents(spec: DatasetSpec, folder: BeirFolder, qrels: Qrels, split: str) -> int:
+def load_split(spec: DatasetSpec, folder: BeirFolder, split: str,
+               known: set[str] | None = None) -> tuple[dict[str, Query], Qrels]:
+    """A split's queries and qrels, checked as every job checks them: judgements of documents
+    outside the corpus (:func:`check_judged_documents`) and judged queries without text
+    (:func:`check_judged_queries`). ``known``: the corpus's document ids, when the caller has them."""
+    qrels = folder.qrels(split)
+    check_judged_documents(spec, folder, qrels, split, known)
+    queries = folder.queries(split)
+    check_judged_queries(folder, qrels, queries, split)
+    return queries, qrels
+
+
+def check_judged_documents(spec: DatasetSpec, folder: BeirFolder, qrels: Qrels, split: str,
+                           known: set[str] | None = None) -> int:
     """The documented rule for qrels that judge documents absent from the corpus.
 
     Such judgements still enter the ideal DCG and the recall base, so a corpus that lost
@@ -289,7 +299,8 @@ def check_judged_documents(spec: DatasetSpec, folder: BeirFolder, qrels: Qrels, 
     collection registered with ``partial_corpus`` (TREC DL: official qrels over a candidate
     corpus, the published way to evaluate it) it is a warning with the counts. Returns the
     number of such judgements."""
-    known = {doc.docid for doc in folder.iter_corpus()}
+    if known is None:
+        known = {doc.docid for doc in folder.iter_corpus()}
     missing = [(q, d) for q, docs in qrels.items() for d in docs if d not in known]
     if not missing:
         return 0
@@ -330,3 +341,15 @@ def resolve_run_path(run: str, folder: BeirFolder, key: str) -> Path:
     if candidate.exists():
         return candidate
     raise ConfigError(f"run file '{run}' not found (nor in {folder.root / 'runs'})", key)
+
+
+def corpus_digest(corpus: dict[str, Document]) -> str:
+    """sha256 over every document's id, title and text, in id order: what identifies a corpus
+    (an index or a resumed run built on it), so that an edit in place is seen."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for docid in sorted(corpus):
+        doc = corpus[docid]
+        digest.update(f"{docid}\0{doc.title}\0{doc.text}\0".encode())
+    return digest.hexdigest()

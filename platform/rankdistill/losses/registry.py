@@ -43,3 +43,7 @@ def get_loss(name: str, **kwargs: Any) -> nn.Module:
         return LOSSES[key](**kwargs)
     except TypeError as exc:
         raise ConfigError(f"bad options for loss '{name}': {exc}", key="loss") from exc
+    except ConfigError:
+        raise
+    except ValueError as exc:  # an option's value out of range (e.g. a negative lambda)
+        raise ConfigError(f"bad option value for loss '{name}': {exc}", key="loss.options") from exc

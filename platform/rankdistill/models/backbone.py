@@ -80,6 +80,27 @@ def load_sequence_classifier(path: str | os.PathLike, **config_overrides: Any) -
         return AutoModelForSequenceClassification.from_pretrained(path, num_labels=1, **config_overrides)
 
 
+def load_trained_sequence_classifier(path: str | os.PathLike) -> nn.Module:
+    """Like :func:`load_sequence_classifier`, for scoring with it: a checkpoint whose
+    classification head is missing from (or shaped unlike) its weights would score with a random
+    head, so it is a :class:`DataFormatError` naming the folder and the keys."""
+    from transformers import AutoModelForSequenceClassification
+
+    from rankdistill.errors import DataFormatError
+
+    path = _check_path(path)
+    with quiet_transformers():
+        model, info = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1,
+                                                                         output_loading_info=True)
+    missing = sorted(set(info.get("missing_keys") or ()))
+    mismatched = sorted(str(m[0] if isinstance(m, tuple) else m) for m in info.get("mismatched_keys") or ())
+    if missing or mismatched:
+        what = ", ".join(missing + [f"{k} (shape)" for k in mismatched])
+        raise DataFormatError(f"not a trained cross-encoder: its weights lack {what}, so it would score with a "
+                              "randomly initialised head (an encoder is a student's backbone, not a teacher)", path)
+    return model
+
+
 def sequence_classifier_from_config(config: Mapping[str, Any] | Any) -> nn.Module:
     """A randomly initialised ``AutoModelForSequenceClassification`` for a backbone config."""
     from transformers import AutoModelForSequenceClassification

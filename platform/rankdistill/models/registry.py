@@ -112,8 +112,20 @@ def load_reranker(path: str | os.PathLike, **kwargs: Any) -> Reranker:
         raise ConfigError(f"no readable config.json ({exc})", path=config_file) from exc
     if model_type == "set-encoder":  # a lightning-ir checkpoint (webis/set-encoder-*)
         return SetEncoder.from_lightning_ir(path, **kwargs)
-    cls = _BY_MODEL_TYPE.get(model_type, MonoCrossEncoder)
+    cls = _BY_MODEL_TYPE.get(model_type)
+    if cls is None:  # a plain Hugging Face checkpoint: a mono cross-encoder if its head was trained
+        return _loading(path, lambda: _plain_cross_encoder(path))
     return _loading(path, lambda: cls.from_pretrained(path, **kwargs))
+
+
+def _plain_cross_encoder(path: str | os.PathLike) -> MonoCrossEncoder:
+    """A sequence-classification checkpoint as a mono cross-encoder; a checkpoint without its
+    head's weights (a plain encoder) is refused, naming the folder and the keys."""
+    from rankdistill.models.backbone import load_trained_sequence_classifier
+
+    model = MonoCrossEncoder.from_backbone_model(load_trained_sequence_classifier(path),
+                                                 MonoCrossEncoder._load_hf_tokenizer(path))
+    return model.eval()
 
 
 def load_student(path: str | os.PathLike, **kwargs: Any):

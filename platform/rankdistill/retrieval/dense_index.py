@@ -23,7 +23,13 @@ from rankdistill.errors import ConfigError, DataFormatError
 class DenseIndexConfig:
     """``factory`` (a ``faiss.index_factory`` string, inner-product metric) overrides ``kind``;
     ``search_params`` is a ``faiss.ParameterSpace`` string applied after building or loading
-    (e.g. ``"nprobe=16"``, ``"efSearch=128"``)."""
+    (e.g. ``"nprobe=16"``, ``"efSearch=128"``). A factory index searches with ``ivf_nprobe`` lists
+    (IVF) and ``hnsw_ef_search`` (HNSW) unless ``search_params`` sets them: faiss's own default,
+    nprobe 1, would search one list of the whole index.
+
+    An IVF index needs at least :data:`MIN_POINTS_PER_LIST` training vectors per list (faiss's
+    own minimum for its k-means); fewer is a :class:`ConfigError` naming ``index.factory`` or
+    ``index.ivf_nlist``."""
 
     kind: str = "flat"  # flat | hnsw | ivf (ignored when factory is set)
     hnsw_m: int = 32
@@ -42,6 +48,10 @@ def _faiss():
     from rankdistill.errors import require
 
     return require("faiss", "cpu", "A dense index (faiss; on GPU machines use the 'gpu' extra instead)")
+
+
+#: faiss warns below this many training points per k-means centroid
+MIN_POINTS_PER_LIST = 39
 
 
 class DenseIndex:
@@ -84,12 +94,24 @@ class DenseIndex:
 
     @staticmethod
     def _apply_search_params(index, config: DenseIndexConfig) -> None:
+        if config.factory:
+            DenseIndex._apply_defaults(index, config)
         if config.search_params:
             try:
                 _faiss().ParameterSpace().set_index_parameters(index, config.search_params)
             except RuntimeError as exc:
                 raise ConfigError(f"faiss rejects '{config.search_params}' for this index: "
                                   f"{str(exc).strip().splitlines()[-1]}", "index.search_params") from exc
+
+    @staticmethod
+    def _apply_defaults(index, config: DenseIndexConfig) -> None:
+        """``ivf_nprobe`` / ``hnsw_ef_search`` on a factory index (``search_params`` may override)."""
+        ivf = _ivf_of(index)
+        if ivf is not None:
+            ivf.nprobe = min(config.ivf_nprobe, ivf.nlist)
+        hnsw = _faiss().downcast_index(index) if not hasattr(index, "hnsw") else index
+        if hasattr(hnsw, "hnsw"):
+            hnsw.hnsw.efSearch = config.hnsw_ef_search
 
     @property
     def size(self) -> int:
@@ -112,6 +134,14 @@ class DenseIndex:
                     f"got {len(array)}",
                     "index.ivf_nlist",
                 )
+            ivf = _ivf_of(self._index)
+            if ivf is not None and len(array) >= ivf.nlist and len(array) < MIN_POINTS_PER_LIST * ivf.nlist:
+                key = "index.factory" if self.config.factory else "index.ivf_nlist"
+                raise ConfigError(
+                    f"{len(array)} vectors are too few to train {ivf.nlist} IVF lists (faiss needs "
+                    f"{MIN_POINTS_PER_LIST * ivf.nlist}, {MIN_POINTS_PER_LIST} per list): each list would hold "
+                    f"~{len(array) / ivf.nlist:.1f} documents and a search would see few of them; use 'Flat' or "
+                    f"at most {len(array) // MIN_POINTS_PER_LIST} lists", key)
             try:
                 self._index.train(array)
             except RuntimeError as exc:
@@ -173,3 +203,12 @@ class DenseIndex:
         if index.size != len(index.docids):
             raise DataFormatError(f"index holds {index.size} vectors but {len(index.docids)} ids", meta_path)
         return index
+
+
+def _ivf_of(index):
+    """The IVF part of a faiss index (``IVF256,PQ32``, ``OPQ16,IVF256,PQ16``, ...), or None."""
+    faiss = _faiss()
+    try:
+        return faiss.extract_index_ivf(index)
+    except (RuntimeError, AttributeError):
+        return None

@@ -50,6 +50,15 @@ class EncodeConfig:
     batch_size: int = 64
     rows_per_shard: int = 50_000
 
+    def __post_init__(self) -> None:
+        from rankdistill.config import check_range
+
+        check_range("num_actors", self.num_actors, minimum=1)
+        check_range("cpus_per_actor", self.cpus_per_actor, above=0)
+        check_range("gpus_per_actor", self.gpus_per_actor, minimum=0)
+        check_range("batch_size", self.batch_size, minimum=1)
+        check_range("rows_per_shard", self.rows_per_shard, minimum=1)
+
 
 class _PassageEncoder:
     """Ray Data actor: loads the student once, encodes ``{"docid", "text"}`` batches."""

@@ -63,7 +63,9 @@ def check_student(config: StudentConfig, loss: LossConfig | None = None) -> None
     if config.init_from:
         check_model_folder(config.init_from, "student.init_from")
     else:
-        check_model_folder(backbone_path(config.backbone), "student.backbone")
+        backbone = backbone_path(config.backbone)
+        check_model_folder(backbone, "student.backbone")
+        _check_not_a_student(backbone)
     if loss is not None:
         from rankdistill.losses.registry import get_loss
 
@@ -143,3 +145,20 @@ def extra_fields(rows: list[dict[str, Any]], loss: LossConfig) -> tuple[str, ...
         if parameter is not None and parameter.default is inspect.Parameter.empty and name not in names:
             raise ConfigError(f"loss '{loss.name}' needs '{name}' in the examples: set {option}: true", option)
     return names
+
+
+def _check_not_a_student(folder: str) -> None:
+    """``student.backbone`` is an encoder to build a student on; a saved rankdistill student (a
+    teacher's folder, say) is not one: it would fail inside a Ray worker."""
+    import json
+    import os
+
+    from rankdistill.storage import is_uri
+
+    if is_uri(folder):
+        return
+    with open(os.path.join(folder, "config.json"), encoding="utf-8") as fh:
+        model_type = str(json.load(fh).get("model_type") or "")
+    if model_type.startswith("rankdistill-"):
+        raise ConfigError(f"'{folder}' is a saved rankdistill student ('{model_type}'), not an encoder backbone; "
+                          "continue a saved student with student.init_from", "student.backbone")

@@ -44,6 +44,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from rankdistill.errors import ConfigError
 from rankdistill.training.config import TrainingConfig
 
 logger = logging.getLogger(__name__)
@@ -444,9 +445,9 @@ def steps_for(num_examples: int, config: TrainingConfig) -> int:
     per_worker = num_examples // max(config.num_workers, 1)
     per_epoch = per_worker // (config.batch_size * config.gradient_accumulation)
     if per_epoch < 1:
-        raise ValueError(
+        raise ConfigError(
             f"{num_examples} examples are too few for {config.num_workers} worker(s) x batch size "
-            f"{config.batch_size} x accumulation {config.gradient_accumulation}"
+            f"{config.batch_size} x accumulation {config.gradient_accumulation}", "training.batch_size"
         )
     if config.epochs is None:
         return config.max_steps

@@ -43,7 +43,7 @@ from pathlib import Path
 from typing import Any
 
 from rankdistill.data.candidates import candidate_lists
-from rankdistill.data.datasets import DatasetSpec, resolve, resolve_run_path
+from rankdistill.data.datasets import DatasetSpec, corpus_digest, load_split, resolve, resolve_run_path
 from rankdistill.data.records import CandidateList, Document, Qrels, Query, Run
 from rankdistill.data.splits import carve
 from rankdistill.data.trec import read_trec_run, write_trec_run
@@ -72,6 +72,7 @@ from rankdistill.training.factories import (
     backbone_path,
 )
 from rankdistill.training.pair_examples import EXTRA_FIELDS, KD_TARGETS, PairExamplesConfig, pair_example_dataset
+from rankdistill.workflows import pairdistill_checks as checks
 from rankdistill.workflows.label import TeacherConfig, teacher_id
 
 
@@ -87,6 +88,15 @@ class SplitsConfig:
     max_train_queries: int | None = None  # the first N training queries (by id), after carving dev
     max_test_queries: int | None = None
     seed: int = 13
+    # dev may be the test split only when this says so (MS MARCO's dev is both); the table is marked
+    allow_select_on_test: bool = False
+
+    def __post_init__(self) -> None:
+        from rankdistill.config import check_range
+
+        check_range("max_train_queries", self.max_train_queries, minimum=1)  # was a [:-1] slice
+        check_range("max_test_queries", self.max_test_queries, minimum=1)
+        check_range("dev_queries", self.dev_queries, minimum=1)
 
 
 @dataclass
@@ -117,6 +127,11 @@ class ExamplesOptions:
     add_positive: bool = True
     seed: int = 42
     kd_target: str = "logit"  # logit: logprob_yes − logprob_no (raw teacher score) | log_p_yes (old form)
+
+    def __post_init__(self) -> None:
+        from rankdistill.config import check_range
+
+        check_range("passages_per_query", self.passages_per_query, minimum=2)  # a list ranks 2 or more
 
 
 @dataclass
@@ -173,6 +188,15 @@ class PairDistillConfig:
         if self.examples.kd_target not in KD_TARGETS:
             raise ConfigError(f"unknown KD target '{self.examples.kd_target}' (known: {', '.join(KD_TARGETS)})",
                               "examples.kd_target")
+        if self.select_on not in self.measures:  # was: a table of '-' and zero-shot always "selected"
+            raise ConfigError(f"'{self.select_on}' is not one of the measures computed ({', '.join(self.measures)}); "
+                              "add it to measures or select on one of them", "select_on")
+        if self.splits.dev is not None and self.splits.dev == self.splits.test and not self.splits.allow_select_on_test:
+            raise ConfigError(f"dev and test are the same split '{self.splits.test}': the checkpoint would be "
+                              "selected on the queries it is reported on (set splits.allow_select_on_test: true "
+                              "to do so knowingly; the table is then marked)", "splits.dev")
+        if self.splits.train == self.splits.test:
+            raise ConfigError(f"train and test are the same split '{self.splits.test}'", "splits.train")
         from rankdistill.models import get_reranker_class
 
         if not hasattr(get_reranker_class(self.student.architecture), "encode_queries"):
@@ -189,12 +213,19 @@ class Splits:
     dev_source: str  # how dev was made, for the record
 
 
-def load_splits(config: SplitsConfig, spec: DatasetSpec, folder) -> Splits:
-    train_q, train_qrels = folder.queries(config.train), folder.qrels(config.train)
+def load_splits(config: SplitsConfig, spec: DatasetSpec, folder, corpus: dict[str, Document] | None = None) -> Splits:
+    """Every split through :func:`load_split` (the checks of every job's loader); test queries
+    that are also training queries (by id) are an error, by identical text a warning."""
+    known = set(corpus) if corpus is not None else {doc.docid for doc in folder.iter_corpus()}
+    train_q, train_qrels = load_split(spec, folder, config.train, known)
     train_ids = sorted(q for q in train_q if q in train_qrels)
     dev_split = config.dev or spec.dev_split
+    if dev_split == config.test and not config.allow_select_on_test:
+        raise ConfigError(f"the dataset's dev split is the test split '{config.test}': the checkpoint would be "
+                          "selected on the queries it is reported on (splits.allow_select_on_test: true allows it)",
+                          "splits.dev")
     if dev_split:
-        dev_q, dev_qrels = folder.queries(dev_split), folder.qrels(dev_split)
+        dev_q, dev_qrels = load_split(spec, folder, dev_split, known)
         source = f"split '{dev_split}'"
     else:
         if len(train_ids) <= config.dev_queries:
@@ -207,9 +238,10 @@ def load_splits(config: SplitsConfig, spec: DatasetSpec, folder) -> Splits:
         source = f"{config.dev_queries} training queries carved with seed {config.seed}"
     if config.max_train_queries is not None:
         train_ids = train_ids[: config.max_train_queries]
-    test_q, test_qrels = folder.queries(config.test), folder.qrels(config.test)
+    test_q, test_qrels = load_split(spec, folder, config.test, known)
     test_ids = sorted(q for q in test_q if q in test_qrels)[: config.max_test_queries]
     dev_ids = sorted(q for q in dev_q if q in dev_qrels)
+    _check_disjoint(train_ids, train_q, test_ids, test_q, config)
     return Splits(
         train={q: train_q[q] for q in train_ids},
         dev={q: dev_q[q] for q in dev_ids},
@@ -220,8 +252,26 @@ def load_splits(config: SplitsConfig, spec: DatasetSpec, folder) -> Splits:
     )
 
 
+def _check_disjoint(train_ids: list[str], train_q: dict[str, Query], test_ids: list[str],
+                    test_q: dict[str, Query], config: SplitsConfig) -> None:
+    """Test queries trained on: by id an error, by identical text a warning with the count."""
+    import logging
+
+    shared = sorted(set(train_ids) & set(test_ids))
+    if shared:
+        raise ConfigError(f"{len(shared)} test queries of split '{config.test}' are also training queries of split "
+                          f"'{config.train}' (e.g. '{shared[0]}'): the test figures would be on trained queries",
+                          "splits.test")
+    train_texts = {" ".join(train_q[q].text.lower().split()) for q in train_ids}
+    same = [q for q in test_ids if " ".join(test_q[q].text.lower().split()) in train_texts]
+    if same:
+        logging.getLogger(__name__).warning(
+            "%d of %d test queries have the text of a training query (e.g. '%s'): they may inflate the test figures",
+            len(same), len(test_ids), same[0])
+
+
 def _spec(kind: str, teacher: TeacherConfig, config: PairDistillConfig) -> LabelerSpec:
-    return LabelerSpec(kind=kind, teacher_id=teacher_id(teacher), template=teacher.template,
+    return LabelerSpec(kind=kind, teacher_id=teacher_id(teacher, f"{kind}_teacher"), template=teacher.template,
                        template_overrides=dict(teacher.template_overrides), backend=teacher.backend,
                        pairwise=config.pairwise, pointwise=config.pointwise)
 
@@ -251,6 +301,7 @@ class PairDistill:
 
     def __init__(self, config: PairDistillConfig):
         config.check()
+        checks.check_before_ray(config)
         from rankdistill.storage import is_uri
 
         self.config = config
@@ -261,10 +312,13 @@ class PairDistill:
         self.staging = Path(tempfile.mkdtemp(prefix="rankdistill-pairdistill-") if self.remote else self.output)
         self.staging.mkdir(parents=True, exist_ok=True)
         self.spec, self.folder = resolve(config.dataset)
-        self.splits = load_splits(config.splits, self.spec, self.folder)
+        self.corpus: dict[str, Document] = self.folder.corpus()
+        self.splits = load_splits(config.splits, self.spec, self.folder, self.corpus)
         if not self.splits.train:
             raise ConfigError("no judged training queries", "splits.train")
-        self.corpus: dict[str, Document] = self.folder.corpus()
+        checks.check_training_queries(config, len(self.splits.train))
+        self.corpus_digest = corpus_digest(self.corpus)
+        checks.warn_empty_passages(self.corpus)
         self.store = LabelStore(config.label_store)
         self.point_spec = _spec("pointwise", config.pointwise_teacher, config)
         self.pair_spec = _spec("pairwise", config.pairwise_teacher, config) if config.pairwise_teacher else None
@@ -273,6 +327,13 @@ class PairDistill:
                           if self.pair_spec else None)
         self.teacher_calls = 0
         self.stages: list[Stage] = []
+        teachers = {"pointwise_teacher": checks.teacher_identity(self.point_spec.teacher_id, self.point_hash,
+                                                                 config.pointwise_teacher.backend)}
+        if self.pair_spec is not None:
+            teachers["pairwise_teacher"] = checks.teacher_identity(self.pair_spec.teacher_id, self.pair_hash,
+                                                                   config.pairwise_teacher.backend)
+        self.identity = checks.run_identity(config, teachers, self.spec.name, self.corpus_digest)
+        checks.check_identity(self.output, self.identity)
 
     def location(self, *parts: str) -> str:
         """``output_dir/parts...`` (a path or a URI)."""
@@ -291,9 +352,11 @@ class PairDistill:
 
     def check_cluster(self) -> None:
         """Before any work: on a multi-node cluster, every folder a worker opens is seen by every node."""
-        from rankdistill.ray_runtime import check_shared_folder
+        from rankdistill.ray_runtime import check_resources, check_shared_folder
         from rankdistill.storage import is_uri
         from rankdistill.workflows.label import check_backend_files
+
+        check_resources(checks.resource_requests(self.config))  # before any teacher is paid
 
         if not self.remote:
             check_shared_folder(self.output, "output_dir")  # embedding shards are written by actors
@@ -355,8 +418,7 @@ class PairDistill:
             return None
         from rankdistill.storage import folder_digest
 
-        settings = {"model": folder_digest(model_dir), "dataset": self.spec.name, "documents": len(self.corpus),
-                    "first_docid": min(self.corpus, default=""), "last_docid": max(self.corpus, default=""),
+        settings = {"model": folder_digest(model_dir), "dataset": self.spec.name, "corpus": self.corpus_digest,
                     "architecture": self.config.student.architecture,
                     "index": dataclasses.asdict(c.colbert_index if self.config.student.architecture == "colbert"
                                                 else c.index)}
@@ -545,9 +607,10 @@ def run_pairdistill(config: PairDistillConfig) -> dict[str, Any]:
                     counts = job.label(run, iteration)
                     child.log_metrics(counts)
                     training = dataclasses.replace(c.training, run_name=f"{c.training.run_name}-iteration-{iteration}")
-                    identity = {"student": {**dataclasses.asdict(c.student), "init_from": str(model_dir)},
+                    identity = {**job.identity, "student": {**dataclasses.asdict(c.student), "init_from": str(model_dir)},
                                 "loss": dataclasses.asdict(c.loss), "examples": dataclasses.asdict(c.examples),
                                 "iteration": iteration}
+                    checks.record_identity(job.output, job.identity)
                     result = fit(StudentFactory(c.student, init_from=str(model_dir)), LossFactory(c.loss),
                                  job.examples(), training, job.staging / folder, tracking=child.worker_handle(),
                                  extra_fields=EXTRA_FIELDS, identity=identity)
@@ -575,7 +638,8 @@ def run_pairdistill(config: PairDistillConfig) -> dict[str, Any]:
                     **{f"test_{k}": f"{v:.4f}" for k, v in best.test.items()}})
                 summary["registered_version"] = version
             summary["parent_run_id"] = parent.run_id
-            table = format_table(job.stages, c.select_on, best.name, job.spec.name)
+            table = format_table(job.stages, c.select_on, best.name, job.spec.name,
+                                 same_split=(c.splits.dev or job.spec.dev_split) == c.splits.test)
             print(table, flush=True)
             (job.staging / "table.txt").write_text(table + "\n")
             parent.log_artifact(job.staging / "table.txt", "report")
@@ -588,9 +652,11 @@ def run_pairdistill(config: PairDistillConfig) -> dict[str, Any]:
     return summary
 
 
-def format_table(stages: list[Stage], measure: str, best: str, dataset: str) -> str:
+def format_table(stages: list[Stage], measure: str, best: str, dataset: str, same_split: bool = False) -> str:
     width = max(len(s.name) for s in stages) + 2
-    lines = [f"{dataset}: {measure} (dev selects, test reports)",
+    how = ("SELECTED ON THE TEST QUERIES (dev is the test split: splits.allow_select_on_test)" if same_split
+           else "dev selects, test reports")
+    lines = [f"{dataset}: {measure} ({how})",
              f"{'system':<{width}}{'dev':>8}{'test':>8}{'teacher calls':>15}"]
     for s in stages:
         dev = f"{s.dev[measure]:.4f}" if measure in s.dev else "-"
