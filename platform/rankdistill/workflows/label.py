@@ -161,6 +161,11 @@ def check_before_ray(config: LabelConfig, template) -> None:
         check_model_folder(backend.model, "teacher.backend.model")
     if backend.name == "replay" and not backend.replay_file:
         raise ConfigError("the replay backend needs a recording", "teacher.backend.replay_file")
+    gpus = config.pipeline.gpus_per_actor
+    if backend.name == "vllm" and config.pipeline.use_ray and 0 < gpus < backend.tensor_parallel_size:
+        raise ConfigError(f"{gpus} GPU(s) per actor cannot hold tensor_parallel_size "
+                          f"{backend.tensor_parallel_size}: set pipeline.gpus_per_actor: {backend.tensor_parallel_size}",
+                          "pipeline.gpus_per_actor")
 
 
 def build_candidate_lists(config: LabelConfig):
