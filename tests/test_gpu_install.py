@@ -51,7 +51,7 @@ def test_the_gpu_extra_resolves_to_the_pins(tmp_path):
     done = subprocess.run(
         [sys.executable, "-m", "pip", "install", "--dry-run", "--ignore-installed", "--quiet", "--index-url", INDEX,
          "--report", str(report), f"{REPO}[gpu]"],
-        env=env, capture_output=True, text=True, timeout=1200)
+        check=False, env=env, capture_output=True, text=True, timeout=1200)
     assert done.returncode == 0, done.stderr[-3000:]
     resolved = {canonicalize_name(item["metadata"]["name"]): item["metadata"]["version"]
                 for item in json.loads(report.read_text())["install"]}

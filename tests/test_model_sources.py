@@ -16,8 +16,7 @@ from pathlib import Path
 
 import pytest
 import torch
-
-from model_fixtures import QUERY, PASSAGES, minilm_path, tiny_backbone, tokenizer
+from model_fixtures import PASSAGES, QUERY, minilm_path, tiny_backbone, tokenizer
 
 REPO = Path(__file__).resolve().parents[1]
 REVISION = "0123456789abcdef0123456789abcdef01234567"
@@ -112,7 +111,7 @@ def test_every_loader_takes_hub_ids_from_the_offline_cache(hf_home, tmp_path):
 
     done = subprocess.run([sys.executable, "-c", _BY_ID, BACKBONE_ID, CROSS_ENCODER_ID, MONO_STUDENT_ID, QUERY,
                            json.dumps(PASSAGES)], env=_user_env(hf_home["home"]), cwd=tmp_path,
-                          capture_output=True, text=True, timeout=300)
+                          check=False, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     out = json.loads(next(line for line in done.stdout.splitlines() if line.startswith("RESULT "))[7:])
 
@@ -149,13 +148,12 @@ def test_uri_backbone_and_teacher_are_copied_once_per_node(tmp_path, monkeypatch
     """A ``file://`` URI stands for ``s3://``: the student config accepts the URI backbone before
     any work starts (the GPU config's ColBERT backbone), and the hf teacher backend and the reranker
     backend load URI models through one per-node cache copy, re-copied when the source changes."""
-    from teacher_fixtures import tiny_seq2seq_lm
-
     from rankdistill.model_source import model_cache_root, node_cache_folder
     from rankdistill.teachers.backends.base import BackendConfig
     from rankdistill.teachers.backends.hf import HFBackend
     from rankdistill.teachers.backends.reranker import RerankerBackend
     from rankdistill.training.factories import StudentConfig, backbone_path, check_student
+    from teacher_fixtures import tiny_seq2seq_lm
 
     monkeypatch.setenv("RANKDISTILL_MODEL_CACHE", str(tmp_path / "cache"))
     encoder = tmp_path / "store" / "encoder"

@@ -142,7 +142,6 @@ def test_a_vllm_actor_needs_as_many_gpus_as_tensor_parallel_size(monkeypatch):
     """Checked before vLLM loads; GPUs visible to the actor come from torch.cuda (answered here for
     the decision only, as on an actor Ray gave one GPU)."""
     import torch
-
     from rankdistill.errors import ConfigError
     from rankdistill.teachers.backends.vllm import check_gpus_for_tensor_parallel, visible_gpus
 

@@ -83,7 +83,7 @@ def _fingerprint(uri: str) -> list[list]:
     filesystem_, root = filesystem(uri)
     infos = filesystem_.get_file_info(fs.FileSelector(root.rstrip("/"), recursive=True, allow_not_found=True))
     base = root.rstrip("/") + "/"
-    return sorted([info.path[len(base):] if info.path.startswith(base) else info.path, info.size,
+    return sorted([info.path.removeprefix(base), info.size,
                    info.mtime_ns or 0] for info in infos if info.type == fs.FileType.File)
 
 
