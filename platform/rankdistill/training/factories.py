@@ -52,7 +52,7 @@ def model_location(name: str, key: str) -> str:
         return name
     if is_hub_id(name):
         return str(hub_folder(name, key))
-    raise ConfigError(f"'{name}' is not a local folder, a storage URI (s3://...) nor a Hugging Face Hub id", key)
+    raise ConfigError(f"'{name}' is not a folder, a storage URI (s3://...) nor a Hugging Face Hub id", key)
 
 
 def check_student(config: StudentConfig, loss: LossConfig | None = None) -> None:
