@@ -18,7 +18,7 @@ runpy.run_path({script!r}, run_name="__main__")
 """
 
 
-@pytest.mark.parametrize("script", ["nfcorpus_training.py", "rerankers.py"])
+@pytest.mark.parametrize("script", ["nfcorpus_training.py", "rerankers.py", "scale_model.py"])
 def test_a_benchmark_that_skips_its_main_figure_exits_non_zero(script):
     path = str(REPO / "benchmarks" / script)
     proc = subprocess.run([sys.executable, "-c", WITHOUT_DATA.format(script=path)], capture_output=True, text=True,

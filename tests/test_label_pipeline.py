@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 from conftest import shared_dataset
 from rankdistill.config import load_config
+from rankdistill.errors import ConfigError
 from rankdistill.teachers import BackendConfig, LabelStore
 from rankdistill.teachers.pipeline import LabelerSpec, PipelineConfig, run_bare, run_on_ray, work_units
 from rankdistill.tracking import tracking_uri
@@ -148,3 +149,16 @@ def test_pairs_come_from_the_pointwise_reranked_list(tmp_path: Path, tiny_model)
     with pytest.raises(Exception, match="no pointwise labels"):
         run_label(demo_config(tmp_path, tiny_model, *base, "kind=pairwise", "teacher.template=duot5",
                               "pairwise.rerank_by_teacher=nobody"))
+
+
+def test_vllm_teacher_with_fewer_gpus_per_actor_than_tensor_parallel_is_a_config_error(tmp_path: Path):
+    from rankdistill.teachers import load_template
+    from rankdistill.workflows.label import check_before_ray
+
+    config = demo_config(tmp_path, "some-org/some-llm", "teacher.backend.name=vllm",
+                         "teacher.backend.tensor_parallel_size=4", "pipeline.gpus_per_actor=1")
+    with pytest.raises(ConfigError, match=r"pipeline.gpus_per_actor.*tensor_parallel_size 4"):
+        check_before_ray(config, load_template("monot5", {}))
+    check_before_ray(demo_config(tmp_path, "some-org/some-llm", "teacher.backend.name=vllm",
+                                 "teacher.backend.tensor_parallel_size=4", "pipeline.gpus_per_actor=4"),
+                     load_template("monot5", {}))

@@ -166,3 +166,47 @@ def test_model_uri_without_tracking_uri_uses_the_platform_store(tmp_path, monkey
         resolve_model_source("models:/nope/1")
     assert not (tmp_path / "mlflow.db").exists()
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.fixture
+def gpu_visible(monkeypatch):
+    """``torch.cuda`` answering as on a replica with one bf16-capable GPU — for the placement
+    decision only (nothing is moved to a device here)."""
+    state = {"bf16": True}
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: state["bf16"])
+    return state
+
+
+def test_placement_uses_the_replicas_gpu_in_bf16_when_supported(gpu_visible):
+    from rankdistill.serving.scoring import placement
+
+    assert placement("auto", "auto") == (torch.device("cuda"), torch.bfloat16)
+    assert placement("cuda", "float16") == (torch.device("cuda"), torch.float16)
+    assert placement("cpu", "float32") == (torch.device("cpu"), torch.float32)
+    gpu_visible["bf16"] = False  # e.g. a T4 / V100: no native bf16
+    assert placement("auto", "auto") == (torch.device("cuda"), torch.float32)
+
+
+def test_placement_without_a_gpu_stays_on_the_cpu(monkeypatch):
+    from rankdistill.serving.scoring import native_bf16, placement
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    device, dtype = placement("auto", "auto")
+    assert device == torch.device("cpu")
+    assert dtype == (torch.bfloat16 if native_bf16("cpu") else torch.float32)
+    with pytest.raises(ConfigError, match="scoring.device.*no GPU"):
+        placement("cuda", "auto")
+    with pytest.raises(ConfigError, match="scoring.device"):
+        ScoringConfig(device="tpu")
+
+
+def test_scorer_puts_the_model_on_the_chosen_device_and_dtype():
+    model = tiny_reranker("mono")
+    reference = Scorer(tiny_reranker("mono"), ScoringConfig(dtype="float32", device="cpu"))
+    scorer = Scorer(model, ScoringConfig(dtype="bfloat16", device="cpu"))
+    assert scorer.device == torch.device("cpu") and next(scorer.model.parameters()).dtype == torch.bfloat16
+    docs = ["a cat is a small mammal", "dogs bark", "the market fell"]
+    fast = [d.score for d in scorer.score("what is a cat", docs)]
+    exact = [d.score for d in reference.score("what is a cat", docs)]
+    assert sorted(range(3), key=fast.__getitem__) == sorted(range(3), key=exact.__getitem__)

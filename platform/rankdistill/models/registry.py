@@ -49,10 +49,14 @@ def get_reranker_class(name: str, key: str = "student.architecture") -> type[Rer
 
 def check_model_folder(path: str | os.PathLike, key: str, weights: bool = True) -> None:
     """A local Hugging Face model folder: it exists, has a readable ``config.json`` and (with
-    ``weights``) a weights file. Errors name the config ``key`` and the path."""
+    ``weights``) a weights file; a storage URI holding a ``config.json``; or a Hugging Face Hub id
+    (checked in its cached / downloaded snapshot). Errors name the config ``key`` and the path."""
+    from rankdistill.model_source import hub_folder, is_hub_id
     from rankdistill.storage import filesystem, is_uri
 
     folder = os.fspath(path)
+    if is_hub_id(folder):
+        folder = str(hub_folder(folder, key))
     if is_uri(folder):  # a model in object storage: its config.json must be there
         import pyarrow.fs as pafs
 
@@ -93,8 +97,12 @@ def _loading(path: str | os.PathLike, load):
 
 
 def build_reranker(name: str, backbone: str | os.PathLike, **config: Any) -> Reranker:
-    """A fresh student of architecture ``name`` on the encoder in ``backbone`` (local directory)."""
+    """A fresh student of architecture ``name`` on the encoder in ``backbone`` (a local folder, a
+    storage URI or a Hugging Face Hub id)."""
+    from rankdistill.model_source import local_model_folder
+
     cls = get_reranker_class(name)
+    backbone = local_model_folder(backbone, "student.backbone")
     check_model_folder(backbone, "student.backbone")
     return _loading(backbone, lambda: cls.from_backbone(backbone, **config))
 
@@ -103,7 +111,11 @@ def load_reranker(path: str | os.PathLike, **kwargs: Any) -> Reranker:
     """Load a saved student; the class comes from ``config.json``'s ``model_type``. A plain Hugging
     Face sequence-classification checkpoint (e.g. a sentence-transformers ``CrossEncoder`` folder)
     loads as a mono cross-encoder, a lightning-ir Set-Encoder checkpoint (``model_type:
-    set-encoder``) through :meth:`SetEncoder.from_lightning_ir`."""
+    set-encoder``) through :meth:`SetEncoder.from_lightning_ir`. ``path``: a local folder, a
+    storage URI (copied once per node) or a Hugging Face Hub id."""
+    from rankdistill.model_source import local_model_folder
+
+    path = local_model_folder(path, "model")
     config_file = os.path.join(os.fspath(path), "config.json")
     try:
         with open(config_file, encoding="utf-8") as fh:

@@ -18,9 +18,12 @@ Two steps, so a server can tokenise off the scoring thread::
   ``max_tokens_per_doc``) is truncated and reported so; with chunking on it is split into
   overlapping windows of that many tokens (``chunk_overlap`` shared) and scored as the maximum over
   its windows (MaxP, Dai & Callan 2019), reporting the number of windows.
-- **Fast path**: ``dtype="auto"`` runs in bfloat16 where the hardware has native bf16 matrix
-  units (CUDA with bf16; CPUs with AVX512-BF16/AMX, as oneDNN reports) and in float32 elsewhere;
-  attention is PyTorch SDPA (the backbones' default ``attn_implementation``).
+- **Placement**: ``device="auto"`` puts the model on the replica's GPU when one is visible (a
+  Serve replica with ``num_gpus: 1`` sees exactly its own as ``cuda:0``), else on the CPU
+  (:func:`placement`).
+- **Fast path**: ``dtype="auto"`` runs in bfloat16 where the device has native bf16 matrix
+  units (GPUs that support bf16; CPUs with AVX512-BF16/AMX, as oneDNN reports) and in float32
+  elsewhere (e.g. a T4); attention is PyTorch SDPA (the backbones' default ``attn_implementation``).
 
 Scores are the models' raw outputs (a logit for mono/CELI/Set-Encoder/ListConRanker; the duo
 model's aggregated pair probabilities). :func:`relevance` maps a logit to ``sigmoid`` in [0, 1].
@@ -39,7 +42,8 @@ from rankdistill.errors import ConfigError
 from rankdistill.models.base import Reranker
 from rankdistill.serving.batching import SubBatch, padding_fraction, plan_sub_batches
 
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+DEVICES = ("auto", "cpu", "cuda")
 
 
 @dataclass
@@ -50,7 +54,9 @@ class ScoringConfig:
         token_budget: padded token slots (rows x width) per forward pass of a pointwise model.
         max_rows: optional cap on rows per forward pass.
         max_padding: max share of padding token slots per forward pass (pointwise models).
-        dtype: ``auto`` (bf16 where native, else fp32), ``float32`` or ``bfloat16``.
+        device: ``auto`` (the GPU when one is visible, else the CPU), ``cpu`` or ``cuda``.
+        dtype: ``auto`` (bf16 where the device has it natively, else fp32), ``float32``,
+            ``bfloat16`` or ``float16``.
         chunking: default for splitting long documents into overlapping windows (requests may override).
         chunk_overlap: tokens shared by neighbouring windows.
         max_chunks: most windows per document (the rest of a very long document is dropped and
@@ -61,6 +67,7 @@ class ScoringConfig:
     max_rows: int | None = 256
     max_padding: float = 0.02
     dtype: str = "auto"
+    device: str = "auto"
     chunking: bool = False
     chunk_overlap: int = 32
     max_chunks: int = 16
@@ -69,7 +76,9 @@ class ScoringConfig:
         if self.token_budget < 1:
             raise ConfigError(f"must be >= 1, got {self.token_budget}", key="scoring.token_budget")
         if self.dtype not in ("auto", *DTYPES):
-            raise ConfigError(f"must be auto, float32 or bfloat16, got {self.dtype!r}", key="scoring.dtype")
+            raise ConfigError(f"must be auto, {', '.join(DTYPES)}, got {self.dtype!r}", key="scoring.dtype")
+        if self.device not in DEVICES:
+            raise ConfigError(f"must be {', '.join(DEVICES)}, got {self.device!r}", key="scoring.device")
         if not 0.0 <= self.max_padding <= 1.0:
             raise ConfigError(f"must be in [0, 1], got {self.max_padding}", key="scoring.max_padding")
         if self.chunk_overlap < 0:
@@ -98,6 +107,20 @@ def resolve_dtype(name: str, device: torch.device | str = "cpu") -> torch.dtype:
     if name not in DTYPES:
         raise ConfigError(f"unknown dtype {name!r}; one of auto, {', '.join(DTYPES)}", key="scoring.dtype")
     return DTYPES[name]
+
+
+def placement(device: str = "auto", dtype: str = "auto") -> tuple[torch.device, torch.dtype]:
+    """Where and in which dtype a serving replica scores: ``auto`` is the visible GPU (else the
+    CPU), and on it bf16 when native (:func:`resolve_dtype`). ``cuda`` without a GPU is an error
+    (the replica's ``num_gpus`` and the node disagree), not a silent fall back to the CPU."""
+    if device not in DEVICES:
+        raise ConfigError(f"unknown device {device!r}; one of {', '.join(DEVICES)}", key="scoring.device")
+    gpu = torch.cuda.is_available()
+    if device == "cuda" and not gpu:
+        raise ConfigError("device 'cuda' but this replica sees no GPU (give the Reranker deployment "
+                          "ray_actor_options: {num_gpus: 1} on a GPU node, or use device: auto)", key="scoring.device")
+    where = torch.device("cuda" if device == "cuda" or (device == "auto" and gpu) else "cpu")
+    return where, resolve_dtype(dtype, where)
 
 
 def relevance_scores(scores: Sequence[float], kind: str = "logit") -> list[float]:
@@ -181,11 +204,9 @@ class Scorer:
 
     def __init__(self, model: Reranker, config: ScoringConfig | None = None):
         self.config = config or ScoringConfig()
-        self.model = model.eval()
+        self.device, self.dtype = placement(self.config.device, self.config.dtype)
+        self.model = model.to(device=self.device, dtype=self.dtype).eval()
         self.tokenizer = model._require_tokenizer()
-        self.dtype = resolve_dtype(self.config.dtype, model.device)
-        if self.dtype != torch.float32:
-            self.model.to(self.dtype)
         # pointwise = a model whose forward scores each (query, passage) row on its own
         self.pointwise = not model.listwise and model.registry_name in ("mono", "celi")
         self.passage_length = int(model.config.passage_length)
@@ -318,6 +339,7 @@ __all__ = [
     "ScoringConfig",
     "native_bf16",
     "padding_fraction",
+    "placement",
     "relevance",
     "relevance_scores",
     "resolve_dtype",

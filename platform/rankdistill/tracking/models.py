@@ -2,7 +2,7 @@
 
 ``models:/NAME/VERSION`` and ``models:/NAME@ALIAS`` (MLflow model registry) and ``runs:/RUN_ID/PATH``
 resolve to a local folder with :func:`mlflow.artifacts.download_artifacts`; anything else must be a
-local ``save_pretrained`` folder. :func:`tracking.mlflow_tracking.register_model` logs a student
+local ``save_pretrained`` folder, a storage URI or a Hugging Face Hub id. :func:`tracking.mlflow_tracking.register_model` logs a student
 as a pyfunc model whose ``student`` artifact is its ``save_pretrained`` folder
 (:func:`rankdistill.tracking.pyfunc.student_folder` finds it in the download).
 """
@@ -65,9 +65,14 @@ def resolve_model_source(
         ConfigError: malformed URI, unknown model/version/alias, or a missing local folder.
     """
     if not is_model_uri(source):
+        from rankdistill.model_source import hub_folder, is_hub_id
+
         path = Path(source)
+        if not path.is_dir() and is_hub_id(source):
+            return hub_folder(str(source), "model")
         if not path.is_dir():
-            raise ConfigError(f"model folder '{path}' does not exist (or use models:/NAME/VERSION)", key="model")
+            raise ConfigError(f"model folder '{path}' does not exist (or use models:/NAME/VERSION or a Hub id)",
+                              key="model")
         return path
     source = str(source)
     if source.startswith("models:/") and not MODEL_URI.match(source):
@@ -103,12 +108,11 @@ def resolve_model_source(
 
 
 def load_reranker_from(source: str | os.PathLike, tracking_uri: str | None = None, **kwargs):
-    """``load_reranker`` on a local folder, a storage URI (``s3://...``, copied locally first) or an
-    MLflow model URI."""
+    """``load_reranker`` on a local folder, a storage URI (``s3://...``, copied once per node), a
+    Hugging Face Hub id or an MLflow model URI."""
     from rankdistill.models import load_reranker
-    from rankdistill.storage import is_uri, readable_folder
+    from rankdistill.storage import is_uri
 
     if is_uri(source) and not is_model_uri(source):
-        with readable_folder(source) as folder:
-            return load_reranker(folder, **kwargs)
+        return load_reranker(source, **kwargs)
     return load_reranker(resolve_model_source(source, tracking_uri=tracking_uri), **kwargs)

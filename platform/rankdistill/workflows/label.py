@@ -161,6 +161,12 @@ def _pointwise_reranked(lists, store: LabelStore, config: PairwiseConfig):
 def check_before_ray(config: LabelConfig, template) -> None:
     """What can be wrong with the teacher, found before candidates are built and Ray starts."""
     check_teacher(config.teacher, config.kind, template, "teacher")
+    backend = config.teacher.backend
+    gpus = config.pipeline.gpus_per_actor
+    if backend.name == "vllm" and config.pipeline.use_ray and 0 < gpus < backend.tensor_parallel_size:
+        raise ConfigError(f"{gpus} GPU(s) per actor cannot hold tensor_parallel_size "
+                          f"{backend.tensor_parallel_size}: set pipeline.gpus_per_actor: {backend.tensor_parallel_size}",
+                          "pipeline.gpus_per_actor")
 
 
 def check_teacher(teacher: TeacherConfig, kind: str, template, key: str) -> None:
@@ -181,8 +187,11 @@ def check_teacher(teacher: TeacherConfig, kind: str, template, key: str) -> None
         if kind == "listwise":
             raise ConfigError("the reranker backend cannot give listwise labels (use hf or vllm)", f"{key}.backend.name")
         check_model_folder(backend.model, f"{key}.backend.model")
-        if not is_uri(backend.model):
-            _check_reranker_teacher(backend.model, kind, f"{key}.backend.model")
+        if not is_uri(backend.model):  # a folder, or a Hub id's cached snapshot
+            from rankdistill.model_source import hub_folder, is_hub_id
+
+            local = str(hub_folder(backend.model, f"{key}.backend.model")) if is_hub_id(backend.model) else backend.model
+            _check_reranker_teacher(local, kind, f"{key}.backend.model")
     if backend.name == "replay" and not backend.replay_file:
         raise ConfigError("the replay backend needs a recording", f"{key}.backend.replay_file")
 

