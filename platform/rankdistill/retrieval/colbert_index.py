@@ -103,7 +103,7 @@ def _codec(dim: int, storage: str):
                           f"{str(exc).strip().splitlines()[-1]}", "index.storage") from exc
     if not hasattr(codec, "quantizer") or not hasattr(codec, "nlist"):
         raise ConfigError(f"'{storage}' is not an IVF codec (use 'IVF<n>,SQ4', 'IVF<n>,PQ<m>', ...)", "index.storage")
-    return faiss.downcast_index(codec)
+    return codec
 
 
 def storage_bytes_per_token(storage: str, dim: int) -> int:
@@ -122,7 +122,7 @@ def candidate_bytes_per_token(factory: str, dim: int) -> int:
         return 4
     import faiss
 
-    index = faiss.downcast_index(faiss.index_factory(dim, factory, faiss.METRIC_INNER_PRODUCT))
+    index = faiss.index_factory(dim, factory, faiss.METRIC_INNER_PRODUCT)
     code = int(getattr(index, "code_size", 4 * dim))
     ids = 8 if hasattr(index, "nlist") else 0
     return code + ids + 4
