@@ -183,7 +183,7 @@ def test_colbert_residual_codec_with_centroid_candidates(tmp_path: Path):
     residual; with every centroid probed and every passage re-scored, the ranking is MaxSim over
     the decoded vectors; the centroid lists hold one entry per distinct (centroid, passage)."""
     rng = np.random.default_rng(4)
-    docids, vectors, matrix, offsets = _flat_corpus(rng, 300, 16)
+    docids, _, matrix, offsets = _flat_corpus(rng, 300, 16)
     config = ColbertIndexConfig(factory="centroids", storage="IVF8,SQ8", nprobe=8, ndocs=10_000)
     index = ColbertIndex(16, config)
     index.add(docids, matrix, offsets)
