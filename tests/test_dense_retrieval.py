@@ -21,6 +21,7 @@ from rankdistill.retrieval import (
     read_embedding_shards,
     retrieve,
 )
+from rankdistill.retrieval.colbert_index import memory_model
 
 
 def _unit(rng, *shape):
@@ -155,3 +156,64 @@ def test_ray_actor_pool_encodes_colbert_tokens_and_the_index_scores_like_the_mod
     for q in QUERIES:
         scores = dict(zip([d.docid for d in DOCS], model.score(q.text, [d.contents for d in DOCS]), strict=True))
         assert run[q.qid] == pytest.approx(scores, abs=1e-4)
+
+
+def _flat_corpus(rng, n, dim):
+    docids, vectors = _token_corpus(rng, n=n, dim=dim)
+    counts = np.array([len(v) for v in vectors])
+    return docids, vectors, np.concatenate(vectors), np.concatenate([[0], np.cumsum(counts)])
+
+
+def test_colbert_float16_store_scores_within_fp16_rounding_and_halves_the_bytes(tmp_path: Path):
+    rng = np.random.default_rng(3)
+    docids, vectors, _, _ = _flat_corpus(rng, 60, 8)
+    q = _unit(rng, 1, 4, 8)
+    index = ColbertIndex(8, ColbertIndexConfig(storage="float16", candidates_per_token=10_000))
+    index.add(docids, vectors)
+    run = index.search(["q"], q, k=60)["q"]
+    for p, s in run.items():  # 4 query tokens x |q.d| <= 1 each, fp16 relative step 2^-11
+        assert s == pytest.approx(_brute_force_maxsim(q[0], vectors[docids.index(p)]), abs=4 * 2 ** -10)
+    assert index.memory_bytes()["store"] == index.num_tokens * 8 * 2
+    loaded = ColbertIndex.load(index.save(tmp_path / "fp16"))
+    assert loaded._store.dtype == np.float16 and loaded.search(["q"], q, k=60) == {"q": run}
+
+
+def test_colbert_residual_codec_with_centroid_candidates(tmp_path: Path):
+    """IVF + 8-bit residual scalar quantiser: decoded vectors are the centroid plus the quantised
+    residual; with every centroid probed and every passage re-scored, the ranking is MaxSim over
+    the decoded vectors; the centroid lists hold one entry per distinct (centroid, passage)."""
+    rng = np.random.default_rng(4)
+    docids, _, matrix, offsets = _flat_corpus(rng, 300, 16)
+    config = ColbertIndexConfig(factory="centroids", storage="IVF8,SQ8", nprobe=8, ndocs=10_000)
+    index = ColbertIndex(16, config)
+    index.add(docids, matrix, offsets)
+    decoded = index.token_vectors(np.arange(index.num_tokens))
+    assert np.abs(decoded - matrix).max() < 0.02  # 8 bits over each dimension's residual range
+    _, cells = index._codec.quantizer.search(matrix, 1)
+    owner = np.repeat(np.arange(300), np.diff(offsets))
+    assert len(index._list_pids) == len(set(zip(cells[:, 0].tolist(), owner.tolist(), strict=True)))
+    q = _unit(rng, 2, 4, 16)
+    run = index.search(["a", "b"], q, k=5)
+    for i, qid in enumerate(["a", "b"]):
+        truth = [_brute_force_maxsim(q[i], decoded[offsets[n]:offsets[n + 1]]) for n in range(300)]
+        best = np.argsort(-np.array(truth))[:5]
+        assert list(run[qid]) == [docids[n] for n in best]
+        assert list(run[qid].values()) == pytest.approx([truth[n] for n in best], abs=1e-5)
+    # memory: the store is exactly the codec bytes; the lists at most one 4-byte entry per token
+    measured, model = index.memory_bytes(), memory_model(config, 16, index.num_tokens / 300)
+    assert measured["store"] == index.num_tokens * (1 + 16) == pytest.approx(model.store * 300)
+    assert measured["candidates"] - 8 * 9 <= model.candidates * 300
+    loaded = ColbertIndex.load(index.save((tmp_path / "codec").as_uri()))
+    assert loaded.search(["a", "b"], q, k=5) == run
+    few = ColbertIndex(16, ColbertIndexConfig(factory="centroids", storage="IVF8,SQ8", nprobe=1, ndocs=3))
+    few.add(docids, matrix, offsets)
+    assert len(few.candidates(q[0])) == 3
+
+
+def test_colbert_index_config_errors():
+    with pytest.raises(ConfigError, match="index.factory"):
+        ColbertIndexConfig(factory="centroids", storage="float32")
+    with pytest.raises(ConfigError, match="index.storage"):
+        ColbertIndex(8, ColbertIndexConfig(storage="PQ4"))
+    with pytest.raises(ConfigError, match="index.ndocs"):
+        ColbertIndexConfig(ndocs=0)

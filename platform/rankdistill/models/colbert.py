@@ -31,7 +31,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from rankdistill.errors import ConfigError
+from rankdistill.errors import ConfigError, DataFormatError
 from rankdistill.models.backbone import encoder_from_config, load_encoder
 from rankdistill.models.config import RerankerConfig
 from rankdistill.models.dense import DenseOutput, DenseRetriever, DenseTokenizer
@@ -47,6 +47,9 @@ class ColBERTConfig(RerankerConfig):
         query_marker / document_marker: the ``[Q]`` / ``[D]`` tokens.
         attend_to_mask_tokens: the encoder attends to the ``[MASK]`` query padding [yes].
         skip_punctuation: drop punctuation tokens of documents from MaxSim [yes].
+        new_projection: read by :meth:`ColBERT.from_backbone` only: start from a random projection.
+            Without it, a backbone folder must hold a trained one (colbert-ai ``linear.weight`` or
+            pylate ``1_Dense``), and a folder without one (a plain encoder) is refused.
     """
 
     model_type = "rankdistill-colbert"
@@ -56,6 +59,7 @@ class ColBERTConfig(RerankerConfig):
     document_marker: str = "[unused1]"
     attend_to_mask_tokens: bool = True
     skip_punctuation: bool = True
+    new_projection: bool = False
 
     def __post_init__(self, **kwargs: Any) -> None:
         super().__post_init__(**kwargs)
@@ -134,6 +138,36 @@ class ColBERT(DenseRetriever):
     @classmethod
     def _load_backbone(cls, path: str | os.PathLike) -> nn.Module:
         return load_encoder(path)
+
+    @classmethod
+    def from_backbone(cls, path: str | os.PathLike, **config: Any) -> ColBERT:
+        """A ColBERT on the checkpoint in folder ``path``, **keeping its trained projection**:
+        colbert-ai's ``linear.weight`` or pylate's ``1_Dense`` (:mod:`~rankdistill.models.
+        colbert_checkpoint`). The checkpoint's own settings (dim, lengths, markers, attention to the
+        query's [MASK] tokens, punctuation skipping) are the defaults; ``config`` overrides them,
+        except ``dim``, which must equal the projection's. A folder without a projection is refused
+        unless ``new_projection=True`` (then the projection is random, as a plain encoder needs)."""
+        from rankdistill.models.colbert_checkpoint import read_projection
+
+        found = None if config.get("new_projection") else read_projection(path)
+        if found is None and not config.get("new_projection"):
+            raise ConfigError(
+                f"'{os.fspath(path)}' holds no ColBERT projection (neither colbert-ai's 'linear.weight' nor "
+                "a pylate 1_Dense folder); set student.options.new_projection: true to start from a random "
+                "projection on this encoder", key="new_projection")
+        if found is not None:
+            if "dim" in config and int(config["dim"]) != found.options["dim"]:
+                raise ConfigError(f"dim {config['dim']} but the {found.source} projection in '{found.file}' "
+                                  f"has {found.options['dim']} outputs", key="dim")
+            config = {**found.options, **config}
+        model = super().from_backbone(path, **config)
+        if found is not None:
+            if tuple(found.weight.shape) != tuple(model.linear.weight.shape):
+                raise DataFormatError(f"projection of shape {tuple(found.weight.shape)} for an encoder of hidden "
+                                      f"size {model.linear.weight.shape[1]}", found.file)
+            with torch.no_grad():
+                model.linear.weight.copy_(found.weight)
+        return model
 
     def _make_tokenizer(self, hf_tokenizer: Any) -> ColBERTTokenizer:
         c = self.config
