@@ -273,6 +273,9 @@ api = FastAPI(
 )
 _GATEWAY: dict[str, Any] = {}  # the one Gateway of this replica process (middleware reads its limits/token)
 ROUTE_KEY = "rankdistill.route"
+#: the app's routes (metric labels); anything else is "unknown"
+ROUTES = ("/v1/rerank", "/v2/rerank", "/rerank", "/search", "/healthz", "/readyz", "/health", "/livez", "/info",
+          "/v1/models", "/docs", "/openapi.json", "/redoc")
 
 
 def _error(status: int, message: str, headers: dict[str, str] | None = None,
@@ -281,15 +284,12 @@ def _error(status: int, message: str, headers: dict[str, str] | None = None,
 
 
 def route_template(scope: dict[str, Any]) -> str:
-    """The route a request matched (``/v1/rerank``), or ``unknown``: a bounded metric label."""
+    """The route a request matched (``/v1/rerank``), or ``unknown``: a bounded metric label. Every
+    route of this app is a fixed path, so the template is the path when it is one of them."""
     if ROUTE_KEY not in scope:
-        scope[ROUTE_KEY] = "unknown"
         path = scope.get("path", "")
-        for route in api.router.routes:
-            regex = getattr(route, "path_regex", None)
-            if regex is not None and regex.match(path):
-                scope[ROUTE_KEY] = route.path
-                break
+        known = {getattr(r, "path", None) for r in api.router.routes} | set(ROUTES)
+        scope[ROUTE_KEY] = path if path in known else "unknown"
     return scope[ROUTE_KEY]
 
 
