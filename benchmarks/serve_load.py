@@ -8,8 +8,10 @@ top-``size`` passages (real MS MARCO texts, read in place from ../shared/data), 
 
 In one run, per request size:
 
-1. ``inprocess``: the library's batched scoring (``Scorer.score_prepared`` over groups of
-   requests, the same token budget as the server), passages/s.
+1. ``inprocess``: the library's scoring one request at a time as a replica scores a request,
+   tokenisation included in the timer (``Scorer.prepare`` then ``Scorer.score_prepared``, the same
+   token budget as the server), passages/s. Like for like with the endpoint: the same torch
+   threads and ``OMP_WAIT_POLICY=PASSIVE``, which the app sets in the replica.
 2. ``batched``: the Serve app on 127.0.0.1 (``@serve.batch`` by token budget), closed loop at each
    concurrency level: every client sends its next request when the previous answers; a level stops
    after ``--seconds`` or ``--max-requests`` (whichever first, in-flight requests finish).
@@ -38,6 +40,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as serve/app.py sets it in the replica (before torch loads)
 
 REPO = Path(__file__).resolve().parents[1]
 DL19 = REPO.parent / "shared" / "data" / "trec-dl-2019-passage"
@@ -77,21 +80,21 @@ def encoder_flops_per_token(config, length: float) -> float:
     return layers * 2 * (4 * d * d + 2 * d * i + 2 * length * d)
 
 
-def inprocess(scorer, reqs, group: int, seconds: float) -> tuple[float, float]:
-    """(passages/s, useful GFLOP/s) of batched in-process scoring over groups of ``group`` requests."""
-    prepared = [scorer.prepare(q, docs) for q, docs in reqs]
-    scorer.score_prepared(prepared[:1])  # warm-up
+def inprocess(scorer, reqs, seconds: float) -> tuple[float, float]:
+    """(passages/s, useful GFLOP/s) of in-process scoring, one request at a time, tokenising inside
+    the timer (``prepare`` + ``score_prepared``, as the replica does for a request on its own)."""
+    scorer.score_prepared([scorer.prepare(*reqs[0])])  # warm-up
     passages = tokens = slots = 0
     flops = 0.0
     config = scorer.model.model.config
     start = time.perf_counter()
-    for chunk in itertools.cycle([prepared[i : i + group] for i in range(0, len(prepared), group)]):
-        scorer.score_prepared(chunk)
+    for query, docs in itertools.cycle(reqs):
+        p = scorer.prepare(query, docs)
+        scorer.score_prepared([p])
         slots += scorer.last_stats.padded_tokens
-        passages += sum(len(p.pieces) for p in chunk)
-        for p in chunk:
-            tokens += sum(p.lengths)
-            flops += sum(n * encoder_flops_per_token(config, n) for n in p.lengths)
+        passages += len(p.pieces)
+        tokens += sum(p.lengths)
+        flops += sum(n * encoder_flops_per_token(config, n) for n in p.lengths)
         if time.perf_counter() - start > seconds:
             break
     elapsed = time.perf_counter() - start
@@ -193,11 +196,11 @@ def main(argv: list[str] | None = None) -> int:
     scorer = Scorer(model, ScoringConfig(token_budget=args.token_budget))
     print(f"fast_path dtype: {str(scorer.dtype).replace('torch.', '')} (native bf16: "
           f"{scorer.dtype == torch.bfloat16}); torch threads in-process: {torch.get_num_threads()}, replica CPUs: "
-          f"{args.threads}")
+          f"{args.threads}, OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}")
     data = {size: load_requests(size) for size in sizes}
     inproc, useful_by_size = {}, {}
     for size in sizes:
-        pps, gflops = inprocess(scorer, data[size], max(1, 400 // size), min(args.seconds, 30))
+        pps, gflops = inprocess(scorer, data[size], min(args.seconds, 30))
         inproc[size], useful_by_size[size] = pps, gflops
         print(f"inprocess {size} passages/request: {pps:.1f} passages/s, useful {gflops:.2f} GFLOP/s")
     bf16 = matmul_gflops(torch.bfloat16)

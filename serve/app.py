@@ -1,22 +1,23 @@
-"""Ray Serve app: trained rerankers (and BM25 → rerank) behind the rerank APIs people already call.
+"""Ray Serve app: trained rerankers (and a first stage → rerank) behind the rerank APIs people already call.
 
 Three deployments composed through DeploymentHandles::
 
-    HTTP ─▶ Gateway (FastAPI: /v1/rerank, /v2/rerank, /rerank, /search, /healthz, /v1/models, auth, limits)
+    HTTP ─▶ Gateway (FastAPI: /v1/rerank, /v2/rerank, /rerank, /search, /healthz, /readyz, /livez,
+              │       /health, /info, /v1/models; auth, body limits, errors)
               │  .options(multiplexed_model_id=model)
-              ├──────────▶ Reranker (multiplexed models, @serve.batch by token budget, Scorer)
-              └──────────▶ Retriever (BM25 now; any rankdistill.serving.retrieval.Retriever)
+              ├──────────▶ RerankerDeployment (multiplexed models, @serve.batch by token budget, Scorer)
+              └──────────▶ RetrieverDeployment (BM25 or a dense student; rankdistill.serving.retrieval)
 
 Start it with ``serve run serve/config.yaml`` (see serve/README.md) or ``serve.run(build_app(args))``.
-Scoring, batching plans, request schemas and model loading live in the library
+Scoring, slicing, request and response schemas and model loading live in the library
 (``rankdistill.serving``, ``rankdistill.tracking.models``); this file only wires them to Serve.
 """
 
 
 import asyncio
-import hashlib
-import hmac
 import importlib
+import logging
+import math
 import os
 import time
 import uuid
@@ -27,30 +28,44 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from rankdistill.serving.config import ServeAppConfig
+from rankdistill.serving.config import ServeAppConfig, token_sha256
 from rankdistill.serving.schemas import (
     RequestError,
     RerankJob,
     RerankV1Request,
     RerankV2Request,
+    Scored,
     SearchRequest,
     TEIRerankRequest,
     check_query,
+    check_text,
     check_top_n,
+    cohere_response,
+    describe_score,
+    error_body,
     job_from_tei,
     job_from_v1,
     job_from_v2,
-    order,
+    search_response,
+    tei_response,
 )
-from rankdistill.serving.scoring import DocumentScore, Prepared, Scorer, relevance_scores
+from rankdistill.serving.scoring import DocumentScore, Prepared, Scorer
+from rankdistill.serving.slicing import keep_last_tokens, split_prepared
 from ray import serve
 from ray.exceptions import ActorUnavailableError, RayActorError
 from ray.serve.exceptions import BackPressureError
 from ray.serve.handle import DeploymentHandle
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
-#: paths answered without a token (liveness probes and the API description)
-PUBLIC_PATHS = ("/healthz", "/docs", "/openapi.json", "/redoc")
+logger = logging.getLogger("ray.serve")
+
+#: paths answered without a token (probes and the API description)
+PUBLIC_PATHS = ("/healthz", "/readyz", "/livez", "/health", "/docs", "/openapi.json", "/redoc")
 LATENCY_BOUNDARIES_MS = [5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000]
+#: the replica's OpenMP settings: a passive wait policy, so idle torch threads sleep instead of
+#: spinning on cores other processes want (spinning made a 21 ms forward pass take 150-270 ms)
+REPLICA_ENV = {"OMP_WAIT_POLICY": "PASSIVE", "TOKENIZERS_PARALLELISM": "false"}
+READY_QUERY, READY_PASSAGE = "readiness check", "a passage scored to check that the default model answers"
 
 
 # --------------------------------------------------------------------------------------------
@@ -60,31 +75,36 @@ LATENCY_BOUNDARIES_MS = [5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 
 
 @dataclass
 class _Item:
-    """One request waiting in the batch queue."""
+    """One slice of a request waiting in the batch queue."""
 
     model_id: str
     scorer: Scorer
     prepared: Prepared
-    cost: int  # tokens, capped at the budget so a single large request still forms a batch
+    cost: int  # tokens, capped at the budget so a single large slice still forms a batch
 
 
 def _batch_cost(items: list[_Item]) -> int:
     return sum(item.cost for item in items)
 
 
-@serve.deployment(max_ongoing_requests=64, max_queued_requests=256)
-class Reranker:
-    """Scores (query, documents) for one of the configured models, chosen by multiplexed model id."""
+@serve.deployment(max_ongoing_requests=64, max_queued_requests=256, health_check_period_s=2)
+class RerankerDeployment:
+    """Scores (query, documents) for one of the configured models, chosen by multiplexed model id.
+    The default model is loaded when the replica starts, so a replica that is up can answer."""
 
     def __init__(self, config: dict[str, Any]):
+        import torch
         from ray.serve.metrics import Counter, Histogram
 
         self.config = ServeAppConfig.from_dict(config)
+        threads = os.environ.get("OMP_NUM_THREADS")
+        if threads and threads.isdigit() and int(threads) > 0:
+            torch.set_num_threads(int(threads))
         self._unbatched_lock = asyncio.Lock()
         self._score_batch.set_max_batch_size(self.config.scoring.token_budget)
         self._score_batch.set_batch_wait_timeout_s(self.config.batch_wait_timeout_s)
         self.m_batch_requests = Histogram(
-            "rankdistill_batch_requests", "requests per scored batch",
+            "rankdistill_batch_requests", "request slices per scored batch",
             boundaries=[1, 2, 4, 8, 16, 32, 64], tag_keys=("model",),
         )
         self.m_batch_rows = Histogram(
@@ -93,47 +113,83 @@ class Reranker:
         )
         self.m_tokens = Counter("rankdistill_tokens", "non-padding tokens scored", tag_keys=("model",))
         self.m_padded = Counter("rankdistill_padded_tokens", "token slots computed incl. padding", tag_keys=("model",))
+        # eager: the default model is in memory before the replica takes requests
+        self._preloaded = {self.config.default_model: self._load(self.config.default_model)}
+
+    def _load(self, model_id: str) -> Scorer:
+        from rankdistill.tracking.models import load_reranker_from
+
+        return Scorer(load_reranker_from(self.config.models[model_id], self.config.tracking_uri), self.config.scoring)
 
     @serve.multiplexed(max_num_models_per_replica=4)
     async def get_scorer(self, model_id: str) -> Scorer:
-        from rankdistill.tracking.models import load_reranker_from
+        if model_id in self._preloaded:
+            return self._preloaded[model_id]
+        return await asyncio.to_thread(self._load, model_id)
 
-        source = self.config.models[model_id]
-        model = await asyncio.to_thread(load_reranker_from, source, self.config.tracking_uri)
-        return Scorer(model, self.config.scoring)
+    def check_health(self) -> None:
+        """Serve's periodic replica health check."""
+        if self.config.default_model not in self._preloaded:
+            raise RuntimeError("the default model is not loaded")
 
     async def describe(self, model_id: str) -> dict[str, Any]:
+        import torch
+
         scorer = await self.get_scorer(model_id)
         return {"architecture": scorer.model.registry_name, "dtype": str(scorer.dtype).replace("torch.", ""),
-                "passage_length": scorer.passage_length, "score": scorer.score_kind}
+                "passage_length": scorer.passage_length, "score": describe_score(scorer.score_kind),
+                "torch_threads": torch.get_num_threads(), "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY")}
 
-    async def rerank(self, job: RerankJob) -> tuple[list[DocumentScore], str]:
-        """Scores per document (input order) and the score kind (``logit`` or ``pair_sum``)."""
-        model_id = serve.get_multiplexed_model_id() or self.config.default_model
-        if model_id not in self.config.models:
-            raise RequestError(404, f"model: unknown model '{model_id}'; available: {sorted(self.config.models)}")
+    async def rerank(self, job: RerankJob) -> Scored:
+        """Scores per document (input order), the score kind and the model that scored them."""
+        model_id = self.config.resolve_model(serve.get_multiplexed_model_id() or job.model)
         scorer = await self.get_scorer(model_id)
+        documents, counts = job.documents, None
+        if job.truncate_left:
+            limit = scorer.passage_length if not job.max_tokens_per_doc else min(scorer.passage_length,
+                                                                                 job.max_tokens_per_doc)
+            documents, counts = await asyncio.to_thread(keep_last_tokens, scorer.tokenizer, documents, limit)
         # tokenising runs on a worker thread, off the event loop and the scoring thread
-        prepared = await asyncio.to_thread(
-            scorer.prepare, job.query, job.documents, job.chunking, job.max_tokens_per_doc
-        )
+        prepared = await asyncio.to_thread(scorer.prepare, job.query, documents, job.chunking, job.max_tokens_per_doc)
+        if counts is not None:  # report the documents as sent: their full length, and cut
+            prepared.truncated = [cut or n > t for cut, n, t in zip(prepared.truncated, counts, prepared.doc_tokens)]
+            prepared.doc_tokens = counts
+        empty = [i for i, n in enumerate(prepared.doc_tokens) if n == 0]
+        if empty:
+            raise RequestError(422, f"{job.field}{empty[:10]}: empty document after the model's tokenizer "
+                                    "normalises it (no tokens left)")
         if job.reject_truncation:
             long_docs = [i for i, cut in enumerate(prepared.truncated) if cut]
             if long_docs:
                 raise RequestError(
                     413,
-                    f"texts{long_docs[:10]}: longer than the model's {scorer.passage_length} passage tokens; "
+                    f"{job.field}{long_docs[:10]}: longer than the model's {scorer.passage_length} passage tokens; "
                     "send truncate=true (or chunking=true)",
                 )
+        cap = self.config.limits.max_request_tokens
+        if prepared.num_tokens > cap:
+            raise RequestError(413, f"request: {prepared.num_tokens} tokens to score (query + documents after "
+                                    f"truncation or chunking), more than the limit of {cap} tokens "
+                                    "(limits.max_request_tokens); send fewer or shorter documents")
+        scores: list[DocumentScore] = []
+        # one slice in the queue at a time: requests arriving meanwhile join the next batch
+        for part in split_prepared(prepared, self.config.scoring.token_budget):
+            scores.extend(await self._score_slice(model_id, scorer, part))
+        return Scored(scores, scorer.score_kind, model_id)
+
+    async def ready(self) -> Scored:
+        """Score one passage on the default model (readiness)."""
+        return await self.rerank(RerankJob(READY_QUERY, [READY_PASSAGE], self.config.default_model))
+
+    async def _score_slice(self, model_id: str, scorer: Scorer, prepared: Prepared) -> list[DocumentScore]:
         if not self.config.batching:
             async with self._unbatched_lock:
-                results = await asyncio.to_thread(self._score_group, model_id, scorer, [prepared])
-            return results[0], scorer.score_kind
+                return (await asyncio.to_thread(self._score_group, model_id, scorer, [prepared]))[0]
         cost = min(prepared.num_tokens, self.config.scoring.token_budget)
         result = await self._score_batch(_Item(model_id, scorer, prepared, max(cost, 1)))
         if isinstance(result, Exception):  # this model's group failed in the batch (see _score_batch)
             raise result
-        return result, scorer.score_kind
+        return result
 
     @serve.batch(max_batch_size=8192, batch_wait_timeout_s=0.005, batch_size_fn=_batch_cost)
     async def _score_batch(self, items: list[_Item]) -> list[list[DocumentScore]]:
@@ -172,7 +228,7 @@ class Reranker:
 
 
 @serve.deployment(max_ongoing_requests=32)
-class Retriever:
+class RetrieverDeployment:
     """First stage of ``/search`` (see :mod:`rankdistill.serving.retrieval`)."""
 
     def __init__(self, config: dict[str, Any]):
@@ -188,25 +244,66 @@ class Retriever:
 # HTTP gateway
 # --------------------------------------------------------------------------------------------
 
+
+def _replicas_up(handle: DeploymentHandle) -> int | None:
+    """Replicas the handle's router can send requests to, or None when unknown (read from Serve's
+    router, best effort: Serve has no public API for it)."""
+    try:
+        return len(handle._router._asyncio_router._active_request_router.curr_replicas)
+    except Exception:  # noqa: BLE001 - internals moved: behave as before (wait up to queue_timeout_s)
+        return None
+
+
+class SafeJSONResponse(JSONResponse):
+    """JSON with non-ASCII escaped: renders any Python string, a lone surrogate in an echoed field
+    name included, instead of failing to encode it."""
+
+    def render(self, content: Any) -> bytes:
+        import json
+
+        return json.dumps(content, ensure_ascii=True, allow_nan=False, separators=(",", ":")).encode("ascii")
+
+
 api = FastAPI(
     title="rankdistill rerank",
     description="Trained rankdistill rerankers behind the Cohere v1/v2, Jina and text-embeddings-inference "
-    "rerank APIs, plus BM25 → rerank search.",
-    version="0.1.0",
+    "rerank APIs, plus first stage (BM25 or a dense student) → rerank search.",
+    version="0.2.0",
+    default_response_class=SafeJSONResponse,
 )
 _GATEWAY: dict[str, Any] = {}  # the one Gateway of this replica process (middleware reads its limits/token)
+ROUTE_KEY = "rankdistill.route"
+#: the app's routes (metric labels); anything else is "unknown"
+ROUTES = ("/v1/rerank", "/v2/rerank", "/rerank", "/search", "/healthz", "/readyz", "/health", "/livez", "/info",
+          "/v1/models", "/docs", "/openapi.json", "/redoc")
 
 
-def _error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
-    return JSONResponse({"error": message, "status": status}, status_code=status, headers=headers)
+def _error(status: int, message: str, headers: dict[str, str] | None = None,
+           error_type: str | None = None) -> SafeJSONResponse:
+    return SafeJSONResponse(error_body(status, message, error_type), status_code=status, headers=headers)
+
+
+def route_template(scope: dict[str, Any]) -> str:
+    """The route a request matched (``/v1/rerank``), or ``unknown``: a bounded metric label. Every
+    route of this app is a fixed path, so the template is the path when it is one of them."""
+    if ROUTE_KEY not in scope:
+        path = scope.get("path", "")
+        known = {getattr(r, "path", None) for r in api.router.routes} | set(ROUTES)
+        scope[ROUTE_KEY] = path if path in known else "unknown"
+    return scope[ROUTE_KEY]
+
+
+def _count(request_or_scope: Any, status: int) -> None:
+    gateway = _GATEWAY.get("self")
+    if gateway is not None:
+        scope = request_or_scope.scope if isinstance(request_or_scope, Request) else request_or_scope
+        gateway.count_error(route_template(scope), status)
 
 
 @api.exception_handler(RequestError)
 async def _request_error(request: Request, exc: RequestError) -> JSONResponse:
-    gateway = _GATEWAY.get("self")
-    if gateway is not None:
-        gateway.count_error(request, exc.status)
-    return _error(exc.status, exc.message, exc.headers)
+    _count(request, exc.status)
+    return _error(exc.status, exc.message, exc.headers, exc.error_type)
 
 
 @api.exception_handler(RequestValidationError)
@@ -216,136 +313,195 @@ async def _validation_error(request: Request, exc: RequestValidationError) -> JS
     parts = []
     for e in errors[:10]:
         loc = ".".join(str(x) for x in e.get("loc", ()) if x != "body") or "body"
-        parts.append(f"{loc}: {e.get('msg')}")
+        msg = "unknown field, not part of this API" if e.get("type") == "extra_forbidden" else e.get("msg")
+        parts.append(f"{loc}: {msg}")
     status = 400 if malformed else 422
-    gateway = _GATEWAY.get("self")
-    if gateway is not None:
-        gateway.count_error(request, status)
+    _count(request, status)
     return _error(status, ("malformed JSON body; " if malformed else "") + "; ".join(parts))
+
+
+@api.exception_handler(StarletteHTTPException)
+async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    _count(request, exc.status_code)
+    message = {404: f"no such endpoint: {request.method} {request.url.path}",
+               405: f"method {request.method} is not allowed on {request.url.path}"}.get(exc.status_code, str(exc.detail))
+    return _error(exc.status_code, message, dict(exc.headers or {}))
 
 
 @api.exception_handler(Exception)
 async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
-    gateway = _GATEWAY.get("self")
-    if gateway is not None:
-        gateway.count_error(request, 500)
-    return _error(500, f"internal error: {type(exc).__name__}: {str(exc)[:500]}")
+    # the details (traceback, actor ids, paths) go to the server log only, never to the client
+    reference = uuid.uuid4().hex[:12]
+    logger.exception("internal error %s on %s %s", reference, request.method, request.url.path, exc_info=exc)
+    _count(request, 500)
+    return _error(500, f"internal error (reference {reference}); the server log has the details")
 
 
-@api.middleware("http")
-async def _auth_and_size(request: Request, call_next):
-    gateway = _GATEWAY.get("self")
-    if gateway is not None and request.url.path not in PUBLIC_PATHS:
-        if not gateway.authorized(request.headers.get("authorization")):
-            gateway.count_error(request, 401)
-            return _error(401, "missing or wrong bearer token (Authorization: Bearer <token>)",
-                          {"WWW-Authenticate": "Bearer"})
-        limit = gateway.config.limits.max_body_bytes
-        length = request.headers.get("content-length")
-        if length is not None and length.isdigit() and int(length) > limit:
-            gateway.count_error(request, 413)
-            return _error(413, f"request body of {length} bytes is larger than the limit of {limit}")
-        if length is None and request.method == "POST":
-            body = await request.body()
-            if len(body) > limit:
-                gateway.count_error(request, 413)
-                return _error(413, f"request body of {len(body)} bytes is larger than the limit of {limit}")
-    return await call_next(request)
+class EdgeMiddleware:
+    """Authentication, then the request body read under limits: streamed and counted (413 as soon
+    as it passes ``max_body_bytes``, chunked or not), each piece awaited at most
+    ``body_read_timeout_s`` (408), so slow or huge bodies cannot hold the gateway."""
+
+    def __init__(self, app: Any):
+        self.app = app
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        gateway = _GATEWAY.get("self")
+        if scope["type"] != "http" or gateway is None:
+            await self.app(scope, receive, send)
+            return
+        route_template(scope)
+        headers = {k.lower(): v for k, v in scope.get("headers", [])}
+
+        async def reply(status: int, message: str, extra: dict[str, str] | None = None) -> None:
+            _count(scope, status)
+            await _error(status, message, extra)(scope, receive, send)
+
+        if scope["path"] not in PUBLIC_PATHS:
+            auth = headers.get(b"authorization")
+            if not gateway.authorized(auth.decode("latin-1") if auth is not None else None):
+                await reply(401, "missing or wrong bearer token (Authorization: Bearer <token>)",
+                            {"WWW-Authenticate": "Bearer"})
+                return
+        if scope["method"] not in ("POST", "PUT", "PATCH"):
+            await self.app(scope, receive, send)
+            return
+        limits = gateway.config.limits
+        length = headers.get(b"content-length")
+        if length is not None:
+            if not length.strip().isdigit():
+                await reply(400, "Content-Length: not a number")
+                return
+            if int(length) > limits.max_body_bytes:
+                await reply(413, f"request body of {int(length)} bytes is larger than the limit of "
+                                 f"{limits.max_body_bytes} (limits.max_body_bytes)")
+                return
+        chunks, size = [], 0
+        while True:
+            try:
+                message = await asyncio.wait_for(receive(), limits.body_read_timeout_s)
+            except TimeoutError:
+                await reply(408, f"request body: nothing received for {limits.body_read_timeout_s} s "
+                                 "(limits.body_read_timeout_s)")
+                return
+            if message["type"] == "http.disconnect":
+                return
+            body = message.get("body", b"")
+            size += len(body)
+            if size > limits.max_body_bytes:
+                await reply(413, f"request body: more than the limit of {limits.max_body_bytes} bytes "
+                                 "(limits.max_body_bytes), stopped reading")
+                return
+            chunks.append(body)
+            if not message.get("more_body", False):
+                break
+        pending = [{"type": "http.request", "body": b"".join(chunks), "more_body": False}]
+
+        async def replay() -> dict[str, Any]:
+            return pending.pop() if pending else await receive()
+
+        await self.app(scope, replay, send)
+
+
+api.add_middleware(EdgeMiddleware)
 
 
 @serve.deployment(max_ongoing_requests=256)
 @serve.ingress(api)
 class Gateway:
-    """HTTP ingress: validates, authenticates, routes to the Reranker (per model) and the Retriever."""
+    """HTTP ingress: authenticates, validates, routes to the RerankerDeployment (per model) and the
+    RetrieverDeployment, and shapes the responses (:mod:`rankdistill.serving.schemas`)."""
 
     def __init__(self, reranker: DeploymentHandle, retriever: DeploymentHandle | None, config: dict[str, Any],
-                 token_sha256: str | None = None):
+                 token_hash: str | None = None):
         from ray.serve.metrics import Counter, Histogram
 
         self.config = ServeAppConfig.from_dict(config)
         self.reranker = reranker
         self.retriever = retriever
-        token = os.environ.get(self.config.auth_token_env)
-        self.token_sha256 = token_sha256 or (hashlib.sha256(token.encode()).hexdigest() if token else None)
+        self.token_sha256 = token_hash or token_sha256(os.environ.get(self.config.auth_token_env))
+        #: set when a reranker replica is seen dead; queued requests then wait at most
+        #: ``limits.unavailable_timeout_s`` for one (503 + Retry-After); cleared by a success
+        self.reranker_down = False
         self.m_latency = Histogram("rankdistill_request_latency_ms", "request latency per model and API",
                                    boundaries=LATENCY_BOUNDARIES_MS, tag_keys=("model", "api"))
-        self.m_errors = Counter("rankdistill_request_errors", "requests answered with an error status",
-                                tag_keys=("api", "status"))
+        self.m_errors = Counter("rankdistill_request_errors", "requests answered with an error status, by route "
+                                "template (unknown paths: api=unknown)", tag_keys=("api", "status"))
         # Serve pickles this class by value (its globals are a copy); the middleware and the error
         # handlers live in the imported module, so register there
         importlib.import_module(__name__)._GATEWAY["self"] = self
 
     def authorized(self, header: str | None) -> bool:
+        import hmac
+
         if self.token_sha256 is None:
             return True
         if not header or not header.lower().startswith("bearer "):
             return False
-        given = hashlib.sha256(header[7:].strip().encode()).hexdigest()
-        return hmac.compare_digest(given, self.token_sha256)
+        return hmac.compare_digest(token_sha256(header[7:].strip()) or "", self.token_sha256)
 
-    def count_error(self, request: Request, status: int) -> None:
-        self.m_errors.inc(tags={"api": request.url.path, "status": str(status)})
+    def count_error(self, route: str, status: int) -> None:
+        self.m_errors.inc(tags={"api": route, "status": str(status)})
 
-    async def _scores(self, job: RerankJob, api_name: str) -> tuple[list[DocumentScore], str, str]:
-        model = job.model or self.config.default_model
-        if model not in self.config.models:
-            raise RequestError(404, f"model: unknown model '{model}'; available: {sorted(self.config.models)}")
-        start = time.perf_counter()
+    async def _call_reranker(self, model: str, method: str, *args: Any) -> Any:
+        limits = self.config.limits
+        response = getattr(self.reranker.options(multiplexed_model_id=model), method).remote(*args)
+        retry = {"Retry-After": str(max(1, math.ceil(limits.unavailable_timeout_s)))}
         try:
-            scores, kind = await self.reranker.options(multiplexed_model_id=model).rerank.remote(job)
+            # wait for a replica to take the request: at most queue_timeout_s, and only
+            # unavailable_timeout_s while no replica is up (a crash: fail fast, do not hang)
+            assigned = asyncio.ensure_future(response._fetch_future_result_async())
+            waited = 0.0
+            while True:
+                step = min(limits.unavailable_timeout_s, limits.queue_timeout_s - waited)
+                done, _ = await asyncio.wait({assigned}, timeout=max(step, 0.0))
+                if done:
+                    break
+                waited += step
+                up = _replicas_up(self.reranker)
+                self.reranker_down = self.reranker_down or up == 0
+                if self.reranker_down or waited >= limits.queue_timeout_s:
+                    assigned.cancel()
+                    response.cancel()
+                    why = "none is up" if self.reranker_down else "all are busy"
+                    raise RequestError(503, f"no reranker replica took the request within {waited:g} s ({why}); "
+                                            "retry", retry)
+            assigned.result()
+            result = await response
         except BackPressureError as exc:
             raise RequestError(429, "the reranker's queue is full; retry later", {"Retry-After": "1"}) from exc
         except RequestError:
             raise
-        except (RayActorError, ActorUnavailableError) as exc:  # a replica died or restarts mid-request
+        except (RayActorError, ActorUnavailableError) as exc:  # a replica died or restarts
+            self.reranker_down = True
             raise RequestError(503, f"the reranker replica failed during the request ({type(exc).__name__}); "
-                                    "retry", {"Retry-After": "1"}) from exc
+                                    "retry", retry) from None
+        self.reranker_down = False
+        return result
+
+    async def _scores(self, job: RerankJob, api_name: str) -> Scored:
+        if job.model is not None:
+            check_text("model", job.model)
+        model = self.config.resolve_model(job.model)
+        start = time.perf_counter()
+        scored = await self._call_reranker(model, "rerank", job)
         self.m_latency.observe((time.perf_counter() - start) * 1000, tags={"model": model, "api": api_name})
-        return scores, kind, model
-
-    @staticmethod
-    def _relevance(scores: list[DocumentScore], kind: str) -> list[float]:
-        return relevance_scores([s.score for s in scores], kind)
-
-    @staticmethod
-    def _doc_info(s: DocumentScore) -> dict[str, Any]:
-        return {"tokens": s.tokens, "truncated": s.truncated, "chunks": s.chunks}
+        return scored
 
     @api.post("/v1/rerank", summary="Cohere v1 / Jina rerank")
     async def rerank_v1(self, body: RerankV1Request) -> dict[str, Any]:
         job = job_from_v1(body, self.config.limits)
-        scores, kind, model = await self._scores(job, "/v1/rerank")
-        rel = self._relevance(scores, kind)
-        results = []
-        for i in order(rel, job.top_n):
-            row = {"index": i, "relevance_score": rel[i], **self._doc_info(scores[i])}
-            if body.return_documents:
-                row["document"] = {"text": job.documents[i]}
-            results.append(row)
-        return {"id": str(uuid.uuid4()), "model": model, "results": results,
-                "meta": {"api_version": {"version": "1"}, "score": f"sigmoid({kind})"}}
+        return cohere_response("1", job, await self._scores(job, "/v1/rerank"), bool(body.return_documents))
 
     @api.post("/v2/rerank", summary="Cohere v2 rerank")
     async def rerank_v2(self, body: RerankV2Request) -> dict[str, Any]:
         job = job_from_v2(body, self.config.limits)
-        scores, kind, model = await self._scores(job, "/v2/rerank")
-        rel = self._relevance(scores, kind)
-        results = [{"index": i, "relevance_score": rel[i], **self._doc_info(scores[i])} for i in order(rel, job.top_n)]
-        return {"id": str(uuid.uuid4()), "results": results,
-                "meta": {"api_version": {"version": "2"}, "billed_units": {"search_units": 1}, "model": model}}
+        return cohere_response("2", job, await self._scores(job, "/v2/rerank"), bool(body.return_documents))
 
     @api.post("/rerank", summary="text-embeddings-inference rerank")
     async def rerank_tei(self, body: TEIRerankRequest) -> list[dict[str, Any]]:
         job = job_from_tei(body, self.config.limits)
-        scores, kind, _ = await self._scores(job, "/rerank")
-        values = [s.score for s in scores] if body.raw_scores else self._relevance(scores, kind)
-        out = []
-        for i in order(values, None):
-            row = {"index": i, "score": values[i], **self._doc_info(scores[i])}
-            if body.return_text:
-                row["text"] = job.documents[i]
-            out.append(row)
-        return out
+        return tei_response(job, await self._scores(job, "/rerank"), bool(body.raw_scores), bool(body.return_text))
 
     @api.post("/search", summary="retrieve (first stage) then rerank")
     async def search(self, body: SearchRequest) -> dict[str, Any]:
@@ -357,35 +513,60 @@ class Gateway:
         top_n = check_top_n(body.top_n, self.config.limits)
         hits = await self.retriever.search.remote(query, body.k)
         if not hits:
-            return {"id": str(uuid.uuid4()), "results": [], "meta": {"retrieved": 0}}
+            return search_response([], None, top_n, body.return_documents)
         job = RerankJob(query, [text for _, _, text in hits], body.model, top_n, body.chunking)
-        scores, kind, model = await self._scores(job, "/search")
-        rel = self._relevance(scores, kind)
-        results = []
-        for i in order(rel, top_n):
-            docid, first_stage, text = hits[i]
-            row = {"id": docid, "rank": len(results) + 1, "retrieval_score": first_stage,
-                   "relevance_score": rel[i], "score": scores[i].score, **self._doc_info(scores[i])}
-            if body.return_documents:
-                row["text"] = text
-            results.append(row)
-        return {"id": str(uuid.uuid4()), "model": model, "results": results, "meta": {"retrieved": len(hits)}}
+        return search_response(hits, await self._scores(job, "/search"), top_n, body.return_documents)
 
-    @api.get("/healthz", summary="liveness")
-    async def healthz(self) -> dict[str, Any]:
-        return {"status": "ok", "models": sorted(self.config.models), "retriever": self.retriever is not None}
+    async def _ready(self) -> dict[str, Any] | None:
+        """Score one passage on the default model; None when that fails."""
+        try:
+            scored = await self._call_reranker(str(self.config.default_model), "ready")
+        except Exception as exc:  # noqa: BLE001 - any failure means not ready
+            logger.warning("readiness check failed: %s", type(exc).__name__)
+            return None
+        return {"status": "ok", "default_model": scored.model, "models": sorted(self.config.models),
+                "retriever": self.retriever is not None}
+
+    @api.get("/healthz", summary="readiness: scores one passage on the default model")
+    async def healthz(self) -> Any:
+        ready = await self._ready()
+        if ready is None:
+            return _error(503, "the default model could not score a passage (no reranker replica up, or it "
+                               "fails); see the server log", {"Retry-After": "1"})
+        return ready
+
+    @api.get("/readyz", summary="readiness (same as /healthz)")
+    async def readyz(self) -> Any:
+        return await self.healthz()
+
+    @api.get("/health", summary="TEI health: 200 when the default model scores, else 503")
+    async def health(self) -> Any:
+        return await self.healthz()
+
+    @api.get("/livez", summary="liveness of the gateway only (scores nothing)")
+    async def livez(self) -> dict[str, str]:
+        return {"status": "ok"}
+
+    @api.get("/info", summary="TEI info: the default model and the limits")
+    async def info(self) -> dict[str, Any]:
+        default = str(self.config.default_model)
+        described = await self._call_reranker(default, "describe", default)
+        limits = self.config.limits
+        return {"model_id": default, "model_sha": None, "model_dtype": described["dtype"],
+                "model_type": {"reranker": {"id2label": {"0": "LABEL_0"}, "label2id": {"LABEL_0": 0}}},
+                "max_concurrent_requests": 256, "max_input_length": described["passage_length"],
+                "max_batch_tokens": self.config.scoring.token_budget, "max_client_batch_size": limits.max_documents,
+                "max_request_tokens": limits.max_request_tokens, "version": api.version,
+                "models": sorted(self.config.models), "aliases": self.config.model_aliases,
+                "replica": {"torch_threads": described["torch_threads"],
+                            "omp_wait_policy": described["omp_wait_policy"]}}
 
     @api.get("/v1/models", summary="served models")
     async def models(self) -> dict[str, Any]:
         data = []
         for name in self.config.models:
-            info = await self.reranker.options(multiplexed_model_id=name).describe.remote(name)
-            kind = info["score"]
-            data.append({
-                "id": name, "object": "model", "default": name == self.config.default_model, **info,
-                "relevance_score": "sigmoid of the logit" if kind == "logit" else "pair aggregate scaled to [0, 1]",
-                "raw_score": kind,
-            })
+            info = await self._call_reranker(name, "describe", name)
+            data.append({"id": name, "object": "model", "default": name == self.config.default_model, **info})
         return {"object": "list", "data": data}
 
 
@@ -395,15 +576,21 @@ class Gateway:
 
 
 def build_app(args: dict[str, Any]):
-    """The Serve application for ``args`` (:class:`ServeAppConfig` fields)."""
-    config = ServeAppConfig.from_dict(args)
+    """The Serve application for ``args`` (:class:`ServeAppConfig` fields). Local model folders are
+    checked now and made absolute (a missing one fails here, naming it)."""
+    config = ServeAppConfig.from_dict(args).check_model_sources()
     plain = config.to_dict()
-    token = os.environ.get(config.auth_token_env)
-    token_sha256 = hashlib.sha256(token.encode()).hexdigest() if token else None
     reranker_options = dict(config.reranker_options)
     if config.batching:
         # Serve batches at most max_ongoing_requests concurrent requests per replica
         reranker_options.setdefault("max_ongoing_requests", 64)
-    reranker = Reranker.options(**reranker_options).bind(plain)
-    retriever = Retriever.options(**config.retriever_options).bind(config.retriever) if config.retriever else None
-    return Gateway.options(**config.gateway_options).bind(reranker, retriever, plain, token_sha256)
+    actor = dict(reranker_options.get("ray_actor_options") or {})
+    runtime_env = dict(actor.get("runtime_env") or {})
+    runtime_env["env_vars"] = {**REPLICA_ENV, **dict(runtime_env.get("env_vars") or {})}
+    actor["runtime_env"] = runtime_env
+    reranker_options["ray_actor_options"] = actor
+    reranker = RerankerDeployment.options(**reranker_options).bind(plain)
+    retriever = (RetrieverDeployment.options(**config.retriever_options).bind(config.retriever)
+                 if config.retriever else None)
+    token = token_sha256(os.environ.get(config.auth_token_env))
+    return Gateway.options(**config.gateway_options).bind(reranker, retriever, plain, token)

@@ -20,7 +20,8 @@ pytestmark = pytest.mark.slow  # one Ray + Serve start for the module (~20 s idl
 TOKEN = "t0ken-for-tests"
 TOKEN_ENV = "RANKDISTILL_TEST_SERVE_TOKEN"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
-LIMITS = {"max_documents": 20, "max_document_chars": 2000, "max_query_chars": 200, "max_body_bytes": 30_000}
+LIMITS = {"max_documents": 20, "max_document_chars": 2000, "max_query_chars": 200, "max_body_bytes": 30_000,
+          "body_read_timeout_s": 2.0}
 # single-token words (checked in test_chunking), so windows can be computed by hand
 WORDS = ["the", "cat", "dog", "house", "water", "tree", "music", "river", "city", "night", "green", "stone",
          "light", "paper", "horse", "table", "money", "music", "road", "bird", "school", "ocean", "fire",
@@ -73,6 +74,7 @@ def url(models):
             "registry-version": "models:/tiny-reranker/1",
             "registry-alias": "models:/tiny-reranker@champion",
         },
+        "model_aliases": {"rerank-v3.5": "tiny-celi"},
         "tracking_uri": models["uri"],
         "scoring": {"token_budget": 256, "chunk_overlap": 4, "dtype": "float32"},
         "limits": LIMITS,
@@ -93,16 +95,18 @@ def post(url: str, path: str, body, headers=None, **kw) -> requests.Response:
 def test_v1_rerank_matches_in_process_score(url, models):
     ref = models["loaded"]["tiny-mono"].score(QUERY, PASSAGES)
     docs = [PASSAGES[0], {"text": PASSAGES[1]}, *PASSAGES[2:]]
-    r = post(url, "/v1/rerank", {"query": QUERY, "documents": docs, "model": "tiny-mono"})
+    r = post(url, "/v1/rerank", {"query": QUERY, "documents": docs, "model": "tiny-mono", "return_documents": True})
     assert r.status_code == 200, r.text[:300]
     results = r.json()["results"]
+    details = r.json()["meta"]["rankdistill"]["documents"]
     assert sorted(x["index"] for x in results) == list(range(len(PASSAGES)))
     expected_order = sorted(range(len(ref)), key=lambda i: -ref[i])
     assert [x["index"] for x in results] == expected_order
     for x in results:
         assert x["relevance_score"] == pytest.approx(sigmoid(ref[x["index"]]), abs=1e-5)
         assert x["document"] == {"text": PASSAGES[x["index"]]}
-        assert x["truncated"] is False and x["chunks"] == 1
+        assert set(x) == {"index", "relevance_score", "document"}  # Cohere's fields only
+        assert details[x["index"]]["truncated"] is False and details[x["index"]]["chunks"] == 1
     scores = [x["relevance_score"] for x in results]
     assert scores == sorted(scores, reverse=True)
 
@@ -135,7 +139,7 @@ def test_v2_rerank_shape_and_max_tokens_per_doc(url, models):
     cut = celi.score(QUERY, ["a cat is", "dogs bark loudly"])
     got = {x["index"]: x for x in r.json()["results"]}
     for i in (0, 1):
-        assert got[i]["truncated"] is True
+        assert r.json()["meta"]["rankdistill"]["documents"][i]["truncated"] is True
         assert got[i]["relevance_score"] == pytest.approx(sigmoid(cut[i]), abs=1e-5)
 
 
@@ -158,7 +162,7 @@ def test_tei_rerank_raw_scores_text_and_truncate(url, models):
                               "raw_scores": True})
     assert r.status_code == 200
     got = {x["index"]: x for x in r.json()}
-    assert got[1]["truncated"] is True and got[0]["truncated"] is False
+    assert all(set(x) == {"index", "score"} for x in r.json())  # TEI's fields only
     assert got[1]["score"] == pytest.approx(models["loaded"]["tiny-celi"].score(QUERY, [long_text])[0], abs=1e-5)
 
 
@@ -189,15 +193,18 @@ def test_chunking_scores_the_best_window(url, models):
     expected = max(celi.score(QUERY, windows))
     r = post(url, "/v1/rerank", {"model": "tiny-celi", "query": QUERY, "documents": [doc, "cats"], "chunking": True})
     got = {x["index"]: x for x in r.json()["results"]}
-    assert got[0]["chunks"] == 2 and got[0]["truncated"] is False and got[0]["tokens"] == 28
+    details = r.json()["meta"]["rankdistill"]["documents"]
+    assert details[0] == {"chunks": 2, "truncated": False, "tokens": 28}
     assert got[0]["relevance_score"] == pytest.approx(sigmoid(expected), abs=1e-5)
-    assert got[1]["chunks"] == 1
+    assert details[1]["chunks"] == 1
+    # Cohere bills a chunked document once per window: 3 scored texts -> 1 unit (per 100)
+    assert r.json()["meta"]["billed_units"] == {"search_units": 1}
     # Cohere v1's max_chunks_per_doc > 1 turns chunking on too; without it the document is truncated
     r = post(url, "/v1/rerank", {"model": "tiny-celi", "query": QUERY, "documents": [doc], "max_chunks_per_doc": 4})
-    assert r.json()["results"][0]["chunks"] == 2
+    assert r.json()["meta"]["rankdistill"]["documents"][0]["chunks"] == 2
     r = post(url, "/v1/rerank", {"model": "tiny-celi", "query": QUERY, "documents": [doc]})
     x = r.json()["results"][0]
-    assert x["chunks"] == 1 and x["truncated"] is True
+    assert r.json()["meta"]["rankdistill"]["documents"][0] == {"chunks": 1, "truncated": True, "tokens": 28}
     assert x["relevance_score"] == pytest.approx(sigmoid(celi.score(QUERY, [doc])[0]), abs=1e-5)
 
 
@@ -222,13 +229,15 @@ def test_search_bm25_then_rerank(url, models):
 
 
 def test_healthz_models_openapi(url):
-    assert requests.get(f"{url}/healthz", timeout=30).json()["status"] == "ok"  # no token needed
+    health = requests.get(f"{url}/healthz", timeout=30)  # no token needed; scores one passage
+    assert health.status_code == 200 and health.json()["default_model"] == "tiny-mono"
     data = requests.get(f"{url}/v1/models", headers=AUTH, timeout=60).json()["data"]
     assert {m["id"] for m in data} == {"tiny-mono", "tiny-celi", "registry-version", "registry-alias"}
     arch = {m["id"]: m["architecture"] for m in data}
     assert arch["tiny-mono"] == "mono" and arch["tiny-celi"] == "celi" and arch["registry-alias"] == "mono"
     paths = requests.get(f"{url}/openapi.json", timeout=30).json()["paths"]
-    assert {"/v1/rerank", "/v2/rerank", "/rerank", "/search", "/healthz", "/v1/models"} <= set(paths)
+    assert {"/v1/rerank", "/v2/rerank", "/rerank", "/search", "/healthz", "/readyz", "/health", "/info",
+            "/v1/models"} <= set(paths)
 
 
 def test_auth(url):
@@ -236,7 +245,7 @@ def test_auth(url):
     assert requests.post(f"{url}/v1/rerank", json=body, timeout=30).status_code == 401
     wrong = {"Authorization": "Bearer nope"}
     r = requests.post(f"{url}/v1/rerank", json=body, headers=wrong, timeout=30)
-    assert r.status_code == 401 and "token" in r.json()["error"]
+    assert r.status_code == 401 and "token" in r.json()["error"] and r.json()["error_type"] == "unauthorized"
     assert requests.post(f"{url}/v1/rerank", json=body, headers={"Authorization": TOKEN}, timeout=30).status_code == 401
     assert requests.get(f"{url}/v1/models", timeout=30).status_code == 401
     assert post(url, "/v1/rerank", body).status_code == 200
@@ -269,6 +278,26 @@ BAD_REQUESTS = [
     ("tei-texts-not-list", "/rerank", {"query": "a", "texts": "x"}, 422, "texts"),
     ("search-k-zero", "/search", {"query": "a", "k": 0}, 422, "k"),
     ("search-empty-query", "/search", {"query": ""}, 422, "query"),
+    # not valid Unicode (a lone surrogate) anywhere a text goes: 4xx, never a 500 with a traceback
+    ("surrogate-query", "/v1/rerank", '{"query": "a\\ud800b", "documents": ["x"]}', 422, "query: not valid Unicode"),
+    ("surrogate-document", "/v2/rerank", '{"query": "a", "documents": ["ok", "\\udfff"]}', 422, "documents[1]"),
+    ("surrogate-tei-text", "/rerank", '{"query": "a", "texts": ["\\ud800"]}', 422, "texts[0]"),
+    ("surrogate-model", "/rerank", '{"query": "a", "texts": ["x"], "model": "\\ud800"}', 422, "model"),
+    ("surrogate-field-name", "/rerank", '{"query": "a", "texts": ["x"], "\\ud800": 1}', 422, "unicode"),
+    ("surrogate-search", "/search", '{"query": "\\udbff"}', 422, "query"),
+    # silently ignored input is refused
+    ("unknown-field-top-k", "/v1/rerank", {"query": "a", "documents": ["x"], "top_k": 3}, 422, "top_k: unknown field"),
+    ("unknown-field-tei", "/rerank", {"query": "a", "texts": ["x"], "documents": ["y"]}, 422, "documents: unknown"),
+    ("zero-width-document", "/v1/rerank", {"query": "a", "documents": ["ok", "\u200b\u200d \ufeff"]}, 422,
+     "documents[1]: empty document after normalisation"),
+    ("control-only-query", "/rerank", {"query": "\x00\x01", "texts": ["x"]}, 422, "query"),
+    ("object-without-text", "/v1/rerank", {"query": "a", "documents": [{"title": "x"}]}, 422, "documents[0]"),
+    ("rank-field-missing", "/v1/rerank", {"query": "a", "documents": [{"title": "x"}], "rank_fields": ["body"]},
+     422, "no field 'body'"),
+    ("bad-truncation-direction", "/rerank", {"query": "a", "texts": ["x"], "truncation_direction": "Up"}, 422,
+     "truncation_direction"),
+    ("not-json-bytes", "/rerank", "\xff\xfe{", 400, ""),
+    ("deep-nesting", "/rerank", "[" * 100_00 + "]" * 100_00, 400, ""),
 ]
 
 
@@ -280,7 +309,9 @@ def test_bad_requests(url, case):
     else:
         r = post(url, path, body)
     assert r.status_code == status, r.text[:300]
+    assert set(r.json()) == {"error", "error_type"}, r.text[:300]  # TEI's error shape, never {"detail"}
     assert words in r.json()["error"]
+    assert "Traceback" not in r.text
 
 
 def test_still_serving_after_bad_requests(url, models):
@@ -289,3 +320,180 @@ def test_still_serving_after_bad_requests(url, models):
                       headers=AUTH, timeout=30)
     r = post(url, "/v1/rerank", {"query": QUERY, "documents": PASSAGES})
     assert r.status_code == 200 and len(r.json()["results"]) == 5
+
+
+def test_unknown_paths_and_methods_answer_in_tei_error_shape(url):
+    r = requests.get(f"{url}/no/such/path", headers=AUTH, timeout=30)
+    assert r.status_code == 404 and set(r.json()) == {"error", "error_type"} and "/no/such/path" in r.json()["error"]
+    r = requests.get(f"{url}/v1/rerank", headers=AUTH, timeout=30)
+    assert r.status_code == 405 and set(r.json()) == {"error", "error_type"} and "GET" in r.json()["error"]
+    assert "detail" not in r.text
+
+
+def test_fuzz_arbitrary_json_and_unicode_never_5xx(url):
+    """Hypothesis over arbitrary JSON (unicode with lone surrogates, nested values, wrong types) sent
+    to every POST endpoint: always a 4xx or 200 in JSON, never a 5xx or a traceback."""
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    chars = st.characters(codec=None, exclude_categories=()) | st.sampled_from(["\ud800", "\udfff", "\u200b", "\x00"])
+    text = st.text(chars, max_size=12)
+    scalars = st.none() | st.booleans() | st.integers(-(10**20), 10**20) | st.floats(allow_nan=False) | text
+    values = st.recursive(scalars, lambda kids: st.lists(kids, max_size=3) | st.dictionaries(text, kids, max_size=3),
+                          max_leaves=8)
+    fields = st.sampled_from(["query", "documents", "texts", "top_n", "model", "return_documents", "rank_fields",
+                              "max_chunks_per_doc", "max_tokens_per_doc", "raw_scores", "truncate", "k",
+                              "truncation_direction", "chunking", "return_text"])
+    plausible = st.fixed_dictionaries({"query": text}, optional={
+        "documents": st.lists(text | st.dictionaries(text, text, max_size=2), max_size=3),
+        "texts": st.lists(text, max_size=3)}) | st.dictionaries(fields, values, max_size=5) | values
+    session = requests.Session()
+
+    @settings(max_examples=60, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
+    @given(path=st.sampled_from(["/v1/rerank", "/v2/rerank", "/rerank", "/search"]), body=plausible)
+    def check(path, body):
+        data = json.dumps(body)  # ensure_ascii: lone surrogates travel as \\udXXX escapes
+        r = session.post(f"{url}{path}", data=data, headers={**AUTH, "Content-Type": "application/json"}, timeout=60)
+        assert r.status_code < 500, (path, data[:200], r.text[:300])
+        assert "Traceback" not in r.text and "pid=" not in r.text
+        if r.status_code != 200:
+            assert set(r.json()) == {"error", "error_type"}
+
+    check()
+
+
+def test_bad_input_sweep_gives_no_5xx(url):
+    """The sweep of the issue: every bad request above plus hostile bodies, 60+ requests: 0 5xx, 0 tracebacks."""
+    hostile = [c[2] for c in BAD_REQUESTS] + [
+        '{"query": "\\ud800", "documents": [{"text": "\\udc00", "x": "\\ud800"}], "return_documents": true}',
+        '{"query": "a", "documents": ["x"], "top_n": 1e400}', '{"query": "a", "documents": ["x"], "top_n": NaN}',
+        '{"query": "a", "documents": null}', "null", "", "\u0000", '{"query": {"$ne": 1}, "documents": ["x"]}',
+        '{"query": "a", "documents": ["x"], "top_n": 99999999999999999999999999}',
+    ]
+    statuses = []
+    for path in ("/v1/rerank", "/v2/rerank", "/rerank"):
+        for body in hostile:
+            data = body if isinstance(body, str) else json.dumps(body)
+            r = requests.post(f"{url}{path}", data=data.encode("utf-8", "surrogatepass"),
+                              headers={**AUTH, "Content-Type": "application/json"}, timeout=60)
+            statuses.append(r.status_code)
+            assert r.status_code < 500 and "Traceback" not in r.text, (path, data[:100], r.text[:300])
+    assert len(statuses) >= 60
+
+
+def test_torch_threads_and_passive_omp_wait_in_the_replica(url):
+    info = requests.get(f"{url}/info", headers=AUTH, timeout=60).json()
+    # the replica runs with num_cpus 0.5 -> Ray gives it 1 OpenMP thread, and the passive wait policy
+    assert info["replica"] == {"torch_threads": 1, "omp_wait_policy": "PASSIVE"}
+    assert info["model_id"] == "tiny-mono" and info["max_client_batch_size"] == LIMITS["max_documents"]
+    assert info["model_type"]["reranker"]
+    r = requests.get(f"{url}/health", timeout=60)  # TEI's probe, no token
+    assert r.status_code == 200
+
+
+def _raw_http(url: str, head: bytes, pieces: list[bytes], pause: float = 0.0, read_timeout: float = 20.0) -> bytes:
+    import socket
+    import time
+    from urllib.parse import urlparse
+
+    where = urlparse(url)
+    with socket.create_connection((where.hostname, where.port), timeout=read_timeout) as sock:
+        sock.sendall(head)
+        for piece in pieces:
+            try:
+                sock.sendall(piece)
+            except OSError:  # the server answered and closed: it stopped reading
+                break
+            time.sleep(pause)
+        out = b""
+        while b"\r\n\r\n" not in out:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            out += chunk
+        return out
+
+
+def test_chunked_body_is_capped_while_streaming(url):
+    """A chunked body larger than max_body_bytes: 413 after the limit, without the client finishing
+    it (the last chunk is never sent, so a server reading it in full would never answer)."""
+    head = (b"POST /v1/rerank HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Authorization: Bearer " + TOKEN.encode() + b"\r\nTransfer-Encoding: chunked\r\n\r\n")
+    piece = b"x" * 8192
+    chunk = f"{len(piece):x}\r\n".encode() + piece + b"\r\n"
+    answer = _raw_http(url, head, [chunk] * 8)  # 64 KB > 30 KB, no terminating 0-chunk
+    assert answer.startswith(b"HTTP/1.1 413"), answer[:200]
+
+
+def test_stalled_body_times_out(url):
+    """Slowloris: a body that stops arriving gets 408 after body_read_timeout_s (2 s here), so slow
+    sockets do not hold the gateway."""
+    import concurrent.futures
+    import time
+
+    head = (b"POST /rerank HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nAuthorization: Bearer "
+            + TOKEN.encode() + b"\r\nContent-Length: 500\r\n\r\n")
+    start = time.monotonic()
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(lambda _: _raw_http(url, head, [b'{"query": "a", '], read_timeout=30), range(8)))
+    elapsed = time.monotonic() - start
+    assert all(a.startswith(b"HTTP/1.1 408") for a in answers), answers[0][:200]
+    assert elapsed < 15, elapsed
+    assert post(url, "/rerank", {"query": QUERY, "texts": PASSAGES}).status_code == 200
+
+
+def test_cohere_return_documents_objects_and_rank_fields(url, models):
+    mono = models["loaded"]["tiny-mono"]
+    # v1: null (what the SDK sends) and absent mean no documents, as Cohere
+    for extra in ({"return_documents": None}, {}):
+        r = post(url, "/v1/rerank", {"query": QUERY, "documents": PASSAGES, **extra})
+        assert r.status_code == 200 and all("document" not in x for x in r.json()["results"]), r.text[:300]
+    # v2 honours return_documents
+    r = post(url, "/v2/rerank", {"query": QUERY, "documents": PASSAGES[:2], "return_documents": True})
+    assert {x["index"]: x["document"] for x in r.json()["results"]} == {0: {"text": PASSAGES[0]},
+                                                                          1: {"text": PASSAGES[1]}}
+    # objects keep every field; rank_fields scores "name: value" lines (Cohere's rendering)
+    docs = [{"title": "Cats", "body": PASSAGES[0], "id": 7, "tags": ["a"]}, {"title": "Dogs", "body": PASSAGES[2]}]
+    r = post(url, "/v1/rerank", {"query": QUERY, "documents": docs, "rank_fields": ["title", "body"],
+                                 "return_documents": True})
+    assert r.status_code == 200, r.text[:300]
+    ref = mono.score(QUERY, [f"title: Cats\nbody: {PASSAGES[0]}", f"title: Dogs\nbody: {PASSAGES[2]}"])
+    for x in r.json()["results"]:
+        assert x["document"] == docs[x["index"]]
+        assert x["relevance_score"] == pytest.approx(sigmoid(ref[x["index"]]), abs=1e-5)
+    # without rank_fields an object's "text" is scored and the other fields come back untouched
+    r = post(url, "/v1/rerank", {"query": QUERY, "documents": [{"text": PASSAGES[1], "url": "u"}],
+                                 "return_documents": True})
+    x = r.json()["results"][0]
+    assert x["document"] == {"text": PASSAGES[1], "url": "u"}
+    assert x["relevance_score"] == pytest.approx(sigmoid(mono.score(QUERY, [PASSAGES[1]])[0]), abs=1e-5)
+
+
+def test_billing_counts_per_100_documents_and_aliases(url, models):
+    r = post(url, "/v2/rerank", {"query": QUERY, "documents": PASSAGES})
+    assert r.json()["meta"]["billed_units"] == {"search_units": 1}
+    assert r.json()["meta"]["rankdistill"]["score"]["relevance_score"] == "sigmoid(logit)"
+    # 20 documents chunked into 16-token windows of tiny-celi: 20 x 7 windows = 140 texts -> 2 units
+    doc = " ".join(WORDS * 3)  # 84 tokens: windows start at 0, 12, ..., 72 -> 7
+    r = post(url, "/v1/rerank", {"model": "tiny-celi", "query": QUERY, "documents": [doc] * 20, "chunking": True})
+    assert r.status_code == 200, r.text[:300]
+    assert {d["chunks"] for d in r.json()["meta"]["rankdistill"]["documents"]} == {7}
+    assert r.json()["meta"]["billed_units"] == {"search_units": 2}
+    # a hard-coded Cohere model name mapped by model_aliases is served by its target
+    r = post(url, "/v2/rerank", {"model": "rerank-v3.5", "query": QUERY, "documents": PASSAGES})
+    assert r.status_code == 200 and r.json()["meta"]["rankdistill"]["model"] == "tiny-celi"
+    ref = models["loaded"]["tiny-celi"].score(QUERY, PASSAGES)
+    assert {x["index"]: x["relevance_score"] for x in r.json()["results"]} == {
+        i: pytest.approx(sigmoid(v), abs=1e-5) for i, v in enumerate(ref)}
+
+
+def test_tei_truncation_direction_left_keeps_the_end(url, models):
+    celi = models["loaded"]["tiny-celi"]  # 16 passage tokens
+    doc = " ".join(WORDS)  # 28 single-token words
+    r = post(url, "/rerank", {"model": "tiny-celi", "query": QUERY, "texts": [doc], "truncate": True,
+                              "truncation_direction": "Left", "raw_scores": True})
+    assert r.status_code == 200, r.text[:300]
+    assert r.json()[0]["score"] == pytest.approx(celi.score(QUERY, [" ".join(WORDS[12:])])[0], abs=1e-5)
+    r = post(url, "/rerank", {"model": "tiny-celi", "query": QUERY, "texts": [doc], "truncate": True,
+                              "truncation_direction": "Right", "raw_scores": True})
+    assert r.json()[0]["score"] == pytest.approx(celi.score(QUERY, [" ".join(WORDS[:16])])[0], abs=1e-5)

@@ -1,5 +1,6 @@
 """``POST /search`` with a dense student and its faiss index as the first stage (real Ray Serve over
-HTTP on 127.0.0.1), and the app's Prometheus metrics read from Ray's metrics endpoint.
+HTTP on 127.0.0.1), the app's Prometheus metrics read from Ray's metrics endpoint (bounded labels),
+and large requests: capped in tokens, and cut into slices that interleave with small requests.
 
 The student, index and corpus are what ``jobs/pairdistill.py`` leaves behind (a saved bi-encoder
 and a :class:`DenseIndex` saved to a folder). Expected first-stage ids and scores come from the
@@ -50,6 +51,7 @@ def app(saved):
     metrics_port = free_port()
     args = {
         "models": {"tiny-mono": str(root / "mono")},
+        "strict_model": False,  # any unknown model name is served by the default
         "scoring": {"token_budget": 256, "dtype": "float32"},
         "retriever": {"kind": "dense", "model": str(root / "student"), "index": str(root / "index"),
                       "corpus": str(root / "corpus.jsonl"), "threads": 1},
@@ -108,8 +110,8 @@ def test_prometheus_metrics_count_requests_tokens_and_errors(app, saved):
         if latency and errors and scored and float(latency[0].rsplit(" ", 1)[1]) >= 3:
             break
         time.sleep(2)
-    assert latency and float(latency[0].rsplit(" ", 1)[1]) >= 3, latency
-    assert errors and float(errors[0].rsplit(" ", 1)[1]) >= 1, errors
+    assert latency and float(latency[0].rsplit(" ", 1)[1]) >= 3, _metric_lines(port, "ray_rankdistill")
+    assert errors and float(errors[0].rsplit(" ", 1)[1]) >= 1, [x[x.find("api="):x.find("api=") + 30] for x in _metric_lines(port, "ray_rankdistill_request_errors")]
     assert re.search(r'status="4\d\d"', errors[0]), errors
     assert scored and float(scored[0].rsplit(" ", 1)[1]) > 0, scored
 
@@ -135,3 +137,81 @@ def test_bad_dense_retriever_configs_name_the_key(saved):
     with pytest.raises(ConfigError) as error:
         build_retriever({**base, "index": None})
     assert error.value.key == "retriever.index"
+
+
+def _words(i: int, n: int) -> str:
+    return " ".join(f"{w}{(i * 7 + j) % 50}" for j, w in zip(range(n), ["cat", "dog", "sun", "tree"] * n))
+
+
+def test_large_request_does_not_block_small_ones(app):
+    """Head-of-line blocking: while one large request (1000 documents, ~200 token-budget slices) is
+    scored, small 2-document requests keep answering: several finish before it does, and their
+    worst latency stays a fraction of its duration (one batch would make each wait for all of it)."""
+    import threading
+
+    url, _ = app
+    big = {"query": "cats in the sun", "documents": [_words(i, 12) for i in range(1000)]}
+    small = {"query": "cats", "documents": ["a cat sleeps", "a dog barks"]}
+    assert requests.post(f"{url}/v1/rerank", json=small, timeout=60).status_code == 200  # warm
+    done = threading.Event()
+    big_result: dict = {}
+
+    def send_big() -> None:
+        t0 = time.monotonic()
+        r = requests.post(f"{url}/v1/rerank", json=big, timeout=300)
+        big_result.update(status=r.status_code, seconds=time.monotonic() - t0, text=r.text[:300])
+        done.set()
+
+    thread = threading.Thread(target=send_big)
+    thread.start()
+    time.sleep(0.3)  # the large request is being scored
+    latencies = []
+    while not done.is_set():
+        t0 = time.monotonic()
+        r = requests.post(f"{url}/v1/rerank", json=small, timeout=300)
+        assert r.status_code == 200, r.text[:300]
+        if not done.is_set():
+            latencies.append(time.monotonic() - t0)
+    thread.join()
+    assert big_result["status"] == 200, big_result
+    print(f"large request {big_result['seconds']:.2f} s; {len(latencies)} small requests during it, "
+          f"max {max(latencies, default=0):.3f} s")
+    assert len(latencies) >= 3, (big_result, latencies)
+    assert max(latencies) < big_result["seconds"] / 2, (big_result, latencies)
+
+
+def test_request_over_the_token_cap_is_413(app):
+    url, _ = app
+    docs = [_words(i, 120) for i in range(1000)]  # ~1000 x 240 tokens, over the default 65536
+    r = requests.post(f"{url}/rerank", json={"query": "cats", "texts": docs, "truncate": True}, timeout=120)
+    assert r.status_code == 413, r.text[:300]
+    assert "max_request_tokens" in r.json()["error"] and "65536" in r.json()["error"]
+
+
+def test_unknown_model_names_map_to_the_default_when_not_strict(app, saved):
+    url, _ = app
+    passages = list(saved["docs"].values())
+    r = requests.post(f"{url}/v2/rerank", json={"model": "rerank-v3.5", "query": "cats", "documents": passages},
+                      timeout=120)
+    assert r.status_code == 200, r.text[:300]
+    assert r.json()["meta"]["rankdistill"]["model"] == "tiny-mono"
+    ref = saved["mono"].score("cats", passages)
+    assert [x["index"] for x in r.json()["results"]] == sorted(range(len(ref)), key=lambda i: -ref[i])
+
+
+def test_unknown_paths_share_one_metric_label(app):
+    """300 random paths made 300 error series; now they are counted under api="unknown"."""
+    url, port = app
+    for i in range(30):
+        r = requests.get(f"{url}/random-{i}/x{i * 13}", timeout=30)
+        assert r.status_code == 404 and set(r.json()) == {"error", "error_type"}
+    deadline, unknown = time.monotonic() + 90, []
+    while time.monotonic() < deadline:
+        unknown = [line for line in _metric_lines(port, "ray_rankdistill_request_errors")
+                   if 'api="unknown"' in line and 'status="404"' in line]
+        if unknown and float(unknown[0].rsplit(" ", 1)[1]) >= 30:
+            break
+        time.sleep(2)
+    assert len(unknown) == 1 and float(unknown[0].rsplit(" ", 1)[1]) >= 30, unknown
+    series = _metric_lines(port, "ray_rankdistill_request_errors")
+    assert not [line for line in series if "random-" in line], series[:5]

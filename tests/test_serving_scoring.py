@@ -151,7 +151,7 @@ def test_shipped_serve_config_is_valid():
     app = raw["applications"][0]
     config = ServeAppConfig.from_dict(app["args"])
     assert config.default_model in config.models and config.auth_token_env == "RANKDISTILL_SERVE_TOKEN"
-    reranker = next(d for d in app["deployments"] if d["name"] == "Reranker")
+    reranker = next(d for d in app["deployments"] if d["name"] == "RerankerDeployment")
     assert reranker["max_ongoing_requests"] >= 1 and reranker["max_queued_requests"] > 0
 
 
@@ -210,3 +210,104 @@ def test_scorer_puts_the_model_on_the_chosen_device_and_dtype():
     fast = [d.score for d in scorer.score("what is a cat", docs)]
     exact = [d.score for d in reference.score("what is a cat", docs)]
     assert sorted(range(3), key=fast.__getitem__) == sorted(range(3), key=exact.__getitem__)
+
+
+def test_split_prepared_slices_cover_every_document_within_the_budget():
+    from rankdistill.serving.slicing import split_prepared
+
+    model = tiny_reranker("celi", passage_length=16)
+    scorer = Scorer(model, ScoringConfig(token_budget=40, chunk_overlap=4, dtype="float32"))
+    long_doc = " ".join(WORDS * 2)  # 32 tokens -> 3 windows of 16 (stride 12)
+    docs = [*PASSAGES, long_doc, *PASSAGES]
+    prepared = scorer.prepare(QUERY, docs, chunking=True)
+    slices = split_prepared(prepared, 40)
+    assert len(slices) > 1
+    assert sum(s.num_documents for s in slices) == len(docs)
+    assert [c for s in slices for c in s.chunks] == prepared.chunks  # a document's windows stay together
+    for s in slices:  # within the budget unless one document alone costs more
+        assert s.num_tokens <= 40 or s.num_documents == 1
+        assert s.owner == sorted(s.owner) and set(s.owner) == set(range(s.num_documents))
+    whole = scorer.score_prepared([prepared])[0]
+    parts = [d for s in slices for d in scorer.score_prepared([s])[0]]
+    assert [d.score for d in parts] == pytest.approx([d.score for d in whole], abs=1e-5)
+    assert [(d.chunks, d.truncated, d.tokens) for d in parts] == [(d.chunks, d.truncated, d.tokens) for d in whole]
+    # a listwise model's request is never cut (its scores depend on the whole list)
+    listwise = Scorer(tiny_reranker("set-encoder"), ScoringConfig(dtype="float32")).prepare(QUERY, PASSAGES * 20)
+    assert split_prepared(listwise, 10) == [listwise]
+
+
+def test_model_names_aliases_and_sources(tmp_path):
+    config = ServeAppConfig.from_dict({"models": {"a": "/x", "b": "models:/b/1"}, "model_aliases": {"rerank-v3.5": "b"}})
+    assert config.resolve_model(None) == "a" and config.resolve_model("rerank-v3.5") == "b"
+    with pytest.raises(RequestError) as err:
+        config.resolve_model("gpt-9")
+    assert err.value.status == 404 and "gpt-9" in err.value.message and "rerank-v3.5" in err.value.message
+    lax = ServeAppConfig.from_dict({"models": {"a": "/x"}, "strict_model": False})
+    assert lax.resolve_model("rerank-english-v3.0") == "a"
+    with pytest.raises(ConfigError) as err:
+        ServeAppConfig.from_dict({"models": {"a": "/x"}, "model_aliases": {"c": "nope"}})
+    assert err.value.key == "model_aliases.c"
+    # a missing model folder fails at start, naming the model and the absolute path
+    with pytest.raises(ConfigError) as err:
+        ServeAppConfig.from_dict({"models": {"m": "outputs/none/model"}}).check_model_sources(tmp_path)
+    assert err.value.key == "models.m" and str(tmp_path / "outputs/none/model") in str(err.value)
+    tiny_reranker("mono").save_pretrained(tmp_path / "saved")
+    ok = ServeAppConfig.from_dict({"models": {"m": "saved", "r": "models:/x/1"}}).check_model_sources(tmp_path)
+    assert ok.models == {"m": str(tmp_path / "saved"), "r": "models:/x/1"}
+
+
+def test_build_app_refuses_a_missing_model_folder(tmp_path):
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from serve.app import build_app
+
+    with pytest.raises(ConfigError, match="does not exist") as err:
+        build_app({"models": {"demo": str(tmp_path / "outputs/train_reranker/model")}})
+    assert err.value.key == "models.demo"
+
+
+def test_shipped_config_serves_what_make_demo_trains():
+    """serve/config.yaml's models are the folders `make demo` writes (its TEACHERS targets)."""
+    import re
+    from pathlib import Path
+
+    import yaml
+
+    root = Path(__file__).resolve().parents[1]
+    teachers = re.search(r"^TEACHERS := (.*)$", (root / "Makefile").read_text(), re.MULTILINE).group(1).split()
+    made = {str(Path(t).parent) for t in teachers}
+    app = yaml.safe_load((root / "serve" / "config.yaml").read_text())["applications"][0]
+    models = app["args"]["models"]
+    assert set(models.values()) <= made and models[app["args"]["default_model"]] in made
+    assert app["runtime_env"]["env_vars"]["OMP_WAIT_POLICY"] == "PASSIVE"
+
+
+def test_response_shapes_and_score_kinds():
+    from rankdistill.serving.schemas import (
+        RerankJob,
+        Scored,
+        cohere_response,
+        describe_score,
+        search_units,
+        tei_response,
+    )
+    from rankdistill.serving.scoring import DocumentScore
+
+    scores = [DocumentScore(s, 3, False, c) for s, c in ((0.0, 1), (2.0, 60), (-1.0, 40))]
+    assert search_units(scores) == 2  # 101 scored texts -> 2 units of 100
+    scored = Scored(scores, "logit", "m")
+    job = RerankJob("q", ["a", "b", "c"], top_n=2, originals=["a", {"text": "b", "id": 1}, "c"])
+    v1 = cohere_response("1", job, scored, True)
+    assert [r["index"] for r in v1["results"]] == [1, 0]
+    assert v1["results"][0] == {"index": 1, "relevance_score": pytest.approx(1 / (1 + math.exp(-2))),
+                                "document": {"text": "b", "id": 1}}
+    assert v1["meta"]["billed_units"] == {"search_units": 2}
+    assert tei_response(job, scored, True, False) == [{"index": 1, "score": 2.0}, {"index": 0, "score": 0.0},
+                                                      {"index": 2, "score": -1.0}]
+    # duo: the pair sum over k-1 = 2 others, scaled by k-1 (not a sigmoid)
+    duo = Scored([DocumentScore(s, 3, False, 1) for s in (1.5, 0.5, 1.0)], "pair_sum", "d")
+    assert duo.relevance == pytest.approx([0.75, 0.25, 0.5])
+    assert describe_score("pair_sum")["relevance_score"] == "pair_sum / (k-1)"
+    assert describe_score("logit")["relevance_score"] == "sigmoid(logit)"

@@ -1,9 +1,10 @@
-"""Library side of the Ray Serve app (``serve/``): request schemas and limits, token-budget
-batching, the fast scoring path with long-document chunking, first-stage retrievers, app config."""
+"""Library side of the Ray Serve app (``serve/``): request and response schemas and limits,
+token-budget batching, request slicing, the fast scoring path with long-document chunking,
+first-stage retrievers, app config."""
 
 from rankdistill.serving.batching import SubBatch, padding_fraction, plan_sub_batches
 from rankdistill.serving.config import ServeAppConfig
-from rankdistill.serving.schemas import RequestError, RerankJob, ServeLimits
+from rankdistill.serving.schemas import RequestError, RerankJob, Scored, ServeLimits
 from rankdistill.serving.scoring import (
     DocumentScore,
     Prepared,
@@ -12,12 +13,14 @@ from rankdistill.serving.scoring import (
     relevance,
     resolve_dtype,
 )
+from rankdistill.serving.slicing import split_prepared
 
 __all__ = [
     "DocumentScore",
     "Prepared",
     "RequestError",
     "RerankJob",
+    "Scored",
     "Scorer",
     "ScoringConfig",
     "ServeAppConfig",
@@ -27,4 +30,5 @@ __all__ = [
     "plan_sub_batches",
     "relevance",
     "resolve_dtype",
+    "split_prepared",
 ]

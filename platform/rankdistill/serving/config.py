@@ -7,12 +7,14 @@ Deployment options (replicas, autoscaling, resources, ``max_ongoing_requests``,
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
 from typing import Any
 
 from rankdistill.errors import ConfigError
-from rankdistill.serving.schemas import ServeLimits
+from rankdistill.serving.schemas import RequestError, ServeLimits
 from rankdistill.serving.scoring import ScoringConfig
 
 DEFAULT_TOKEN_ENV = "RANKDISTILL_SERVE_TOKEN"
@@ -24,6 +26,9 @@ class ServeAppConfig:
     models: model name -> local ``save_pretrained`` folder or MLflow ``models:/NAME/VERSION`` /
         ``models:/NAME@ALIAS``; requests choose one with their ``model`` field.
     default_model: used when a request names none (default: the first of ``models``).
+    model_aliases: other names clients send -> a served model (e.g. ``rerank-v3.5: minilm-mono``
+        for clients with hard-coded Cohere model names).
+    strict_model: an unknown ``model`` is a 404 (true) or served by ``default_model`` (false).
     tracking_uri: MLflow tracking/registry store for ``models:/`` URIs (default:
         ``$MLFLOW_TRACKING_URI``).
     batching: ``@serve.batch`` across requests (off: one request per forward, for comparison).
@@ -37,6 +42,8 @@ class ServeAppConfig:
 
     models: dict[str, str] = field(default_factory=dict)
     default_model: str | None = None
+    model_aliases: dict[str, str] = field(default_factory=dict)
+    strict_model: bool = True
     tracking_uri: str | None = None
     batching: bool = True
     batch_wait_timeout_s: float = 0.005
@@ -57,6 +64,42 @@ class ServeAppConfig:
             raise ConfigError(f"'{self.default_model}' is not one of models {sorted(self.models)}", key="default_model")
         if self.batch_wait_timeout_s < 0:
             raise ConfigError("must be >= 0", key="batch_wait_timeout_s")
+        for alias, target in self.model_aliases.items():
+            if target not in self.models:
+                raise ConfigError(f"'{alias}' maps to '{target}', which is not one of models {sorted(self.models)}",
+                                  key=f"model_aliases.{alias}")
+        if self.limits.max_request_tokens < 1:
+            raise ConfigError("must be >= 1", key="limits.max_request_tokens")
+
+    def resolve_model(self, name: str | None) -> str:
+        """The served model for a request's ``model`` (absent: the default; an alias: its target;
+        unknown: 404, or the default model when ``strict_model`` is off)."""
+        if name is None:
+            return str(self.default_model)
+        if name in self.models:
+            return name
+        if name in self.model_aliases:
+            return self.model_aliases[name]
+        if not self.strict_model:
+            return str(self.default_model)
+        aliases = f", aliases: {sorted(self.model_aliases)}" if self.model_aliases else ""
+        raise RequestError(404, f"model: unknown model {name!r}; available: {sorted(self.models)}{aliases}")
+
+    def check_model_sources(self, base: str | Path | None = None) -> ServeAppConfig:
+        """Resolve local model folders against ``base`` (default: the working directory) to absolute
+        paths, and fail now, naming the model and the path, when one is not a saved model folder.
+        URIs (``models:/``, ``s3://``, ...) are left to the loader."""
+        root = Path(base) if base is not None else Path.cwd()
+        for name, source in list(self.models.items()):
+            if "://" in source or source.startswith("models:/"):
+                continue
+            path = (root / source).resolve()
+            if not (path / "config.json").is_file():
+                what = "does not exist" if not path.exists() else "is not a saved model folder (no config.json)"
+                raise ConfigError(f"model folder '{path}' {what} (relative paths are read from '{root}'; "
+                                  "`make demo` writes outputs/train_reranker-mono/model)", key=f"models.{name}")
+            self.models[name] = str(path)
+        return self
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any] | ServeAppConfig) -> ServeAppConfig:
@@ -68,6 +111,7 @@ class ServeAppConfig:
             raise ConfigError(f"unknown option(s) {unknown}; known: {sorted(known)}", key="args")
         values = dict(values)
         values["models"] = {str(k): str(v) for k, v in dict(values.get("models") or {}).items()}
+        values["model_aliases"] = {str(k): str(v) for k, v in dict(values.get("model_aliases") or {}).items()}
         for key, sub in (("scoring", ScoringConfig), ("limits", ServeLimits)):
             raw = values.get(key) or {}
             if not isinstance(raw, sub):
@@ -80,3 +124,8 @@ class ServeAppConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def token_sha256(token: str | None) -> str | None:
+    """The bearer token's SHA-256 (hex), the only form the app keeps; None when auth is off."""
+    return hashlib.sha256(token.encode("utf-8", "surrogatepass")).hexdigest() if token else None
