@@ -497,3 +497,34 @@ def test_tei_truncation_direction_left_keeps_the_end(url, models):
     r = post(url, "/rerank", {"model": "tiny-celi", "query": QUERY, "texts": [doc], "truncate": True,
                               "truncation_direction": "Right", "raw_scores": True})
     assert r.json()[0]["score"] == pytest.approx(celi.score(QUERY, [" ".join(WORDS[:16])])[0], abs=1e-5)
+
+
+def test_the_real_cohere_sdk_v1_and_v2_rerank_against_the_app(url, models):
+    """Cohere's own Python SDK (cohere 7.3.1), pointed at this server, gets what it parses:
+    v1 with return_documents (the SDK sends null when unset) and v2, by a hard-coded Cohere model
+    name mapped through ``model_aliases``; scores are the model's in-process scores."""
+    cohere = pytest.importorskip("cohere", reason="the cohere SDK is in the dev extra")
+    celi = models["loaded"]["tiny-celi"]  # rerank-v3.5 -> tiny-celi (the app's model_aliases)
+    ref = celi.score(QUERY, PASSAGES)
+    order = sorted(range(len(ref)), key=lambda i: -ref[i])
+
+    v1 = cohere.Client(api_key=TOKEN, base_url=url, timeout=120)
+    response = v1.rerank(model="rerank-v3.5", query=QUERY, documents=PASSAGES, top_n=3, return_documents=True)
+    assert [r.index for r in response.results] == order[:3]
+    for r in response.results:
+        assert r.document.text == PASSAGES[r.index]
+        assert r.relevance_score == pytest.approx(sigmoid(ref[r.index]), abs=1e-5)
+    assert response.meta.billed_units.search_units == 1
+    plain = v1.rerank(model="rerank-v3.5", query=QUERY, documents=PASSAGES[:2])  # return_documents unset
+    assert all(r.document is None for r in plain.results)
+
+    v2 = cohere.ClientV2(api_key=TOKEN, base_url=url, timeout=120)
+    response = v2.rerank(model="rerank-v3.5", query=QUERY, documents=PASSAGES, top_n=2)
+    assert [r.index for r in response.results] == order[:2]
+    assert [r.relevance_score for r in response.results] == pytest.approx([sigmoid(ref[i]) for i in order[:2]],
+                                                                            abs=1e-5)
+    # an error reaches the SDK as Cohere's error types do: a 401 for a wrong key
+    with pytest.raises(cohere.core.ApiError) as info:
+        cohere.ClientV2(api_key="wrong", base_url=url, timeout=60).rerank(model="rerank-v3.5", query=QUERY,
+                                                                           documents=PASSAGES[:1])
+    assert info.value.status_code == 401

@@ -238,3 +238,39 @@ def check_reachable_from_workers(uri: str) -> None:
         raise ConfigError(f"MLflow store '{uri}' is on this machine only, but the Ray cluster has {len(nodes)} "
                           "nodes: set MLFLOW_TRACKING_URI (or tracking.uri) to an MLflow server, e.g. the one "
                           "cluster.yaml starts on the head (http://<head>:5000)", "tracking.uri")
+
+
+def close_stale_runs(config: TrackingConfig, tags: Mapping[str, Any], status: str = "KILLED") -> list[str]:
+    """Mark the RUNNING runs of ``config.experiment`` whose tags equal ``tags`` (and their nested
+    child runs) as ``status``; returns their ids.
+
+    A job killed with SIGKILL (or a lost node) never ends its MLflow runs, which then show as
+    running forever in the UI. A job calls this when it starts again on the same output, before
+    opening its own run: a run of the same job instance that is still RUNNING then is a dead one
+    (two live runs on one output folder are not supported)."""
+    if not config.enabled or not tags:
+        return []
+    from mlflow.tracking import MlflowClient
+
+    uri = tracking_uri(config)
+    client = MlflowClient(tracking_uri=uri)
+    experiment = client.get_experiment_by_name(config.experiment)
+    if experiment is None:
+        return []
+
+    # tags are compared here, not in the filter string: MLflow's filter grammar has no escape for
+    # quotes, and an output path may hold any character. RUNNING runs are few.
+    running = client.search_runs([experiment.experiment_id], "attributes.status = 'RUNNING'", max_results=50000)
+    wanted = {str(k): str(v) for k, v in tags.items()}
+    stale = [r for r in running if all(r.data.tags.get(k) == v for k, v in wanted.items())]
+    children_of: dict[str | None, list] = {}
+    for r in running:
+        children_of.setdefault(r.data.tags.get("mlflow.parentRunId"), []).append(r)
+    closed: list[str] = []
+    for run in stale:
+        for child in children_of.get(run.info.run_id, []):
+            client.set_terminated(child.info.run_id, status)
+            closed.append(child.info.run_id)
+        client.set_terminated(run.info.run_id, status)
+        closed.append(run.info.run_id)
+    return closed

@@ -49,6 +49,7 @@ from rankdistill.data.splits import carve
 from rankdistill.data.trec import read_trec_run, write_trec_run
 from rankdistill.errors import ConfigError
 from rankdistill.evaluation.metrics import DEFAULT_MEASURES, EvaluationResult, evaluate
+from rankdistill.interrupt import sigterm_as_exit
 from rankdistill.ray_runtime import RayConfig, init_ray, shutdown_ray
 from rankdistill.retrieval.bm25 import BM25Index
 from rankdistill.retrieval.colbert_index import ColbertIndex, ColbertIndexConfig
@@ -61,7 +62,7 @@ from rankdistill.teachers.pipeline import LabelerSpec, LabelingResult, PipelineC
 from rankdistill.teachers.pointwise import PointwiseConfig
 from rankdistill.teachers.prompts import load_template
 from rankdistill.teachers.store import LabelStore
-from rankdistill.tracking import TrackingConfig, start_run
+from rankdistill.tracking import TrackingConfig, close_stale_runs, start_run
 from rankdistill.tracking.mlflow_tracking import check_reachable_from_workers, write_json
 from rankdistill.training import TrainingConfig, fit
 from rankdistill.training.factories import (
@@ -547,6 +548,14 @@ def _initial_student(config: StudentConfig, folder: Path) -> Path:
 
 
 def run_pairdistill(config: PairDistillConfig) -> dict[str, Any]:
+    """Run the job (see the module docstring). SIGTERM (``ray job stop``) ends it in order: its
+    MLflow runs are marked FAILED and a Ray instance it started is shut down; a run killed harder
+    (SIGKILL) is marked KILLED when the job next starts on the same ``output_dir``."""
+    with sigterm_as_exit():
+        return _run_pairdistill(config)
+
+
+def _run_pairdistill(config: PairDistillConfig) -> dict[str, Any]:
     job = PairDistill(config)
     c = config
     if job.remote and not c.training.storage_path:  # Ray Train's checkpoints beside the outputs
@@ -557,9 +566,13 @@ def run_pairdistill(config: PairDistillConfig) -> dict[str, Any]:
             "pairwise_teacher": job.pair_spec.teacher_id if job.pair_spec else ""}
     summary: dict[str, Any] = {"dev": job.splits.dev_source, "train_queries": len(job.splits.train),
                                "dev_queries": len(job.splits.dev), "test_queries": len(job.splits.test)}
+    instance = {"job": "pairdistill", "output_dir": job.output}  # this job on this output folder
     try:
         job.check_cluster()
-        with start_run(c.tracking, tags=tags) as parent:
+        stale = close_stale_runs(c.tracking, instance)
+        if stale:
+            print(f"marked {len(stale)} MLflow run(s) of an earlier, killed run of this output_dir KILLED", flush=True)
+        with start_run(c.tracking, tags={**tags, **instance}) as parent:
             parent.log_config(c)
             parent.log_params({"dev_source": job.splits.dev_source, "train_queries": len(job.splits.train),
                                "backbone_path": backbone_path(c.student.backbone) if not c.student.init_from else
