@@ -318,3 +318,21 @@ def test_the_job_script_exits_2_with_one_line_naming_the_key(tmp_path: Path):
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr.strip().splitlines()[-1].startswith("configuration error: select_on: 'R@1000' is not one of")
     assert "Traceback" not in proc.stderr
+
+
+def test_duplicate_query_texts_within_and_across_splits_warn_with_counts(caplog):
+    from rankdistill.data.records import Query
+    from rankdistill.workflows.pairdistill import _warn_duplicate_texts
+
+    def qs(**texts):
+        return {qid: Query(qid, text) for qid, text in texts.items()}
+
+    counts = _warn_duplicate_texts({
+        "training": qs(a="cats", b="Cats ", c="dogs"),      # b repeats a (case, spaces)
+        "dev": qs(d="dogs", e="fish", f="fish"),           # d has a training text; f repeats e
+        "test": qs(g="fish", h="birds")})                  # g has a dev text
+    assert counts == {"training": 1, "dev": 1, "dev~training": 1, "test~dev": 1}
+    assert "1 training queries repeat the text of another training query (e.g. 'b' = 'a')" in caplog.text
+    assert "1 of 3 dev queries have the text of a training query (e.g. 'd')" in caplog.text
+    assert "1 of 2 test queries have the text of a dev query (e.g. 'g')" in caplog.text
+    assert _warn_duplicate_texts({"training": qs(a="x"), "dev": qs(b="y"), "test": qs(c="z")}) == {}

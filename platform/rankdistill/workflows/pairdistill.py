@@ -243,6 +243,8 @@ def load_splits(config: SplitsConfig, spec: DatasetSpec, folder, corpus: dict[st
     test_ids = sorted(q for q in test_q if q in test_qrels)[: config.max_test_queries]
     dev_ids = sorted(q for q in dev_q if q in dev_qrels)
     _check_disjoint(train_ids, train_q, test_ids, test_q, config)
+    _warn_duplicate_texts({"training": {q: train_q[q] for q in train_ids}, "dev": {q: dev_q[q] for q in dev_ids},
+                           "test": {q: test_q[q] for q in test_ids}})
     return Splits(
         train={q: train_q[q] for q in train_ids},
         dev={q: dev_q[q] for q in dev_ids},
@@ -251,6 +253,42 @@ def load_splits(config: SplitsConfig, spec: DatasetSpec, folder, corpus: dict[st
                "test": test_qrels.restricted_to(test_ids)},
         dev_source=source,
     )
+
+
+def _normal_text(query: Query) -> str:
+    return " ".join(query.text.lower().split())
+
+
+def _warn_duplicate_texts(splits: dict[str, dict[str, Query]]) -> dict[str, int]:
+    """Warn, with counts, about query texts repeated inside a split and between dev and the other
+    splits (test vs training is :func:`_check_disjoint`'s); returns the counts by kind."""
+    import logging
+
+    log = logging.getLogger(__name__)
+    counts: dict[str, int] = {}
+    for name, queries in splits.items():
+        seen: dict[str, str] = {}
+        repeats = []
+        for qid in sorted(queries):
+            text = _normal_text(queries[qid])
+            if text in seen:
+                repeats.append((qid, seen[text]))
+            else:
+                seen[text] = qid
+        if repeats:
+            counts[name] = len(repeats)
+            log.warning("%d %s queries repeat the text of another %s query (e.g. '%s' = '%s')",
+                        len(repeats), name, name, *repeats[0])
+    for first, second in (("training", "dev"), ("dev", "test")):
+        if first not in splits or second not in splits:
+            continue
+        texts = {_normal_text(q) for q in splits[first].values()}
+        same = sorted(q for q, query in splits[second].items() if _normal_text(query) in texts)
+        if same:
+            counts[f"{second}~{first}"] = len(same)
+            log.warning("%d of %d %s queries have the text of a %s query (e.g. '%s')",
+                        len(same), len(splits[second]), second, first, same[0])
+    return counts
 
 
 def _check_disjoint(train_ids: list[str], train_q: dict[str, Query], test_ids: list[str],
