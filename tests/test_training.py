@@ -329,3 +329,34 @@ def test_ddp_step_runs_in_the_configured_precision_and_resumes_exactly(precision
         assert torch.equal(value, expected[key]), key
     if precision == "fp16":
         assert restored.scaler.state_dict() == worker.scaler.state_dict()
+
+
+class _TwoTermLoss:
+    """InfoNCE reported as two terms, as PairDistillLoss reports l_cl / l_kd / l_pair: ``half_a``
+    and ``half_b`` are each half of the loss it returns."""
+
+    def __init__(self):
+        from rankdistill.losses.registry import get_loss
+
+        self.loss, self.returned, self.last_components = get_loss("infonce"), [], {}
+
+    def __call__(self, scores, *args, **kwargs):
+        loss = self.loss(scores, *args, **kwargs)
+        self.returned.append(float(loss.detach()))
+        self.last_components = {"half_a": float(loss.detach()) / 2, "half_b": float(loss.detach()) / 2}
+        return loss
+
+
+def test_loss_terms_are_summed_over_micro_batches_for_the_logged_window():
+    """What ``train/<term>`` logs (window sum / micro-batches): each term of every micro-batch of
+    the step, so with two equal halves each term is half the summed loss the step returns."""
+    from rankdistill.training.loop import _batches, train_step
+
+    config = TrainingConfig(batch_size=2, gradient_accumulation=2, learning_rate=1e-3, warmup_ratio=0.0)
+    worker = _worker(config)
+    worker.loss_fn = _TwoTermLoss()
+    rows = [{"example_id": i, **row} for i, row in enumerate(examples(8))]
+    loss_sum, ids = train_step(worker, _batches(_Rows(rows), 2, skip=0))
+    assert ids == [[0, 1], [2, 3]] and len(worker.loss_fn.returned) == 2
+    assert loss_sum == pytest.approx(sum(worker.loss_fn.returned))
+    assert worker.component_sums == pytest.approx({"half_a": loss_sum / 2, "half_b": loss_sum / 2})

@@ -183,6 +183,9 @@ class Worker:
     tracking: dict[str, str] | None = None
     client: Any = None  # MlflowClient on rank 0
     start_step: int = 0  # the step the run resumed from (0: a fresh start)
+    # the loss's own terms (``loss_fn.last_components``, e.g. l_cl / l_kd / l_pair) summed over
+    # the micro-batches since the last log, logged as ``train/<term>`` window means
+    component_sums: dict[str, float] = field(default_factory=dict)
 
 
 def _optimizer_and_schedule(model, config: TrainingConfig, total_steps: int):
@@ -331,6 +334,8 @@ def train_step(worker: Worker, batches: Iterator[list[dict[str, Any]]]) -> tuple
         else:
             (loss / micro).backward()
         loss_sum += float(loss.detach())
+        for name, value in (getattr(worker.loss_fn, "last_components", None) or {}).items():
+            worker.component_sums[name] = worker.component_sums.get(name, 0.0) + float(value)
     if engine is None:
         if scaler is not None:
             scaler.unscale_(worker.optimizer)
@@ -434,6 +439,9 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
             metrics = {"train/loss": window_loss / max(window_count, 1),
                        "train/lr": float(worker.scheduler.get_last_lr()[0]),
                        "train/queries_per_s": window_count * config.batch_size * worker.world / elapsed}
+            metrics.update({f"train/{name}": total / max(window_count, 1)
+                            for name, total in worker.component_sums.items()})
+            worker.component_sums.clear()
             log_metrics(worker, step, metrics)
             window_loss, window_count, window_start = 0.0, 0, time.perf_counter()
         report(worker, step, metrics)
