@@ -9,6 +9,9 @@ figure; compare with the zero-shot student's dev figure that ``make demo`` print
 from __future__ import annotations
 
 import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def main() -> int:
@@ -37,8 +40,15 @@ def main() -> int:
     print(f"ensemble_teacher.dev_ndcg10.bm25_top20: {ndcg:.4f}", flush=True)
     dense = EnsembleMember(kind="dense", backbone="all-MiniLM-L6-v2", options={"scale": 20.0})
     bm25 = EnsembleMember(kind="first_stage")
-    for name, fusion, members in [("minilm_zero_shot", "zsum", [dense]), ("rrf_bm25_minilm", "rrf", [bm25, dense]),
-                                  ("zsum_bm25_minilm", "zsum", [bm25, dense])]:
+    variants = [("minilm_zero_shot", "zsum", [dense]), ("rrf_bm25_minilm", "rrf", [bm25, dense]),
+                ("zsum_bm25_minilm", "zsum", [bm25, dense])]
+    mono = ROOT / "outputs" / "train_reranker-mono" / "model"
+    if (mono / "config.json").exists():  # make teachers' mono cross-encoder, alone and as a third member
+        teacher = EnsembleMember(kind="teacher", backend=BackendConfig(name="reranker", model=str(mono), device="cpu"))
+        variants += [("mono", "zsum", [teacher]), ("zsum_bm25_minilm_mono", "zsum", [bm25, dense, teacher])]
+    else:
+        print(f"ensemble_teacher.note: {mono} absent (make teachers): the mono variants are not measured", flush=True)
+    for name, fusion, members in variants:
         backend = EnsembleBackend(BackendConfig(name="ensemble", device="cpu", fusion=fusion, members=members))
         run = {}
         for cl in lists:

@@ -88,6 +88,30 @@ def test_ensemble_labels_are_the_fused_scores_of_its_real_members(tmp_path: Path
     assert len({round(r["logprob_yes"], 6) for r in rows.values()}) == 4
 
 
+def test_a_dense_member_embeds_each_passage_text_once_and_scores_as_the_model_does(tmp_path: Path):
+    """Lists of one collection share passages: the second list's shared texts are not encoded
+    again, and every score still equals the bi-encoder's own ``score`` (scale x cosine)."""
+    from rankdistill.models import load_reranker
+    from rankdistill.teachers.backends.ensemble import EnsembleBackend
+    from rankdistill.teachers.prompts import load_template
+
+    dense_dir = _saved("bi-encoder", tmp_path / "dense", 4)
+    backend = EnsembleBackend(BackendConfig(name="ensemble", device="cpu", fusion="zsum", members=[
+        EnsembleMember(kind="dense", model=dense_dir)]))
+    model = backend.scorers[0]
+    encoded: list[str] = []
+    real = model.encode_passages
+    model.encode_passages = lambda texts, batch_size=None: (encoded.extend(texts), real(texts, batch_size))[1]
+    template = load_template("monot5", WORDS)
+    first, second = PASSAGES[:3], [PASSAGES[2], PASSAGES[3], PASSAGES[0], PASSAGES[3]]
+    reference = load_reranker(dense_dir)
+    for query, texts in ((QUERY, first), ("another query", second)):
+        unit = {"qid": "q", "query": query, "docids": [f"d{i}" for i in range(len(texts))], "texts": texts,
+                "first_stage": [0.0] * len(texts)}
+        assert backend.member_scores(unit, template)[0] == pytest.approx(reference.score(query, texts), abs=1e-5)
+    assert encoded == [*first, PASSAGES[3]]  # 4 distinct texts, each encoded once
+
+
 def test_ensemble_config_errors_name_the_key(tmp_path: Path):
     with pytest.raises(ConfigError, match="members"):
         BackendConfig(name="ensemble")

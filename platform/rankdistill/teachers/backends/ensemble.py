@@ -35,6 +35,7 @@ from rankdistill.errors import ConfigError
 from rankdistill.teachers.backends.base import BackendConfig, EnsembleMember, Prompt, TeacherBackend
 
 MINILM = "all-MiniLM-L6-v2"
+PASSAGE_MEMO_SIZE = 200_000  # passage embeddings kept per dense member (384-d fp32: ~300 MB)
 
 
 def fuse(member_scores: Sequence[Sequence[float]], weights: Sequence[float], fusion: str = "rrf",
@@ -82,6 +83,7 @@ class EnsembleBackend(TeacherBackend):
         self.config = config
         self.members: list[EnsembleMember] = list(config.members)
         self.scorers: list[Any] = [self._load(n, m) for n, m in enumerate(self.members)]
+        self._passage_memo: dict[int, dict[str, Any]] = {}  # dense bi-encoder member -> text -> embedding
 
     def _load(self, n: int, member: EnsembleMember) -> Any:
         if member.kind == "first_stage":
@@ -134,10 +136,29 @@ class EnsembleBackend(TeacherBackend):
             if member.kind == "first_stage":
                 out.append([float(s) for s in unit["first_stage"]])
             elif member.kind == "dense":
-                out.append([float(s) for s in scorer.score(query, texts, self.config.batch_size)])
+                out.append(self._dense_scores(scorer, query, texts))
             else:
                 out.append(self._teacher_scores(scorer, unit, template))
         return out
+
+    def _dense_scores(self, model: Any, query: str, texts: list[str]) -> list[float]:
+        """A dense member's scores. A bi-encoder embeds each distinct passage text once per actor
+        (a bounded memo): candidate lists of one collection share most passages, so a corpus of
+        N passages costs at most N passage encodings however many lists it labels. Other dense
+        models (ColBERT) score through their own ``score``."""
+        if not callable(getattr(model, "encode_passages", None)):
+            return [float(s) for s in model.score(query, texts, self.config.batch_size)]
+        memo = self._passage_memo.setdefault(id(model), {})
+        missing = list(dict.fromkeys(t for t in texts if t not in memo))
+        if missing:
+            if len(memo) + len(missing) > PASSAGE_MEMO_SIZE:
+                memo.clear()
+            memo.update(zip(missing, model.encode_passages(missing, self.config.batch_size), strict=True))
+        import torch
+
+        q = model.encode_queries([query])[0]
+        passages = torch.stack([memo[t] for t in texts])
+        return [float(s) for s in float(model.config.scale) * (passages @ q)]
 
     @staticmethod
     def _teacher_scores(backend: TeacherBackend, unit: dict[str, Any], template: Any) -> list[float]:
