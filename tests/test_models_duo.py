@@ -39,6 +39,21 @@ def test_pair_probabilities_are_sigmoid_of_the_classifier():
     assert probs[0] != pytest.approx(probs[1])  # order of (a, b) matters
 
 
+def test_pair_probabilities_stay_fp32_when_the_model_runs_in_bf16():
+    """A bf16 model's pair probabilities are the fp32 sigmoid of its bf16 logits: a bf16 sigmoid
+    near 0.5 only takes values k / 256, which made a weak duo's served scores tie."""
+    model = tiny_reranker("duo").to(torch.bfloat16)
+    pairs = [(PASSAGES[0], PASSAGES[1]), (PASSAGES[1], PASSAGES[0]), (PASSAGES[2], PASSAGES[3])]
+    batch = model.tokenizer([QUERY], [pairs])
+    with torch.no_grad():
+        out = model(**batch)
+    assert out.scores.dtype == torch.bfloat16 and out.probabilities.dtype == torch.float32
+    expected = [1 / (1 + math.exp(-float(x))) for x in out.scores[0].float()]
+    assert out.probabilities[0].tolist() == pytest.approx(expected, abs=1e-6)
+    off_grid = [p for p in out.probabilities[0].tolist() if abs(p * 256 - round(p * 256)) > 1e-3]
+    assert off_grid  # not on bf16's 1/256 grid
+
+
 def test_aggregations_by_hand():
     prob = torch.tensor([[0.0, 0.9, 0.6], [0.2, 0.0, 0.4], [0.3, 0.7, 0.0]])  # prob[i, j] = P(i ≻ j)
     assert aggregate_pairs(prob, "sum").tolist() == pytest.approx([1.5, 0.6, 1.0])

@@ -148,7 +148,9 @@ class DuoCrossEncoder(Reranker):
         batch = {"input_ids": input_ids, "attention_mask": attention_mask, "token_type_ids": token_type_ids}
         logits = self.model(**flatten_valid(batch, pair_mask, ENCODER_KEYS)).logits.squeeze(-1)
         scores = scatter_scores(logits, pair_mask)
-        probabilities = torch.sigmoid(scores)  # sigmoid(-inf) = 0 at padding
+        # fp32: under bf16 a probability near 0.5 moves in steps of 2^-8, so a weak model's pair
+        # probabilities (and the served pair_sum / (k-1)) collapse onto a few values
+        probabilities = torch.sigmoid(scores.float())  # sigmoid(-inf) = 0 at padding
         return DuoOutput(scores=scores, mask=pair_mask, probabilities=probabilities)
 
     def pair_probabilities(
