@@ -274,17 +274,17 @@ def part_b(args) -> bool:
 
 # ---- (c) ------------------------------------------------------------------------------------------
 def train_teacher(kind: str, folder: Path, args) -> Path:
-    """A SciFact cross-encoder (mono | duo) from configs/train_reranker-<kind>.yaml, trained on
-    SciFact train with BM25 hard negatives, leaving out the dev queries part (c) carves (the same
-    ``--dev-queries`` and seed); the model folder."""
+    """A cross-encoder (mono | duo) from configs/train_reranker-<kind>.yaml, trained on the
+    collection's train split with BM25 hard negatives, leaving out the dev queries part (c) carves
+    (the same ``--dev-queries`` and seed) when the collection has no dev split; the model folder."""
     from rankdistill.config import load_config
     from rankdistill.workflows.pairdistill import PairDistillConfig
     from rankdistill.workflows.train_reranker import TrainRerankerConfig, run_train_reranker
 
     seed = load_config(PairDistillConfig, ROOT / "configs" / "quickstart.yaml", []).splits.seed
     config = load_config(TrainRerankerConfig, ROOT / "configs" / f"train_reranker-{kind}.yaml", [
-        "data.dataset=scifact", "data.negatives_run=bm25.train.trec", "evaluation.enabled=false",
-        f"data.holdout_queries={args.dev_queries}", f"data.holdout_seed={seed}",
+        f"data.dataset={args.dataset}", "data.negatives_run=bm25.train.trec", "evaluation.enabled=false",
+        f"data.holdout_queries={0 if dev_split(args) else args.dev_queries}", f"data.holdout_seed={seed}",
         "tracking.register_model=null", f"training.max_steps={args.teacher_steps}", "training.num_workers=1",
         f"training.cpus_per_worker={args.threads}", f"output_dir={folder}", "ray.shutdown_at_exit=false",
         "tracking.experiment=bench-pairdistill"])
@@ -293,15 +293,15 @@ def train_teacher(kind: str, folder: Path, args) -> Path:
 
 
 def teacher_folder(given: str | None, kind: str, args) -> Path:
-    if given:
+    if given and given != kind:
         path = Path(given).resolve()
         if not (path / "config.json").exists():
             raise SystemExit(f"error: --{'pointwise' if kind == 'mono' else 'pairwise'}-teacher {path}: "
                              "no config.json (expected a jobs/train_reranker.py model folder)")
         return path
-    default = Path(args.output).resolve() / f"teacher-{kind}" / "model"
+    default = output_dir(args) / f"teacher-{kind}" / "model"
     if not (default / "config.json").exists():
-        out(f"c.note: training the {kind} teacher on SciFact train ({args.teacher_steps} steps) into {default.parent}")
+        out(f"c.note: training the {kind} teacher on {args.dataset} train ({args.teacher_steps} steps) into {default.parent}")
         return train_teacher(kind, default.parent, args)
     return default
 
@@ -313,26 +313,49 @@ def _fingerprint(folder: Path) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:10]
 
 
-VARIANTS = (  # (name, lambda_kd, lambda_pair)
-    ("full_pairdistill", LAMBDA_KD, LAMBDA_PAIR),
-    ("kd_only", LAMBDA_KD, 0.0),
-    ("contrastive_only", 0.0, 0.0),
+VARIANTS = (  # (name, loss, lambda_kd, lambda_pair)
+    ("full_pairdistill", "pairdistill", LAMBDA_KD, LAMBDA_PAIR),
+    ("kd_only", "pairdistill", LAMBDA_KD, 0.0),
+    ("contrastive_only", "pairdistill", 0.0, 0.0),
+    ("l_zs", "pairdistill_zs", LAMBDA_KD, LAMBDA_PAIR),  # §4.2: KD + pairs, no qrels
 )
+DEV_SPLITS = {"nfcorpus": "dev"}  # collections with their own dev split; the others carve one from train
+# The default pointwise teacher (issue 18, Part 2): BM25 and the zero-shot all-MiniLM-L6-v2 fused
+# by a per-list z-scored sum, through the ensemble backend (benchmarks/ensemble_teacher.py).
+ENSEMBLE = ("{name: ensemble, fusion: zsum, members: [{kind: first_stage, weight: 1.0}, "
+            "{kind: dense, backbone: all-MiniLM-L6-v2, options: {scale: 20.0}, weight: 1.0}]}")
 
 
-def pairdistill_config(args, mono: Path, duo: Path, name: str, lambda_kd: float, lambda_pair: float):
+def dev_split(args) -> str | None:
+    return args.dev_split if args.dev_split != "auto" else DEV_SPLITS.get(args.dataset)
+
+
+def output_dir(args) -> Path:
+    return Path(args.output or ROOT / "outputs" / f"bench-pairdistill-{args.dataset}").resolve()
+
+
+def pointwise_teacher_overrides(mono: Path | None) -> list[str]:
+    if mono is None:
+        return ["pointwise_teacher.id=ensemble-zsum-bm25-minilm", f"pointwise_teacher.backend={ENSEMBLE}"]
+    return [f"pointwise_teacher.id={mono.parent.name}-mono-{_fingerprint(mono)}",
+            f"pointwise_teacher.backend.model={mono}"]
+
+
+def pairdistill_config(args, mono: Path | None, duo: Path, name: str, loss: str, lambda_kd: float,
+                       lambda_pair: float):
     from rankdistill.config import load_config
     from rankdistill.workflows.pairdistill import PairDistillConfig
 
-    base = Path(args.output).resolve()
+    base = output_dir(args)
+    dev = dev_split(args)
     overrides = [
-        f"dataset={args.dataset}", "splits.dev=null", f"splits.dev_queries={args.dev_queries}",
+        f"dataset={args.dataset}", f"splits.dev={dev or 'null'}", f"splits.dev_queries={args.dev_queries}",
         f"iterations={args.iterations}", f"candidates.depth={args.depth}", "candidates.first_stage=bm25",
         f"pointwise.top_k={args.depth}", f"pairwise.top_k={args.depth}",
         f"pairwise.pairs_per_query={args.pairs}", f"examples.passages_per_query={args.passages}",
-        f"pointwise_teacher.id=scifact-mono-{_fingerprint(mono)}", f"pointwise_teacher.backend.model={mono}",
-        f"pairwise_teacher.id=scifact-duo-{_fingerprint(duo)}", f"pairwise_teacher.backend.model={duo}",
-        f"loss.options.lambda_kd={lambda_kd}", f"loss.options.lambda_pair={lambda_pair}",
+        *pointwise_teacher_overrides(mono),
+        f"pairwise_teacher.id={args.dataset}-duo-{_fingerprint(duo)}", f"pairwise_teacher.backend.model={duo}",
+        f"loss.name={loss}", f"loss.options.lambda_kd={lambda_kd}", f"loss.options.lambda_pair={lambda_pair}",
         f"training.max_steps={args.steps}", f"training.batch_size={args.queries}", "training.epochs=1000",
         f"training.cpus_per_worker={args.threads}", f"training.run_name=bench-{name}",
         f"evaluate_teacher={'true' if name == VARIANTS[0][0] else 'false'}",
@@ -362,56 +385,75 @@ def part_c(args) -> bool:
     from rankdistill.workflows.pairdistill import PairDistill, run_pairdistill
 
     measure = "nDCG@10"
-    mono = teacher_folder(args.pointwise_teacher, "mono", args)
+    mono = None if args.pointwise_teacher == "ensemble" else teacher_folder(args.pointwise_teacher, "mono", args)
     duo = teacher_folder(args.pairwise_teacher, "duo", args)
-    out(f"c.setup: {args.dataset}, {args.train_queries or 'all'} train queries, dev carved from train ({args.dev_queries} "
-        f"queries, seed as the workflow), {args.test_queries or 'all'} test queries; BM25 top {args.depth} candidates; "
+    teacher_name = "ensemble_zsum_bm25_minilm" if mono is None else "mono"
+    dev = dev_split(args)
+    out(f"c.setup: {args.dataset}, {args.train_queries or 'all'} train queries, dev "
+        f"{'split ' + repr(dev) if dev else f'carved from train ({args.dev_queries} queries, seed as the workflow)'}, "
+        f"{args.test_queries or 'all'} test queries; BM25 top {args.depth} candidates; "
         f"{args.iterations} iteration(s) x {args.steps} steps x {args.queries} queries x {args.passages} passages; "
-        f"{args.pairs} pairs/query (|i-j| < {DELTA}); teachers mono {mono}, duo {duo}; figure: test {measure} of the "
-        f"dev-selected student (lines print as each run ends)")
+        f"{args.pairs} pairs/query (|i-j| < {DELTA}); pointwise teacher {mono or ENSEMBLE}, pairwise teacher duo "
+        f"{duo}; figure: test {measure} of the dev-selected student (lines print as each run ends)")
     summaries: dict[str, dict[str, Any]] = {}
-    for name, lambda_kd, lambda_pair in VARIANTS:
-        config = pairdistill_config(args, mono, duo, name, lambda_kd, lambda_pair)
+    wall = time.perf_counter()
+    for name, loss, lambda_kd, lambda_pair in VARIANTS:
+        if name not in args.variants:
+            continue
+        config = pairdistill_config(args, mono, duo, name, loss, lambda_kd, lambda_pair)
         started = time.perf_counter()
-        progress(f"c: run_pairdistill {name} (lambda_kd {lambda_kd}, lambda_pair {lambda_pair})")
+        progress(f"c: run_pairdistill {name} ({loss}, lambda_kd {lambda_kd}, lambda_pair {lambda_pair})")
         s = summaries[name] = run_pairdistill(config)
-        if name == VARIANTS[0][0]:
+        if len(summaries) == 1:
             bm25, zero_shot = _stage(s, "first stage"), _stage(s, "student zero-shot")
-            teacher = _stage(s, "teacher")
-            if bm25 is None or zero_shot is None or teacher is None:
+            teacher_test = _stage(s, "teacher") if config.evaluate_teacher else None
+            teacher_dev = next((x for x in s["stages"] if x["name"].startswith("teacher") and x["dev"]), None)
+            if bm25 is None or zero_shot is None:
                 out(f"c.error: stages missing from the run summary: {[x['name'] for x in s['stages']]}")
                 return False
-            out(f"c.bm25_test_ndcg10: {bm25['test'][measure]:.4f} (published 0.665-0.679; "
+            out(f"c.bm25_test_ndcg10: {bm25['test'][measure]:.4f} (dev {bm25['dev'][measure]:.4f}; "
                 f"{s['test_queries']} test queries)")
-            out(f"c.teacher_pointwise_mono_reranking_bm25_top{args.depth}_test_ndcg10: {teacher['test'][measure]:.4f}")
             out(f"c.zero_shot_minilm_test_ndcg10: {zero_shot['test'][measure]:.4f} (dev {zero_shot['dev'][measure]:.4f})")
+            if teacher_test is not None:
+                out(f"c.teacher_pointwise_{teacher_name}_reranking_bm25_top{args.depth}_test_ndcg10: "
+                    f"{teacher_test['test'][measure]:.4f}")
+            if teacher_dev is not None:
+                out(f"c.teacher_pointwise_{teacher_name}_dev_ndcg10: {teacher_dev['dev'][measure]:.4f} (reranking the "
+                    f"zero-shot student's dev top {args.depth}; zero-shot student dev {zero_shot['dev'][measure]:.4f}: "
+                    f"teacher above student: {teacher_dev['dev'][measure] > zero_shot['dev'][measure]})")
         best, last = _selected(s), s["stages"][-1]
         out(f"c.{name}_test_ndcg10: {best['test'][measure]:.4f} (dev-selected: {s['best']}, dev "
-            f"{best['dev'][measure]:.4f}; last iteration test {last['test'][measure]:.4f}; teacher calls "
-            f"{s['teacher_calls']}; {time.perf_counter() - started:.0f} s)")
+            f"{best['dev'][measure]:.4f}; last iteration test {last['test'][measure]:.4f} dev "
+            f"{last['dev'][measure]:.4f}; teacher calls {s['teacher_calls']}; {time.perf_counter() - started:.0f} s)")
 
-    # the pairwise teacher reranking the head of the same BM25 candidates (all ordered pairs)
-    config = pairdistill_config(args, mono, duo, "duo-eval", LAMBDA_KD, LAMBDA_PAIR)
-    job = PairDistill(config)
-    first_test = job.bm25(job.splits.test, config.candidates.eval_depth)
-    lists = list(candidate_lists(first_test, job.splits.test, job.corpus, k=config.candidates.depth))
-    duo_depth = min(args.duo_depth, config.candidates.depth)
-    progress(f"c: duo teacher reranking the top {duo_depth} of BM25 on {len(lists)} test queries")
-    duo_run = rerank_on_ray(duo, lists, RerankConfig(depth=duo_depth, num_actors=1, cpus_per_actor=args.threads))
-    for cl in lists:  # below the reranked head, the rest of the same candidates in BM25 order
-        head = duo_run.get(cl.qid, {})
-        floor = min(head.values(), default=0.0)
-        for rank, c in enumerate(cl.candidates[duo_depth:]):
-            head.setdefault(c.docid, floor - 1.0 - rank)
-        duo_run[cl.qid] = head
-    duo_test = job._evaluate(duo_run, "test").aggregate
-    out(f"c.teacher_pairwise_duo_reranking_bm25_top{duo_depth}_test_ndcg10: {duo_test[measure]:.4f} (the rest of "
-        f"the top {args.depth} kept in BM25 order below)")
-    full = _selected(summaries["full_pairdistill"])["test"][measure]
-    cl = _selected(summaries["contrastive_only"])["test"][measure]
-    zero = zero_shot["test"][measure]
-    out(f"c.goal_pairdistill_gt_contrastive_gt_zero_shot: {full > cl > zero} "
-        f"({full:.4f} vs {cl:.4f} vs {zero:.4f})")
+    if args.duo_depth > 0:  # the pairwise teacher reranking the head of the same BM25 candidates (all ordered pairs)
+        config = pairdistill_config(args, mono, duo, "duo-eval", *VARIANTS[0][1:])
+        job = PairDistill(config)
+        first_test = job.bm25(job.splits.test, config.candidates.eval_depth)
+        lists = list(candidate_lists(first_test, job.splits.test, job.corpus, k=config.candidates.depth))
+        duo_depth = min(args.duo_depth, config.candidates.depth)
+        progress(f"c: duo teacher reranking the top {duo_depth} of BM25 on {len(lists)} test queries")
+        duo_run = rerank_on_ray(duo, lists, RerankConfig(depth=duo_depth, num_actors=1, cpus_per_actor=args.threads))
+        for cl in lists:  # below the reranked head, the rest of the same candidates in BM25 order
+            head = duo_run.get(cl.qid, {})
+            floor = min(head.values(), default=0.0)
+            for rank, c in enumerate(cl.candidates[duo_depth:]):
+                head.setdefault(c.docid, floor - 1.0 - rank)
+            duo_run[cl.qid] = head
+        duo_test = job._evaluate(duo_run, "test").aggregate
+        out(f"c.teacher_pairwise_duo_reranking_bm25_top{duo_depth}_test_ndcg10: {duo_test[measure]:.4f} (the rest of "
+            f"the top {args.depth} kept in BM25 order below)")
+    first = summaries[next(iter(summaries))]
+    zero, bm25_test = _stage(first, "student zero-shot")["test"][measure], _stage(first, "first stage")["test"][measure]
+    figures = {name: _selected(summary)["test"][measure] for name, summary in summaries.items()}
+    if {"full_pairdistill", "contrastive_only"} <= set(figures):
+        full, cl = figures["full_pairdistill"], figures["contrastive_only"]
+        out(f"c.goal_pairdistill_gt_contrastive_gt_zero_shot: {full > cl > zero} "
+            f"({full:.4f} vs {cl:.4f} vs {zero:.4f})")
+    best_name = max(figures, key=figures.get)
+    out(f"c.goal_student_above_bm25: {figures[best_name] > bm25_test} (best {best_name} {figures[best_name]:.4f} "
+        f"vs BM25 {bm25_test:.4f})")
+    out(f"c.wall_clock_min: {(time.perf_counter() - wall) / 60:.1f} (teachers trained before: not counted)")
     return True
 
 
@@ -426,7 +468,12 @@ def main() -> int:
     parser.add_argument("--measure-steps", type=int, default=5, help="(b) warm-up steps = timed steps")
     parser.add_argument("--b-strategies", default="deepspeed,ddp",
                         help="(b) Ray Train strategies timed against the bare loop (deepspeed is the target's)")
-    parser.add_argument("--dataset", default="scifact", help="(c) collection (demo: a smoke run of the code path)")
+    parser.add_argument("--dataset", default="scifact",
+                        help="(c) collection: scifact, nfcorpus (demo: a smoke run of the code path)")
+    parser.add_argument("--dev-split", default="auto",
+                        help="(c) the dev split's name, or 'auto': nfcorpus's own dev, a carved one elsewhere")
+    parser.add_argument("--variants", default=",".join(v[0] for v in VARIANTS),
+                        help="(c) comma-separated subset of " + ",".join(v[0] for v in VARIANTS))
     parser.add_argument("--encode-actors", type=int, default=2, help="(c) corpus-encoding actors (1 CPU each)")
     parser.add_argument("--train-queries", type=int, default=None, help="(c) training queries (default: all)")
     parser.add_argument("--test-queries", type=int, default=None, help="(c) test queries (default: all 300)")
@@ -434,14 +481,19 @@ def main() -> int:
     parser.add_argument("--steps", type=int, default=200, help="(c) training steps per iteration, every variant")
     parser.add_argument("--iterations", type=int, default=2, help="(c) PairDistill iterations (paper: 2)")
     parser.add_argument("--depth", type=int, default=100, help="(c) candidates per query (paper: 100)")
-    parser.add_argument("--duo-depth", type=int, default=10, help="(c) head the duo teacher reranks")
+    parser.add_argument("--duo-depth", type=int, default=10, help="(c) head the duo teacher reranks (0: skip)")
     parser.add_argument("--teacher-steps", type=int, default=300, help="(c) steps of each teacher trained here")
-    parser.add_argument("--pointwise-teacher", help="(c) a trained mono folder (jobs/train_reranker.py .../model)")
+    parser.add_argument("--pointwise-teacher", default="ensemble",
+                        help="(c) 'ensemble' (BM25 + zero-shot MiniLM, zsum), 'mono' (trained here) or a trained "
+                             "mono folder (jobs/train_reranker.py .../model)")
     parser.add_argument("--pairwise-teacher", help="(c) a trained duo folder")
-    parser.add_argument("--output", default=str(ROOT / "outputs" / "bench-pairdistill"),
-                        help="(c) teachers, label store and runs")
+    parser.add_argument("--output", default=None,
+                        help="(c) teachers, label store and runs (default outputs/bench-pairdistill-<dataset>)")
     args = parser.parse_args()
     parts = [p.strip() for p in args.parts.split(",") if p.strip()]
+    args.variants = [v.strip() for v in args.variants.split(",") if v.strip()]
+    if not args.variants or set(args.variants) - {v[0] for v in VARIANTS}:
+        parser.error(f"--variants: a comma-separated subset of {','.join(v[0] for v in VARIANTS)}")
     if not parts or set(parts) - {"a", "b", "c"}:
         parser.error(f"--parts: a comma-separated subset of a,b,c, got '{args.parts}'")
 
