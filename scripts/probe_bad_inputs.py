@@ -472,7 +472,7 @@ def _(tmp):
     import shutil
 
     from rankdistill.teachers.backends import BackendConfig
-    from rankdistill.workflows.label import TeacherConfig, teacher_id
+    from rankdistill.teachers.config import TeacherConfig, teacher_id
 
     models, _ = pairdistill_tiny(tmp)
     ids = []

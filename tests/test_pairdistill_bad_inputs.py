@@ -236,7 +236,7 @@ def test_default_teacher_ids_tell_apart_two_folders_of_the_same_name(tmp_path: P
     import shutil
 
     from rankdistill.teachers.backends import BackendConfig
-    from rankdistill.workflows.label import TeacherConfig, teacher_id
+    from rankdistill.teachers.config import TeacherConfig, teacher_id
 
     for name, source in (("a", "mono"), ("b", "duo"), ("c", "mono")):
         shutil.copytree(models[source], tmp_path / name / "model")

@@ -57,6 +57,7 @@ from rankdistill.retrieval.dense_index import DenseIndex, DenseIndexConfig
 from rankdistill.retrieval.encode import EncodeConfig
 from rankdistill.retrieval.first_stage import bm25_search_on_ray
 from rankdistill.storage import join as join_path
+from rankdistill.teachers.config import TeacherConfig, check_backend_files, teacher_id
 from rankdistill.teachers.pairwise import PairwiseConfig, rerank_by_scores
 from rankdistill.teachers.pipeline import LabelerSpec, LabelingResult, PipelineConfig, label_lists
 from rankdistill.teachers.pointwise import PointwiseConfig
@@ -74,7 +75,6 @@ from rankdistill.training.factories import (
 )
 from rankdistill.training.pair_examples import EXTRA_FIELDS, KD_TARGETS, PairExamplesConfig, pair_example_dataset
 from rankdistill.workflows import pairdistill_checks as checks
-from rankdistill.workflows.label import TeacherConfig, teacher_id
 
 
 @dataclass
@@ -393,7 +393,6 @@ class PairDistill:
         """Before any work: on a multi-node cluster, every folder a worker opens is seen by every node."""
         from rankdistill.ray_runtime import check_resources, check_shared_folder
         from rankdistill.storage import is_uri
-        from rankdistill.workflows.label import check_backend_files
 
         check_resources(checks.resource_requests(self.config))  # before any teacher is paid
 

@@ -1,7 +1,7 @@
 """What ``jobs/pairdistill.py`` checks before it pays a teacher or trains (issue 21).
 
 - :func:`check_before_ray`: the student and loss (:func:`check_student`, as train_reranker), both
-  teachers (:func:`check_teacher`, as the label job), the storage locations, and whether the
+  teachers (:func:`rankdistill.teachers.config.check_teacher`, as the label job), the storage locations, and whether the
   training queries make one batch — on the driver, before Ray starts;
 - :func:`resource_requests` for :func:`rankdistill.ray_runtime.check_resources`, right after Ray
   starts and before any work;
@@ -30,9 +30,9 @@ IDENTITY_FILE = "run_identity.json"
 def check_before_ray(config: PairDistillConfig) -> None:
     """Errors found on the driver before Ray starts, each naming its key."""
     from rankdistill.storage import check_folder_location
+    from rankdistill.teachers.config import check_teacher
     from rankdistill.teachers.prompts import load_template
     from rankdistill.training.factories import check_student
-    from rankdistill.workflows.label import check_teacher
 
     check_folder_location(config.output_dir, "output_dir")
     check_folder_location(config.label_store, "label_store")
