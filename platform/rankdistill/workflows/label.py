@@ -115,16 +115,14 @@ def _resolve_replay_file(backend: BackendConfig, dataset_root: Path) -> BackendC
 
 
 def _pointwise_reranked(lists, store: LabelStore, config: PairwiseConfig):
-    """Each list reordered by its stored pointwise labels (PairDistill's pointwise reranking)."""
+    """Each list reordered by its stored pointwise labels (PairDistill's pointwise reranking;
+    a duplicate label: the earliest written, :meth:`LabelStore.pointwise_scores`)."""
     from rankdistill.teachers.pairwise import rerank_by_scores
 
-    labels = store.read("pointwise", teacher=config.rerank_by_teacher, template=config.rerank_by_template)
-    if labels.empty:
+    by_query = store.pointwise_scores(config.rerank_by_teacher, config.rerank_by_template)
+    if not by_query:
         raise ConfigError(f"no pointwise labels of teacher '{config.rerank_by_teacher}' (template "
                           f"{config.rerank_by_template}) in the store to rerank by", "pairwise.rerank_by_teacher")
-    by_query: dict[str, dict[str, float]] = {}
-    for qid, docid, score in zip(labels.qid, labels.docid, labels.score, strict=True):
-        by_query.setdefault(str(qid), {})[str(docid)] = float(score)
     return [rerank_by_scores(cl, by_query.get(cl.qid, {})) for cl in lists]
 
 

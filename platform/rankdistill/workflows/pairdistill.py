@@ -315,14 +315,6 @@ def _spec(kind: str, teacher: TeacherConfig, config: PairDistillConfig) -> Label
                        pairwise=config.pairwise, pointwise=config.pointwise)
 
 
-def _pointwise_scores(store: LabelStore, spec: LabelerSpec, template_hash: str) -> dict[str, dict[str, float]]:
-    labels = store.read("pointwise", teacher=spec.teacher_id, template=template_hash)
-    out: dict[str, dict[str, float]] = {}
-    for qid, docid, score in zip(labels.qid, labels.docid, labels.score, strict=True):
-        out.setdefault(str(qid), {}).setdefault(str(docid), float(score))
-    return out
-
-
 @dataclass
 class Stage:
     """One row of the job's table: a system evaluated on dev and test."""
@@ -506,7 +498,7 @@ class PairDistill:
         counts = {"pointwise_units": point.units_total, "pointwise_skipped": point.units_skipped,
                   "pointwise_calls": point.stats.backend_calls}
         if self.pair_spec is not None:
-            scores = _pointwise_scores(self.store, self.point_spec, self.point_hash)
+            scores = self.store.pointwise_scores(self.point_spec.teacher_id, self.point_hash)
             reranked = [rerank_by_scores(cl, scores.get(cl.qid, {})) for cl in lists]
             spec = dataclasses.replace(self.pair_spec, pairwise=dataclasses.replace(self.pair_spec.pairwise,
                                                                                      iteration=iteration))
@@ -534,7 +526,7 @@ class PairDistill:
 
         lists = list(candidate_lists(candidates, self.splits.dev, self.corpus, k=self.config.candidates.depth))
         self._label(lists, self.point_spec, "teacher on the dev candidates")
-        scores = _pointwise_scores(self.store, self.point_spec, self.point_hash)
+        scores = self.store.pointwise_scores(self.point_spec.teacher_id, self.point_hash)
         run = Run({cl.qid: {c.docid: scores.get(cl.qid, {}).get(c.docid, -1e9) for c in cl.candidates}
                    for cl in lists})
         dev = self._evaluate(run, "dev")
@@ -555,7 +547,7 @@ class PairDistill:
         """The pointwise teacher reranking the test first stage (its own labels, stored)."""
         lists = list(candidate_lists(first_test, self.splits.test, self.corpus, k=self.config.candidates.depth))
         self._label(lists, self.point_spec, "teacher on the test first stage")
-        scores = _pointwise_scores(self.store, self.point_spec, self.point_hash)
+        scores = self.store.pointwise_scores(self.point_spec.teacher_id, self.point_hash)
         run = Run({cl.qid: {c.docid: scores.get(cl.qid, {}).get(c.docid, -1e9) for c in cl.candidates}
                    for cl in lists})
         test = self._evaluate(run, "test")
