@@ -519,17 +519,24 @@ class PairDistill:
         )
         return pair_example_dataset(self.splits.train, self.corpus, config, qrels=self.splits.qrels["train"])
 
+    def teacher_run(self, candidates: Run, split: str, desc: str) -> EvaluationResult:
+        """The pointwise teacher reranking ``candidates`` of ``split`` (``dev`` | ``test``): the top
+        ``candidates.depth`` of each query labelled (what the store lacks is paid for, ``desc`` on
+        the progress bar), ordered by their stored scores (a passage without one last), evaluated."""
+        queries = {"dev": self.splits.dev, "test": self.splits.test}[split]
+        lists = list(candidate_lists(candidates, queries, self.corpus, k=self.config.candidates.depth))
+        self._label(lists, self.point_spec, desc)
+        scores = self.store.pointwise_scores(self.point_spec.teacher_id, self.point_hash)
+        run = Run({cl.qid: {c.docid: scores.get(cl.qid, {}).get(c.docid, -1e9) for c in cl.candidates}
+                   for cl in lists})
+        return self._evaluate(run, split)
+
     def teacher_on_dev(self, candidates: Run, student: Stage, tracker) -> Stage:
         """The dev check: the pointwise teacher reranking the dev candidates, printed beside the
         zero-shot student's dev figure; a warning naming both when the teacher is not above it."""
         import warnings
 
-        lists = list(candidate_lists(candidates, self.splits.dev, self.corpus, k=self.config.candidates.depth))
-        self._label(lists, self.point_spec, "teacher on the dev candidates")
-        scores = self.store.pointwise_scores(self.point_spec.teacher_id, self.point_hash)
-        run = Run({cl.qid: {c.docid: scores.get(cl.qid, {}).get(c.docid, -1e9) for c in cl.candidates}
-                   for cl in lists})
-        dev = self._evaluate(run, "dev")
+        dev = self.teacher_run(candidates, "dev", "teacher on the dev candidates")
         tracker.log_metrics(dev.aggregate, prefix="teacher_dev/")
         measure = self.config.select_on
         teacher, zero_shot = dev.aggregate.get(measure, float("nan")), student.dev.get(measure, float("nan"))
@@ -545,12 +552,7 @@ class PairDistill:
 
     def teacher_as_reranker(self, first_test: Run, tracker) -> Stage | None:
         """The pointwise teacher reranking the test first stage (its own labels, stored)."""
-        lists = list(candidate_lists(first_test, self.splits.test, self.corpus, k=self.config.candidates.depth))
-        self._label(lists, self.point_spec, "teacher on the test first stage")
-        scores = self.store.pointwise_scores(self.point_spec.teacher_id, self.point_hash)
-        run = Run({cl.qid: {c.docid: scores.get(cl.qid, {}).get(c.docid, -1e9) for c in cl.candidates}
-                   for cl in lists})
-        test = self._evaluate(run, "test")
+        test = self.teacher_run(first_test, "test", "teacher on the test first stage")
         tracker.log_metrics(test.aggregate, prefix="teacher_test/")
         stage = Stage(f"teacher {self.point_spec.teacher_id} reranking first stage", {}, test.aggregate)
         self.stages.append(stage)
