@@ -266,6 +266,24 @@ def test_a_run_of_another_teacher_in_the_same_output_dir_is_refused_listing_the_
     assert not ray.is_initialized()
 
 
+def test_an_identity_stored_with_the_old_candidate_keys_is_the_same_run(tmp_path: Path, models):
+    """A run_identity.json written before candidates took the first stage's keys (first_stage,
+    depth, bm25_shards; no bm25 settings) still lets the same run continue, and a changed k is
+    still a difference."""
+    from rankdistill.workflows.pairdistill import PairDistill
+    from rankdistill.workflows.pairdistill_checks import record_identity
+
+    first = PairDistill(tiny_config(tmp_path, models))
+    old = json.loads(json.dumps(first.identity))
+    c = old["candidates"]
+    c["first_stage"], c["depth"], c["bm25_shards"] = c.pop("method"), c.pop("k"), c.pop("num_shards")
+    del c["bm25"]
+    record_identity(first.output, old)
+    PairDistill(tiny_config(tmp_path, models))  # the same run: may continue
+    with pytest.raises(ConfigError, match="candidates.k: stored 8, now 5"):
+        PairDistill(tiny_config(tmp_path, models, "candidates.k=5"))
+
+
 # -- BAD 9: the index cache sees a corpus edited in place ------------------------------------------
 def test_the_index_cache_key_changes_when_a_document_text_changes_in_place(tmp_path: Path, models):
     from rankdistill.workflows.pairdistill import PairDistill
