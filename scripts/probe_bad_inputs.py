@@ -286,8 +286,7 @@ def listwise_row(qid, ranking, template="rankzephyr", template_hash="h1"):
 
 def examples(store_dir, **kw):
     from rankdistill.data.records import Document, Query
-    from rankdistill.training.examples import ExamplesConfig
-    from rankdistill.training.label_examples import examples_from_labels
+    from rankdistill.training.examples import ExamplesConfig, examples_from_labels
 
     corpus = {d: Document(d, d) for d in "abc"}
     config = ExamplesConfig(source="labels", label_store=str(store_dir), teacher="t", passages_per_query=3, **kw)
@@ -338,8 +337,7 @@ def _(tmp):
 
 def _examples_teacher(store_dir, teacher):
     from rankdistill.data.records import Document, Query
-    from rankdistill.training.examples import ExamplesConfig
-    from rankdistill.training.label_examples import examples_from_labels
+    from rankdistill.training.examples import ExamplesConfig, examples_from_labels
 
     config = ExamplesConfig(source="labels", label_store=str(store_dir), teacher=teacher, passages_per_query=3)
     return repr(examples_from_labels({"q1": Query("q1", "q")}, {d: Document(d, d) for d in "abc"}, config))
@@ -474,7 +472,7 @@ def _(tmp):
     import shutil
 
     from rankdistill.teachers.backends import BackendConfig
-    from rankdistill.workflows.label import TeacherConfig, teacher_id
+    from rankdistill.teachers.config import TeacherConfig, teacher_id
 
     models, _ = pairdistill_tiny(tmp)
     ids = []

@@ -215,8 +215,7 @@ def listwise_row(qid: str, ranking: list[str], template: str = "rankzephyr", tem
 def test_training_on_labels_of_two_templates_is_refused_naming_them(tmp_path: Path):
     from rankdistill.data.records import Document, Query
     from rankdistill.teachers.store import LabelStore
-    from rankdistill.training.examples import ExamplesConfig
-    from rankdistill.training.label_examples import examples_from_labels
+    from rankdistill.training.examples import ExamplesConfig, examples_from_labels
 
     corpus = {d: Document(d, f"text of {d}") for d in ("a", "b", "c")}
     queries = {"q1": Query("q1", "a query")}

@@ -59,6 +59,23 @@ def test_duplicates_are_dropped_on_read_first_written_wins(tmp_path: Path):
     assert len(store.files("pointwise")) == 2
 
 
+def test_pointwise_scores_keep_the_earliest_written_duplicate(tmp_path: Path):
+    """One reader of pointwise scores (the label job's pairwise reranking and PairDistill's): a
+    duplicate (qid, docid) label — re-written under the same template hash, or under another
+    version (hash) of the same template id — never replaces the first one stored."""
+    store = LabelStore(tmp_path)
+    store.write("pointwise", [point("q1", "a", -0.5), point("q1", "b", -1.5),
+                              point("q2", "a", -3.0, template_hash="h0")])
+    time.sleep(0.001)
+    store.write("pointwise", [point("q1", "a", -7.0), point("q1", "c", -2.5),  # q1/a again: same hash
+                              point("q2", "a", -0.1, template_hash="h1"),  # q2/a again: another version
+                              point("q1", "b", -9.0, teacher="other")])
+    assert store.pointwise_scores("t", "h1") == {"q1": {"a": -0.5, "b": -1.5, "c": -2.5}, "q2": {"a": -0.1}}
+    assert store.pointwise_scores("t", "monot5") == {"q1": {"a": -0.5, "b": -1.5, "c": -2.5}, "q2": {"a": -3.0}}
+    assert store.pointwise_scores("other", "h1") == {"q1": {"b": -9.0}}
+    assert store.pointwise_scores("t", "nothing") == {}
+
+
 def test_temporary_files_are_never_read_and_get_cleaned(tmp_path: Path):
     store = LabelStore(tmp_path)
     store.write("pointwise", [point("q", "a", -1.0)])

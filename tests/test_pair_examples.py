@@ -10,8 +10,7 @@ import pytest
 import torch
 from rankdistill.data.records import Document, Query
 from rankdistill.errors import ConfigError
-from rankdistill.training.examples import ExamplesConfig
-from rankdistill.training.label_examples import examples_from_labels
+from rankdistill.training.examples import ExamplesConfig, examples_from_labels
 from rankdistill.training.loop import collate
 from rankdistill.training.pair_examples import (
     EXTRA_FIELDS,
@@ -99,7 +98,7 @@ def _store(tmp_path: Path):
     return store
 
 
-def test_examples_from_the_store_and_through_label_examples(tmp_path: Path):
+def test_examples_from_the_store_and_through_examples_from_labels(tmp_path: Path):
     _store(tmp_path)
     config = PairExamplesConfig(label_store=str(tmp_path / "labels"), pointwise_teacher="mono",
                                 pairwise_teacher="duo", pairwise_template="ab", passages_per_query=8)

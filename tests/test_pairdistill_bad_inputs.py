@@ -236,7 +236,7 @@ def test_default_teacher_ids_tell_apart_two_folders_of_the_same_name(tmp_path: P
     import shutil
 
     from rankdistill.teachers.backends import BackendConfig
-    from rankdistill.workflows.label import TeacherConfig, teacher_id
+    from rankdistill.teachers.config import TeacherConfig, teacher_id
 
     for name, source in (("a", "mono"), ("b", "duo"), ("c", "mono")):
         shutil.copytree(models[source], tmp_path / name / "model")
@@ -264,6 +264,24 @@ def test_a_run_of_another_teacher_in_the_same_output_dir_is_refused_listing_the_
     assert "teachers.pointwise_teacher.id: stored 'tiny-mono', now 'other-mono'" in str(info.value)
     assert "examples.passages_per_query: stored 6, now 4" in str(info.value)
     assert not ray.is_initialized()
+
+
+def test_an_identity_stored_with_the_old_candidate_keys_is_the_same_run(tmp_path: Path, models):
+    """A run_identity.json written before candidates took the first stage's keys (first_stage,
+    depth, bm25_shards; no bm25 settings) still lets the same run continue, and a changed k is
+    still a difference."""
+    from rankdistill.workflows.pairdistill import PairDistill
+    from rankdistill.workflows.pairdistill_checks import record_identity
+
+    first = PairDistill(tiny_config(tmp_path, models))
+    old = json.loads(json.dumps(first.identity))
+    c = old["candidates"]
+    c["first_stage"], c["depth"], c["bm25_shards"] = c.pop("method"), c.pop("k"), c.pop("num_shards")
+    del c["bm25"]
+    record_identity(first.output, old)
+    PairDistill(tiny_config(tmp_path, models))  # the same run: may continue
+    with pytest.raises(ConfigError, match="candidates.k: stored 8, now 5"):
+        PairDistill(tiny_config(tmp_path, models, "candidates.k=5"))
 
 
 # -- BAD 9: the index cache sees a corpus edited in place ------------------------------------------

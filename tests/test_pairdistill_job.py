@@ -34,7 +34,7 @@ def tiny_overrides(tmp_path: Path, models: dict[str, Path]) -> list[str]:
         f"student.init_from={models['bi-encoder']}", "student.architecture=bi-encoder",
         "pointwise_teacher.id=tiny-mono", f"pointwise_teacher.backend={{name: reranker, model: {models['mono']}}}",
         "pairwise_teacher.id=tiny-duo", f"pairwise_teacher.backend={{name: reranker, model: {models['duo']}}}",
-        "splits.dev_queries=8", "candidates.depth=8", "pointwise.top_k=8",
+        "splits.dev_queries=8", "candidates.k=8", "pointwise.top_k=8",
         "pairwise={top_k: 8, delta: 4, pairs_per_query: 4, seed: 0}", "examples.passages_per_query=6",
         "training.max_steps=3", "training.batch_size=4", "training.log_every=1", "training.num_workers=1",
         "training.cpus_per_worker=1",
@@ -51,15 +51,31 @@ def test_shipped_pairdistill_configs_validate():
 
 @pytest.mark.parametrize("override,match", [
     ("iterations=0", "iterations: must be >= 1"),
-    ("candidates.first_stage=dense", "unknown first stage 'dense'"),
-    ("candidates.first_stage=run", "needs candidates.run"),
+    ("candidates.method=dense", "candidates.method: must be one of bm25, run, student, got 'dense'"),
+    ("candidates.method=run", "needs candidates.run"),
+    ("candidates.k=1", "candidates.k: must be >= 2"),
     ("loss.name=infonce", "PairDistill trains with 'pairdistill'"),
     ("student.architecture=mono", "'mono' is not a dense student"),
 ])
 def test_bad_configs_fail_before_ray(override: str, match: str):
-    config = load_config(PairDistillConfig, REPO / "configs" / "quickstart.yaml", [override])
     with pytest.raises(ConfigError, match=match):
-        config.check()
+        load_config(PairDistillConfig, REPO / "configs" / "quickstart.yaml", [override]).check()
+
+
+@pytest.mark.parametrize("old,new", [
+    ("candidates.first_stage=bm25", "candidates.method"),
+    ("candidates.depth=20", "candidates.k"),
+    ("candidates.bm25_shards=2", "candidates.num_shards"),
+])
+def test_the_old_candidate_keys_are_refused_naming_the_new_one(old: str, new: str, tmp_path: Path):
+    key = old.split("=")[0]
+    with pytest.raises(ConfigError) as info:
+        load_config(PairDistillConfig, REPO / "configs" / "quickstart.yaml", [old])
+    assert info.value.key == key and f"{key} is now {new}" in str(info.value)
+    path = tmp_path / "old.yaml"
+    path.write_text(f"candidates:\n  {key.split('.')[1]}: {old.split('=')[1]}\n")
+    with pytest.raises(ConfigError, match=f"{path}: {key}: renamed: {key} is now {new}"):
+        load_config(PairDistillConfig, path)
 
 
 def test_the_dev_check_warns_naming_both_figures():

@@ -59,6 +59,29 @@ def test_bm25_on_demo_collection_is_sane(demo):
     assert all(len(docs) <= 100 for docs in run.values())
 
 
+def test_one_first_stage_serves_any_queries_of_a_corpus(tmp_path: Path):
+    """FirstStage: BM25 indexed once for every set of queries (a dict, not a dataset split), the
+    same run as the index itself; a run file read once, each query's top k, other queries left out."""
+    import json
+
+    from rankdistill.data.beir import BeirFolder
+    from rankdistill.retrieval.first_stage import FirstStage, FirstStageConfig
+
+    (tmp_path / "corpus.jsonl").write_text("".join(json.dumps({"_id": d.docid, "text": d.text}) + "\n" for d in DOCS))
+    folder = BeirFolder(tmp_path)
+    train, test = {"q1": Query("q1", "bee pollination")}, {"q2": Query("q2", "erupting volcano")}
+    bm25 = FirstStage(FirstStageConfig(k=3), folder, use_ray=False, show_progress=False)
+    expected = BM25Index().index(DOCS, show_progress=False).search([*train.values(), *test.values()], k=2)
+    assert bm25.search(train, 2) == {"q1": expected["q1"]} and bm25.search(test, 2) == {"q2": expected["q2"]}
+    assert bm25.name == "BM25" and len(bm25.search(train)["q1"]) == 2  # k: config.k (3), positive scores only
+    (tmp_path / "run.trec").write_text("q1 Q0 d3 1 9.0 x\nq1 Q0 d1 2 8.0 x\nq1 Q0 d2 3 7.0 x\nq2 Q0 d2 1 5.0 x\n")
+    run = FirstStage(FirstStageConfig(method="run", run=str(tmp_path / "run.trec"), k=2), folder, key="candidates")
+    assert run.search(train) == {"q1": {"d3": 9.0, "d1": 8.0}} and run.search(test, 1) == {"q2": {"d2": 5.0}}
+    assert run.name == f"run {tmp_path / 'run.trec'}"
+    with pytest.raises(ConfigError, match="candidates.run"):
+        FirstStage(FirstStageConfig(method="run"), folder, key="candidates")
+
+
 @pytest.mark.parametrize("kind", ["flat", "hnsw", "ivf"])
 def test_dense_index_finds_true_inner_product_neighbours(tmp_path: Path, kind: str):
     rng = np.random.default_rng(0)

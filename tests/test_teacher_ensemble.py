@@ -135,7 +135,7 @@ def test_ensemble_config_errors_name_the_key(tmp_path: Path):
 
 def test_ensemble_loads_from_yaml(tmp_path: Path):
     from rankdistill.config import load_config
-    from rankdistill.workflows.label import TeacherConfig
+    from rankdistill.teachers.config import TeacherConfig
 
     path = tmp_path / "t.yaml"
     path.write_text("id: ens\ntemplate: pairdistill-pointwise\nbackend:\n  name: ensemble\n  fusion: zsum\n"

@@ -8,8 +8,7 @@ from pathlib import Path
 import pytest
 from rankdistill.data.records import Document, Qrels, Query, Run
 from rankdistill.errors import DataFormatError
-from rankdistill.training.examples import ExamplesConfig, examples_from_qrels, pair_rows
-from rankdistill.training.label_examples import examples_from_labels
+from rankdistill.training.examples import ExamplesConfig, examples_from_labels, examples_from_qrels, pair_rows
 
 CORPUS = {d: Document(d, f"text of {d}") for d in ["p1", "p2", "n1", "n2", "n3", "n4", "j0"]}
 QUERIES = {"q1": Query("q1", "a query"), "q2": Query("q2", "no positives")}

@@ -3,6 +3,8 @@
 Every job has one top-level dataclass (e.g. :class:`rankdistill.workflows.evaluate.EvaluateConfig`)
 whose fields are plain values or nested dataclasses. :func:`load_config` builds it from a YAML
 file plus command-line overrides, checking every key and coercing every value to the field's type.
+A dataclass whose keys were renamed lists them in a ``RENAMED_KEYS`` class variable
+(``{"first_stage": "method"}``): an old key is an error naming the new one.
 """
 
 from __future__ import annotations
@@ -96,6 +98,10 @@ def _build(cls: type[T], values: dict[str, Any], prefix: str, path: str | None) 
     for name, value in values.items():
         key = f"{prefix}.{name}" if prefix else name
         if name not in fields:
+            renamed = getattr(cls, "RENAMED_KEYS", {}).get(name)  # a dataclass's {old key: new key}
+            if renamed is not None:
+                new = f"{prefix}.{renamed}" if prefix else renamed
+                raise ConfigError(f"renamed: {key} is now {new}", key, path)
             known = ", ".join(sorted(fields))
             raise ConfigError(f"unknown key (known keys here: {known})", key, path)
         kwargs[name] = _coerce(value, hints[name], key, path)

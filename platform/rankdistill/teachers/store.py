@@ -253,6 +253,21 @@ class LabelStore:
     def count(self, kind: str, teacher: str | None = None, template: Any = None) -> int:
         return self.table(kind, teacher, template).num_rows
 
+    def pointwise_scores(self, teacher: str, template: str | None) -> dict[str, dict[str, float]]:
+        """Pointwise labels of ``teacher`` as ``{qid: {docid: score}}`` (``score`` = log P(yes)).
+
+        ``template``: a template hash, or an id (which may match several hashes, i.e. several
+        versions of the template); None: every template. One score per (qid, docid): **the earliest written label
+        wins**, as everywhere in the store — the first label the store paid for is the one every
+        reader sees, so a re-labelled duplicate (same key, or the same passage under another
+        version of the template) never changes a ranking made from the store."""
+        table = self.table("pointwise", teacher, template)  # batch files oldest first, keys deduplicated
+        scores: dict[str, dict[str, float]] = {}
+        for qid, docid, score in zip(table["qid"].to_pylist(), table["docid"].to_pylist(),
+                                     table["score"].to_pylist(), strict=True):
+            scores.setdefault(str(qid), {}).setdefault(str(docid), float(score))
+        return scores
+
     def final_rankings(self, teacher: str, template: Any) -> dict[str, list[str]]:
         """Listwise: each query's ranking after its last window of its last pass."""
         df = self.read("listwise", teacher, template)

@@ -24,6 +24,7 @@ from rankdistill.evaluation.metrics import evaluate
 from rankdistill.ray_runtime import RayConfig, init_ray, shutdown_ray
 from rankdistill.retrieval.first_stage import FirstStageConfig, first_stage
 from rankdistill.teachers.backends import BackendConfig
+from rankdistill.teachers.config import TeacherConfig, check_backend_files, check_teacher, teacher_id
 from rankdistill.teachers.listwise import ListwiseConfig
 from rankdistill.teachers.pairwise import PairwiseConfig
 from rankdistill.teachers.parsing import REPAIR_KINDS
@@ -41,14 +42,6 @@ from rankdistill.tracking import TrackingConfig, start_run
 from rankdistill.tracking.mlflow_tracking import write_json
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass
-class TeacherConfig:
-    id: str | None = None  # the teacher id stored with every label (default: from the model / recording)
-    template: str = "rankzephyr"  # a shipped template name or a YAML path
-    template_overrides: dict[str, Any] = field(default_factory=dict)  # e.g. {chat: tokenizer}
-    backend: BackendConfig = field(default_factory=BackendConfig)
 
 
 @dataclass
@@ -92,29 +85,6 @@ class LabelSummary:
         }
 
 
-def teacher_id(config: TeacherConfig, key: str = "teacher") -> str:
-    """``teacher.id``, else one derived from what the teacher is, so that two different teachers
-    never share labels: a recording's file name, a ``package:`` model's name, a storage URI or Hub
-    id in full, and a local model folder's name plus the digest of its files (every trained
-    student's folder is called ``model``: the name alone would give them all one id)."""
-    if config.id:
-        return config.id
-    backend = config.backend
-    source = backend.replay_file if backend.name == "replay" else backend.model
-    if not source:
-        raise ConfigError(f"set {key}.id (or a model / replay_file to derive it from)", f"{key}.id")
-    if source.startswith("package:"):
-        return source.split(":", 1)[1]
-    if backend.name == "replay":
-        return Path(source).name.split(".")[0] or source
-    from rankdistill.storage import folder_digest, is_uri
-
-    if is_uri(source) or not Path(source).is_dir():  # a URI or a Hub id names the model in full
-        return source
-    folder = Path(source).resolve()
-    return f"{folder.name}-{folder_digest(folder)[:12]}"
-
-
 def labeler_spec(config: LabelConfig) -> LabelerSpec:
     if config.kind not in ("listwise", "pairwise", "pointwise"):
         raise ConfigError(f"unknown label kind '{config.kind}' (listwise, pairwise, pointwise)", "kind")
@@ -145,16 +115,14 @@ def _resolve_replay_file(backend: BackendConfig, dataset_root: Path) -> BackendC
 
 
 def _pointwise_reranked(lists, store: LabelStore, config: PairwiseConfig):
-    """Each list reordered by its stored pointwise labels (PairDistill's pointwise reranking)."""
+    """Each list reordered by its stored pointwise labels (PairDistill's pointwise reranking;
+    a duplicate label: the earliest written, :meth:`LabelStore.pointwise_scores`)."""
     from rankdistill.teachers.pairwise import rerank_by_scores
 
-    labels = store.read("pointwise", teacher=config.rerank_by_teacher, template=config.rerank_by_template)
-    if labels.empty:
+    by_query = store.pointwise_scores(config.rerank_by_teacher, config.rerank_by_template)
+    if not by_query:
         raise ConfigError(f"no pointwise labels of teacher '{config.rerank_by_teacher}' (template "
                           f"{config.rerank_by_template}) in the store to rerank by", "pairwise.rerank_by_teacher")
-    by_query: dict[str, dict[str, float]] = {}
-    for qid, docid, score in zip(labels.qid, labels.docid, labels.score, strict=True):
-        by_query.setdefault(str(qid), {})[str(docid)] = float(score)
     return [rerank_by_scores(cl, by_query.get(cl.qid, {})) for cl in lists]
 
 
@@ -169,52 +137,6 @@ def check_before_ray(config: LabelConfig, template) -> None:
                           "pipeline.gpus_per_actor")
 
 
-def check_teacher(teacher: TeacherConfig, kind: str, template, key: str) -> None:
-    """The teacher ``key`` (``teacher``, ``pointwise_teacher``...) can give ``kind`` labels with
-    ``template``: the template is of that kind, a ``reranker`` model is a saved model of the right
-    architecture whose scoring head is in its weights, a replay backend has its recording.
-    Every job that labels runs it before Ray starts."""
-    if template.kind != kind:
-        raise ConfigError(f"template '{template.id}' is a {template.kind} template, but this teacher gives "
-                          f"{kind} labels", f"{key}.template")
-    backend = teacher.backend
-    if backend.name == "reranker":
-        from rankdistill.models.registry import check_model_folder
-        from rankdistill.storage import is_uri
-
-        if not backend.model:
-            raise ConfigError("the reranker backend needs a trained student folder", f"{key}.backend.model")
-        if kind == "listwise":
-            raise ConfigError("the reranker backend cannot give listwise labels (use hf or vllm)", f"{key}.backend.name")
-        check_model_folder(backend.model, f"{key}.backend.model")
-        if not is_uri(backend.model):  # a folder, or a Hub id's cached snapshot
-            from rankdistill.model_source import hub_folder, is_hub_id
-
-            local = str(hub_folder(backend.model, f"{key}.backend.model")) if is_hub_id(backend.model) else backend.model
-            _check_reranker_teacher(local, kind, f"{key}.backend.model")
-    if backend.name == "replay" and not backend.replay_file:
-        raise ConfigError("the replay backend needs a recording", f"{key}.backend.replay_file")
-
-
-def _check_reranker_teacher(folder: str, kind: str, key: str) -> None:
-    """A pairwise reranker teacher is a duo cross-encoder; every reranker teacher loads with its
-    trained head (:func:`rankdistill.models.load_reranker` refuses a head missing from the weights)."""
-    import json
-
-    from rankdistill.models import load_reranker
-    from rankdistill.models.duo import DuoConfig
-
-    with open(Path(folder) / "config.json", encoding="utf-8") as fh:
-        model_type = json.load(fh).get("model_type")
-    if kind == "pairwise" and model_type != DuoConfig.model_type:
-        raise ConfigError(f"'{folder}' is a '{model_type}' model; a pairwise reranker teacher must be a duo "
-                          f"cross-encoder ('{DuoConfig.model_type}')", key)
-    try:
-        load_reranker(folder)
-    except ConfigError as exc:
-        raise ConfigError(exc.problem, key) from None
-
-
 def build_candidate_lists(config: LabelConfig):
     data = load_dataset(config.dataset)
     run = first_stage(config.candidates, data, use_ray=False, key="candidates")
@@ -227,19 +149,6 @@ def _progress(total: int, enabled: bool, desc: str):
     from tqdm.auto import tqdm
 
     return tqdm(total=total, desc=desc, unit="unit", disable=not enabled or total == 0, mininterval=1.0)
-
-
-def check_backend_files(backend: BackendConfig) -> None:
-    """On a cluster of several nodes, the files a teacher actor opens must be URIs or on a shared
-    mount (a ``package:`` model is installed on every node)."""
-    from rankdistill.ray_runtime import check_shared_folder
-    from rankdistill.storage import is_uri
-
-    if backend.name == "replay" and backend.replay_file and not is_uri(backend.replay_file):
-        check_shared_folder(Path(backend.replay_file).resolve().parent, "teacher.backend.replay_file")
-    if backend.model and not backend.model.startswith("package:") and not is_uri(backend.model) \
-            and Path(backend.model).exists():
-        check_shared_folder(Path(backend.model).resolve(), "teacher.backend.model")
 
 
 def run_label(config: LabelConfig) -> LabelSummary:

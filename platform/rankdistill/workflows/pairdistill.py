@@ -3,9 +3,10 @@
 
 Per iteration ``t = 1..iterations``:
 
-1. retrieve the top ``candidates.depth`` passages of every training query with the current
-   retriever (iteration 1: ``candidates.first_stage`` — BM25 on Ray, a run file, or the zero-shot
-   student; later: the student trained in iteration ``t - 1`` and its faiss index);
+1. retrieve the top ``candidates.k`` passages of every training query with the current
+   retriever (iteration 1: the first stage, ``candidates.method`` — BM25 on Ray or a run file
+   through :class:`~rankdistill.retrieval.first_stage.FirstStage`, or the zero-shot student;
+   later: the student trained in iteration ``t - 1`` and its faiss index);
 2. pointwise teacher labels for them (Ray Data actor pool → label store);
 3. each list reranked by those labels; pairs ``(i, j)``, ``|i − j| < δ``, sampled on it (seeded);
 4. pairwise teacher labels for the pairs (both orders combined by the labeller);
@@ -40,23 +41,23 @@ import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from rankdistill.data.candidates import candidate_lists
-from rankdistill.data.datasets import DatasetSpec, corpus_digest, load_split, resolve, resolve_run_path
+from rankdistill.data.datasets import DatasetSpec, corpus_digest, load_split, resolve
 from rankdistill.data.records import CandidateList, Document, Qrels, Query, Run
 from rankdistill.data.splits import carve
-from rankdistill.data.trec import read_trec_run, write_trec_run
+from rankdistill.data.trec import write_trec_run
 from rankdistill.errors import ConfigError
 from rankdistill.evaluation.metrics import DEFAULT_MEASURES, EvaluationResult, evaluate
 from rankdistill.interrupt import sigterm_as_exit
 from rankdistill.ray_runtime import RayConfig, init_ray, shutdown_ray
-from rankdistill.retrieval.bm25 import BM25Index
 from rankdistill.retrieval.colbert_index import ColbertIndex, ColbertIndexConfig
 from rankdistill.retrieval.dense_index import DenseIndex, DenseIndexConfig
 from rankdistill.retrieval.encode import EncodeConfig
-from rankdistill.retrieval.first_stage import bm25_search_on_ray
+from rankdistill.retrieval.first_stage import FirstStage, FirstStageConfig
 from rankdistill.storage import join as join_path
+from rankdistill.teachers.config import TeacherConfig, check_backend_files, teacher_id
 from rankdistill.teachers.pairwise import PairwiseConfig, rerank_by_scores
 from rankdistill.teachers.pipeline import LabelerSpec, LabelingResult, PipelineConfig, label_lists
 from rankdistill.teachers.pointwise import PointwiseConfig
@@ -72,9 +73,13 @@ from rankdistill.training.factories import (
     StudentFactory,
     backbone_path,
 )
-from rankdistill.training.pair_examples import EXTRA_FIELDS, KD_TARGETS, PairExamplesConfig, pair_example_dataset
+from rankdistill.training.pair_examples import (
+    EXTRA_FIELDS,
+    KD_TARGETS,
+    PairExamplesConfig,
+    pair_example_dataset,
+)
 from rankdistill.workflows import pairdistill_checks as checks
-from rankdistill.workflows.label import TeacherConfig, teacher_id
 
 
 @dataclass
@@ -101,15 +106,18 @@ class SplitsConfig:
 
 
 @dataclass
-class CandidatesConfig:
-    """Iteration 1's candidates (``first_stage``: ``bm25`` | ``run`` | ``student``, the zero-shot
-    student) and the retrieval depth k of every iteration (paper: 100)."""
+class CandidatesConfig(FirstStageConfig):
+    """The first stage's keys (:class:`FirstStageConfig`: ``method``, ``run``, ``k``, ``bm25``,
+    ``num_shards``) plus the student's retrieval. ``method``: iteration 1's candidates — ``bm25``
+    (on Ray), ``run`` (a TREC file or a name in the dataset's runs/: its training queries' top k;
+    its dev / test queries give the table's first-stage row) or ``student`` (the zero-shot student
+    and its index). ``k``: the retrieval depth of every iteration (paper: 100)."""
 
-    first_stage: str = "bm25"
-    run: str | None = None  # first_stage: run — a TREC file or a name in the dataset's runs/ (train queries)
-    depth: int = 100
+    METHODS: ClassVar[tuple[str, ...]] = ("bm25", "run", "student")
+    RENAMED_KEYS: ClassVar[dict[str, str]] = {"first_stage": "method", "depth": "k", "bm25_shards": "num_shards"}
+
+    k: int = 100
     eval_depth: int = 100  # documents retrieved per dev / test query for evaluation (R@100 needs 100)
-    bm25_shards: int = 2
     index: DenseIndexConfig = field(default_factory=DenseIndexConfig)  # bi-encoder students
     colbert_index: ColbertIndexConfig = field(default_factory=ColbertIndexConfig)  # ColBERT students
     encode: EncodeConfig = field(default_factory=EncodeConfig)
@@ -167,14 +175,11 @@ class PairDistillConfig:
         """Errors that can be found before Ray starts."""
         if self.iterations < 1:
             raise ConfigError("must be >= 1", "iterations")
-        if self.candidates.first_stage not in ("bm25", "run", "student"):
-            raise ConfigError(f"unknown first stage '{self.candidates.first_stage}' (bm25, run, student)",
-                              "candidates.first_stage")
-        if self.candidates.first_stage == "run" and not self.candidates.run:
-            raise ConfigError("first_stage 'run' needs candidates.run (a TREC run of the training queries)",
+        if self.candidates.method == "run" and not self.candidates.run:
+            raise ConfigError("method 'run' needs candidates.run (a TREC run of the training queries)",
                               "candidates.run")
-        if self.candidates.depth < 2:
-            raise ConfigError("must be >= 2", "candidates.depth")
+        if self.candidates.k < 2:
+            raise ConfigError("must be >= 2", "candidates.k")
         if self.candidates.eval_depth < 1:
             raise ConfigError("must be >= 1", "candidates.eval_depth")
         if self.splits.dev is None and self.splits.dev_queries < 1:
@@ -315,14 +320,6 @@ def _spec(kind: str, teacher: TeacherConfig, config: PairDistillConfig) -> Label
                        pairwise=config.pairwise, pointwise=config.pointwise)
 
 
-def _pointwise_scores(store: LabelStore, spec: LabelerSpec, template_hash: str) -> dict[str, dict[str, float]]:
-    labels = store.read("pointwise", teacher=spec.teacher_id, template=template_hash)
-    out: dict[str, dict[str, float]] = {}
-    for qid, docid, score in zip(labels.qid, labels.docid, labels.score, strict=True):
-        out.setdefault(str(qid), {}).setdefault(str(docid), float(score))
-    return out
-
-
 @dataclass
 class Stage:
     """One row of the job's table: a system evaluated on dev and test."""
@@ -357,6 +354,10 @@ class PairDistill:
             raise ConfigError("no judged training queries", "splits.train")
         checks.check_training_queries(config, len(self.splits.train))
         self.corpus_digest = corpus_digest(self.corpus)
+        # BM25 or a run file; None: the zero-shot student is the first stage (see first_stage)
+        self.first: FirstStage | None = (None if config.candidates.method == "student" else
+                                         FirstStage(config.candidates, self.folder, self.corpus, key="candidates",
+                                                    show_progress=False))
         checks.warn_empty_passages(self.corpus)
         self.store = LabelStore(config.label_store)
         self.point_spec = _spec("pointwise", config.pointwise_teacher, config)
@@ -393,7 +394,6 @@ class PairDistill:
         """Before any work: on a multi-node cluster, every folder a worker opens is seen by every node."""
         from rankdistill.ray_runtime import check_resources, check_shared_folder
         from rankdistill.storage import is_uri
-        from rankdistill.workflows.label import check_backend_files
 
         check_resources(checks.resource_requests(self.config))  # before any teacher is paid
 
@@ -419,10 +419,13 @@ class PairDistill:
         return result
 
     # ---- retrieval ------------------------------------------------------------------------------
-    def bm25(self, queries: dict[str, Query], k: int) -> Run:
-        if not hasattr(self, "_bm25"):
-            self._bm25 = BM25Index().index(self.corpus.values(), show_progress=False)
-        return bm25_search_on_ray(self._bm25, list(queries.values()), k, self.config.candidates.bm25_shards)
+    def first_stage(self, queries: dict[str, Query], k: int, model=None, index=None) -> Run:
+        """The top ``k`` of ``queries`` by the first stage: BM25 or a run file
+        (:class:`FirstStage`), or — ``candidates.method: student`` — the zero-shot student
+        (``model``, ``index``: iteration 0's) retrieving."""
+        if self.first is None:
+            return self.retrieve(model, index, queries, k)
+        return self.first.search(queries, k)
 
     def index_student(self, model_dir: Path, name: str):
         """Encode the corpus on a Ray Data actor pool into ``output_dir/<name>/embeddings``, build the
@@ -492,22 +495,13 @@ class PairDistill:
         return stage, model, index
 
     # ---- the loop -------------------------------------------------------------------------------
-    def first_stage_train_run(self, model, index) -> Run:
-        c = self.config.candidates
-        if c.first_stage == "bm25":
-            return self.bm25(self.splits.train, c.depth)
-        if c.first_stage == "run":
-            run = read_trec_run(resolve_run_path(c.run, self.folder, "candidates.run"))
-            return Run({q: d for q, d in run.top(c.depth).items() if q in self.splits.train})
-        return self.retrieve(model, index, self.splits.train, c.depth)
-
     def label(self, run: Run, iteration: int) -> dict[str, Any]:
-        lists = list(candidate_lists(run, self.splits.train, self.corpus, k=self.config.candidates.depth))
+        lists = list(candidate_lists(run, self.splits.train, self.corpus, k=self.config.candidates.k))
         point = self._label(lists, self.point_spec, f"iteration {iteration}: pointwise teacher")
         counts = {"pointwise_units": point.units_total, "pointwise_skipped": point.units_skipped,
                   "pointwise_calls": point.stats.backend_calls}
         if self.pair_spec is not None:
-            scores = _pointwise_scores(self.store, self.point_spec, self.point_hash)
+            scores = self.store.pointwise_scores(self.point_spec.teacher_id, self.point_hash)
             reranked = [rerank_by_scores(cl, scores.get(cl.qid, {})) for cl in lists]
             spec = dataclasses.replace(self.pair_spec, pairwise=dataclasses.replace(self.pair_spec.pairwise,
                                                                                      iteration=iteration))
@@ -528,17 +522,24 @@ class PairDistill:
         )
         return pair_example_dataset(self.splits.train, self.corpus, config, qrels=self.splits.qrels["train"])
 
+    def teacher_run(self, candidates: Run, split: str, desc: str) -> EvaluationResult:
+        """The pointwise teacher reranking ``candidates`` of ``split`` (``dev`` | ``test``): the top
+        ``candidates.k`` of each query labelled (what the store lacks is paid for, ``desc`` on
+        the progress bar), ordered by their stored scores (a passage without one last), evaluated."""
+        queries = {"dev": self.splits.dev, "test": self.splits.test}[split]
+        lists = list(candidate_lists(candidates, queries, self.corpus, k=self.config.candidates.k))
+        self._label(lists, self.point_spec, desc)
+        scores = self.store.pointwise_scores(self.point_spec.teacher_id, self.point_hash)
+        run = Run({cl.qid: {c.docid: scores.get(cl.qid, {}).get(c.docid, -1e9) for c in cl.candidates}
+                   for cl in lists})
+        return self._evaluate(run, split)
+
     def teacher_on_dev(self, candidates: Run, student: Stage, tracker) -> Stage:
         """The dev check: the pointwise teacher reranking the dev candidates, printed beside the
         zero-shot student's dev figure; a warning naming both when the teacher is not above it."""
         import warnings
 
-        lists = list(candidate_lists(candidates, self.splits.dev, self.corpus, k=self.config.candidates.depth))
-        self._label(lists, self.point_spec, "teacher on the dev candidates")
-        scores = _pointwise_scores(self.store, self.point_spec, self.point_hash)
-        run = Run({cl.qid: {c.docid: scores.get(cl.qid, {}).get(c.docid, -1e9) for c in cl.candidates}
-                   for cl in lists})
-        dev = self._evaluate(run, "dev")
+        dev = self.teacher_run(candidates, "dev", "teacher on the dev candidates")
         tracker.log_metrics(dev.aggregate, prefix="teacher_dev/")
         measure = self.config.select_on
         teacher, zero_shot = dev.aggregate.get(measure, float("nan")), student.dev.get(measure, float("nan"))
@@ -554,12 +555,7 @@ class PairDistill:
 
     def teacher_as_reranker(self, first_test: Run, tracker) -> Stage | None:
         """The pointwise teacher reranking the test first stage (its own labels, stored)."""
-        lists = list(candidate_lists(first_test, self.splits.test, self.corpus, k=self.config.candidates.depth))
-        self._label(lists, self.point_spec, "teacher on the test first stage")
-        scores = _pointwise_scores(self.store, self.point_spec, self.point_hash)
-        run = Run({cl.qid: {c.docid: scores.get(cl.qid, {}).get(c.docid, -1e9) for c in cl.candidates}
-                   for cl in lists})
-        test = self._evaluate(run, "test")
+        test = self.teacher_run(first_test, "test", "teacher on the test first stage")
         tracker.log_metrics(test.aggregate, prefix="teacher_test/")
         stage = Stage(f"teacher {self.point_spec.teacher_id} reranking first stage", {}, test.aggregate)
         self.stages.append(stage)
@@ -617,24 +613,15 @@ def _run_pairdistill(config: PairDistillConfig) -> dict[str, Any]:
                                c.student.init_from})
             if parent.active:
                 check_reachable_from_workers(parent.uri)
-            # first stage on dev / test, for the table
-            if c.candidates.first_stage == "bm25":
+            # the first stage on dev / test, for the table (method student: iteration 0's row is it)
+            first_dev = None
+            if job.first is not None:
                 k = c.candidates.eval_depth
-                first_dev, first_test = job.bm25(job.splits.dev, k), job.bm25(job.splits.test, k)
-                name = "BM25"
-            elif c.candidates.first_stage == "run":
-                run = read_trec_run(resolve_run_path(c.candidates.run, job.folder, "candidates.run"))
-                top = run.top(c.candidates.eval_depth)
-                first_dev = Run({q: d for q, d in top.items() if q in job.splits.dev})
-                first_test = Run({q: d for q, d in top.items() if q in job.splits.test})
-                name = f"run {c.candidates.run}"
-            else:
-                first_dev = first_test = None
-            if first_test is not None:
+                first_dev, first_test = job.first_stage(job.splits.dev, k), job.first_stage(job.splits.test, k)
                 dev, test = job._evaluate(first_dev, "dev"), job._evaluate(first_test, "test")
                 parent.log_metrics(dev.aggregate, prefix="first_stage_dev/")
                 parent.log_metrics(test.aggregate, prefix="first_stage_test/")
-                job.stages.append(Stage(f"first stage ({name})", dev.aggregate, test.aggregate))
+                job.stages.append(Stage(f"first stage ({job.first.name})", dev.aggregate, test.aggregate))
                 if c.evaluate_teacher:
                     job.teacher_as_reranker(first_test, parent)
 
@@ -643,8 +630,8 @@ def _run_pairdistill(config: PairDistillConfig) -> dict[str, Any]:
                            nested=True) as child:
                 stage, model, index = job.evaluate_student("student zero-shot", model_dir, "iteration-0", child)
                 if c.check_teacher_on_dev:
-                    candidates = (first_dev.top(c.candidates.depth) if first_dev is not None
-                                  else job.retrieve(model, index, job.splits.dev, c.candidates.depth))
+                    candidates = (first_dev.top(c.candidates.k) if first_dev is not None
+                                  else job.first_stage(job.splits.dev, c.candidates.k, model, index))
                     teacher_dev = job.teacher_on_dev(candidates, stage, child)
                     summary["teacher_dev"] = teacher_dev.dev
             best = stage
@@ -652,8 +639,8 @@ def _run_pairdistill(config: PairDistillConfig) -> dict[str, Any]:
                 folder = f"iteration-{iteration}"
                 with start_run(c.tracking, tags={**tags, "iteration": iteration,
                                                  "job": f"pairdistill iteration {iteration}"}, nested=True) as child:
-                    run = (job.first_stage_train_run(model, index) if iteration == 1
-                           else job.retrieve(model, index, job.splits.train, c.candidates.depth))
+                    run = (job.first_stage(job.splits.train, c.candidates.k, model, index) if iteration == 1
+                           else job.retrieve(model, index, job.splits.train, c.candidates.k))
                     calls_before = job.teacher_calls
                     counts = job.label(run, iteration)
                     child.log_metrics(counts)

@@ -1,7 +1,7 @@
 """What ``jobs/pairdistill.py`` checks before it pays a teacher or trains (issue 21).
 
 - :func:`check_before_ray`: the student and loss (:func:`check_student`, as train_reranker), both
-  teachers (:func:`check_teacher`, as the label job), the storage locations, and whether the
+  teachers (:func:`rankdistill.teachers.config.check_teacher`, as the label job), the storage locations, and whether the
   training queries make one batch — on the driver, before Ray starts;
 - :func:`resource_requests` for :func:`rankdistill.ray_runtime.check_resources`, right after Ray
   starts and before any work;
@@ -30,9 +30,9 @@ IDENTITY_FILE = "run_identity.json"
 def check_before_ray(config: PairDistillConfig) -> None:
     """Errors found on the driver before Ray starts, each naming its key."""
     from rankdistill.storage import check_folder_location
+    from rankdistill.teachers.config import check_teacher
     from rankdistill.teachers.prompts import load_template
     from rankdistill.training.factories import check_student
-    from rankdistill.workflows.label import check_teacher
 
     check_folder_location(config.output_dir, "output_dir")
     check_folder_location(config.label_store, "label_store")
@@ -131,6 +131,22 @@ def _read(location: str) -> dict[str, Any] | None:
         return json.loads(stream.read().decode())
 
 
+def _upgrade(stored: dict[str, Any]) -> dict[str, Any]:
+    """An identity stored before ``candidates`` took the first stage's keys, read in today's
+    keys (``first_stage`` → ``method``, ``depth`` → ``k``, ``bm25_shards`` → ``num_shards``;
+    ``bm25``: the default settings, the only ones BM25 ran with then), so its run can continue."""
+    from rankdistill.retrieval.bm25 import BM25Config
+    from rankdistill.workflows.pairdistill import CandidatesConfig
+
+    candidates = stored.get("candidates")
+    renamed = CandidatesConfig.RENAMED_KEYS
+    if not isinstance(candidates, dict) or not renamed.keys() & candidates.keys():
+        return stored
+    upgraded = {renamed.get(key, key): value for key, value in candidates.items()}
+    upgraded.setdefault("bm25", _jsonable(dataclasses.asdict(BM25Config())))
+    return {**stored, "candidates": upgraded}
+
+
 def check_identity(output_dir: str, identity: dict[str, Any]) -> None:
     """Refuse, before Ray starts, to continue in ``output_dir`` a run of another identity,
     listing every difference."""
@@ -139,7 +155,7 @@ def check_identity(output_dir: str, identity: dict[str, Any]) -> None:
     stored = _read(output_dir)
     if stored is None:
         return
-    old, new = _flatten(stored), _flatten(identity)
+    old, new = _flatten(_upgrade(stored)), _flatten(identity)
     differences = [f"{key}: stored {old.get(key)!r}, now {new.get(key)!r}"
                    for key in sorted(set(old) | set(new)) if old.get(key) != new.get(key)]
     if differences:
