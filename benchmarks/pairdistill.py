@@ -350,7 +350,7 @@ def pairdistill_config(args, mono: Path | None, duo: Path, name: str, loss: str,
     dev = dev_split(args)
     overrides = [
         f"dataset={args.dataset}", f"splits.dev={dev or 'null'}", f"splits.dev_queries={args.dev_queries}",
-        f"iterations={args.iterations}", f"candidates.depth={args.depth}", "candidates.first_stage=bm25",
+        f"iterations={args.iterations}", f"candidates.k={args.depth}", "candidates.method=bm25",
         f"pointwise.top_k={args.depth}", f"pairwise.top_k={args.depth}",
         f"pairwise.pairs_per_query={args.pairs}", f"examples.passages_per_query={args.passages}",
         *pointwise_teacher_overrides(mono),
@@ -429,9 +429,9 @@ def part_c(args) -> bool:
     if args.duo_depth > 0:  # the pairwise teacher reranking the head of the same BM25 candidates (all ordered pairs)
         config = pairdistill_config(args, mono, duo, "duo-eval", *VARIANTS[0][1:])
         job = PairDistill(config)
-        first_test = job.bm25(job.splits.test, config.candidates.eval_depth)
-        lists = list(candidate_lists(first_test, job.splits.test, job.corpus, k=config.candidates.depth))
-        duo_depth = min(args.duo_depth, config.candidates.depth)
+        first_test = job.first_stage(job.splits.test, config.candidates.eval_depth)
+        lists = list(candidate_lists(first_test, job.splits.test, job.corpus, k=config.candidates.k))
+        duo_depth = min(args.duo_depth, config.candidates.k)
         progress(f"c: duo teacher reranking the top {duo_depth} of BM25 on {len(lists)} test queries")
         duo_run = rerank_on_ray(duo, lists, RerankConfig(depth=duo_depth, num_actors=1, cpus_per_actor=args.threads))
         for cl in lists:  # below the reranked head, the rest of the same candidates in BM25 order

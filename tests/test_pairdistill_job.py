@@ -79,12 +79,12 @@ def test_the_old_candidate_keys_are_refused_naming_the_new_one(old: str, new: st
 
 
 def test_the_dev_check_warns_naming_both_figures():
-    from rankdistill.workflows.pairdistill import check_teacher
+    from rankdistill.workflows.pairdistill import teacher_below_student
 
-    assert check_teacher("mono", 0.62, 0.61, "nDCG@10") is None
-    message = check_teacher("mono", 0.3797, 0.6362, "nDCG@10")
+    assert teacher_below_student("mono", 0.62, 0.61, "nDCG@10") is None
+    message = teacher_below_student("mono", 0.3797, 0.6362, "nDCG@10")
     assert "mono" in message and "nDCG@10 0.3797 (teacher) vs 0.6362 (zero-shot student)" in message
-    assert check_teacher("mono", 0.5, 0.5, "RR@10") is not None  # equal is not above
+    assert teacher_below_student("mono", 0.5, 0.5, "RR@10") is not None  # equal is not above
 
 
 def test_dev_is_carved_from_train_and_not_trained_on(demo):

@@ -150,3 +150,33 @@ def test_ensemble_loads_from_yaml(tmp_path: Path):
     path.write_text("backend:\n  name: ensemble\n  members:\n    - {kind: dense, weight: 1, modle: x}\n")
     with pytest.raises(ConfigError, match="modle"):
         load_config(TeacherConfig, path)
+
+
+def test_ensemble_members_are_checked_before_ray_naming_the_member(tmp_path: Path):
+    """The job's teacher check reaches into an ensemble: a teacher member with a missing folder and
+    a missing dense student each name their member; an ensemble cannot be a pairwise teacher."""
+    from rankdistill.teachers.config import TeacherConfig, check_teacher
+    from rankdistill.teachers.prompts import load_template
+
+    template = load_template("pairdistill-pointwise")
+
+    def ensemble(*members: EnsembleMember) -> TeacherConfig:
+        return TeacherConfig(id="ens", template=template.id, backend=BackendConfig(
+            name="ensemble", members=[EnsembleMember(kind="first_stage"), *members]))
+
+    missing = EnsembleMember(kind="teacher", backend=BackendConfig(name="reranker", model=str(tmp_path / "nope")))
+    with pytest.raises(ConfigError) as info:
+        check_teacher(ensemble(missing), "pointwise", template, "pointwise_teacher")
+    assert info.value.key == "pointwise_teacher.backend.members[1].backend.model" and "nope" in str(info.value)
+    with pytest.raises(ConfigError) as info:
+        check_teacher(ensemble(EnsembleMember(kind="dense", model=str(tmp_path / "gone"))), "pointwise", template,
+                      "pointwise_teacher")
+    assert info.value.key == "pointwise_teacher.backend.members[1].model"
+    mono = _saved("mono", tmp_path / "mono", 2)
+    good = EnsembleMember(kind="teacher", backend=BackendConfig(name="reranker", model=mono))
+    check_teacher(ensemble(good), "pointwise", template, "pointwise_teacher")  # a trained mono member passes
+    pair_template = load_template("pairdistill-pairwise")
+    with pytest.raises(ConfigError) as info:
+        check_teacher(TeacherConfig(backend=BackendConfig(name="ensemble", members=[good])), "pairwise",
+                      pair_template, "pairwise_teacher")
+    assert info.value.key == "pairwise_teacher.backend.name"

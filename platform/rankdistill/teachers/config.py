@@ -68,6 +68,24 @@ def check_teacher(teacher: TeacherConfig, kind: str, template, key: str) -> None
             _check_reranker_teacher(local, kind, f"{key}.backend.model")
     if backend.name == "replay" and not backend.replay_file:
         raise ConfigError("the replay backend needs a recording", f"{key}.backend.replay_file")
+    if backend.name == "ensemble":
+        _check_ensemble(backend, kind, template, key)
+
+
+def _check_ensemble(backend: BackendConfig, kind: str, template, key: str) -> None:
+    """An ensemble gives pointwise labels; its teacher members pass :func:`check_teacher` as
+    pointwise teachers and a saved dense member is a model folder, each error naming the member."""
+    from rankdistill.models.registry import check_model_folder
+
+    if kind != "pointwise":
+        raise ConfigError(f"the ensemble backend fuses pointwise scores and cannot give {kind} labels",
+                          f"{key}.backend.name")
+    for n, member in enumerate(backend.members):
+        where = f"{key}.backend.members[{n}]"
+        if member.kind == "teacher":
+            check_teacher(TeacherConfig(template=template.id, backend=member.backend), "pointwise", template, where)
+        elif member.kind == "dense" and member.model:
+            check_model_folder(member.model, f"{where}.model")
 
 
 def _check_reranker_teacher(folder: str, kind: str, key: str) -> None:
@@ -89,14 +107,23 @@ def _check_reranker_teacher(folder: str, kind: str, key: str) -> None:
         raise ConfigError(exc.problem, key) from None
 
 
-def check_backend_files(backend: BackendConfig) -> None:
+def check_backend_files(backend: BackendConfig, key: str = "teacher.backend") -> None:
     """On a cluster of several nodes, the files a teacher actor opens must be URIs or on a shared
-    mount (a ``package:`` model is installed on every node)."""
+    mount (a ``package:`` model is installed on every node); an ensemble's members' too."""
     from rankdistill.ray_runtime import check_shared_folder
     from rankdistill.storage import is_uri
 
+    def local(path: str | None) -> bool:
+        return bool(path) and not path.startswith("package:") and not is_uri(path) and Path(path).exists()
+
     if backend.name == "replay" and backend.replay_file and not is_uri(backend.replay_file):
-        check_shared_folder(Path(backend.replay_file).resolve().parent, "teacher.backend.replay_file")
-    if backend.model and not backend.model.startswith("package:") and not is_uri(backend.model) \
-            and Path(backend.model).exists():
-        check_shared_folder(Path(backend.model).resolve(), "teacher.backend.model")
+        check_shared_folder(Path(backend.replay_file).resolve().parent, f"{key}.replay_file")
+    if local(backend.model):
+        check_shared_folder(Path(backend.model).resolve(), f"{key}.model")
+    for n, member in enumerate(backend.members):
+        if member.backend is not None:
+            check_backend_files(member.backend, f"{key}.members[{n}].backend")
+        for field_name in ("model", "backbone"):
+            path = getattr(member, field_name)
+            if local(path):
+                check_shared_folder(Path(path).resolve(), f"{key}.members[{n}].{field_name}")

@@ -401,9 +401,9 @@ class PairDistill:
             check_shared_folder(self.output, "output_dir")  # embedding shards are written by actors
         store = self.config.label_store
         check_shared_folder(store if is_uri(store) else Path(store).resolve(), "label_store")  # read by tasks
-        check_backend_files(self.config.pointwise_teacher.backend)
+        check_backend_files(self.config.pointwise_teacher.backend, "pointwise_teacher.backend")
         if self.config.pairwise_teacher is not None:
-            check_backend_files(self.config.pairwise_teacher.backend)
+            check_backend_files(self.config.pairwise_teacher.backend, "pairwise_teacher.backend")
 
     def cleanup(self) -> None:
         if self.remote:
@@ -545,7 +545,7 @@ class PairDistill:
         teacher, zero_shot = dev.aggregate.get(measure, float("nan")), student.dev.get(measure, float("nan"))
         print(f"dev {measure}: pointwise teacher {self.point_spec.teacher_id} {teacher:.4f} | "
               f"zero-shot student {zero_shot:.4f}", flush=True)
-        message = check_teacher(self.point_spec.teacher_id, teacher, zero_shot, measure)
+        message = teacher_below_student(self.point_spec.teacher_id, teacher, zero_shot, measure)
         if message:
             warnings.warn(message, stacklevel=2)
         stage = Stage(f"teacher {self.point_spec.teacher_id} reranking dev candidates", dev.aggregate, {})
@@ -562,7 +562,7 @@ class PairDistill:
         return stage
 
 
-def check_teacher(teacher: str, teacher_dev: float, student_dev: float, measure: str) -> str | None:
+def teacher_below_student(teacher: str, teacher_dev: float, student_dev: float, measure: str) -> str | None:
     """The dev check's warning (None when the teacher is above the zero-shot student)."""
     if teacher_dev > student_dev:
         return None
