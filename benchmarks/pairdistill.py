@@ -419,7 +419,7 @@ def part_c(args) -> bool:
                     f"{teacher_test['test'][measure]:.4f}")
             if teacher_dev is not None:
                 out(f"c.teacher_pointwise_{teacher_name}_dev_ndcg10: {teacher_dev['dev'][measure]:.4f} (reranking the "
-                    f"zero-shot student's dev top {args.depth}; zero-shot student dev {zero_shot['dev'][measure]:.4f}: "
+                    f"first stage's dev top {args.depth}; zero-shot student dev {zero_shot['dev'][measure]:.4f}: "
                     f"teacher above student: {teacher_dev['dev'][measure] > zero_shot['dev'][measure]})")
         best, last = _selected(s), s["stages"][-1]
         out(f"c.{name}_test_ndcg10: {best['test'][measure]:.4f} (dev-selected: {s['best']}, dev "
