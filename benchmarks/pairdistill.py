@@ -286,8 +286,8 @@ def train_teacher(kind: str, folder: Path, args) -> Path:
         f"data.dataset={args.dataset}", "data.negatives_run=bm25.train.trec", "evaluation.enabled=false",
         f"data.holdout_queries={0 if dev_split(args) else args.dev_queries}", f"data.holdout_seed={seed}",
         "tracking.register_model=null", f"training.max_steps={args.teacher_steps}", "training.num_workers=1",
-        f"training.cpus_per_worker={args.threads}", f"output_dir={folder}", "ray.shutdown_at_exit=false",
-        "tracking.experiment=bench-pairdistill"])
+        f"training.cpus_per_worker={args.threads}", f"training.precision={args.precision}", f"output_dir={folder}",
+        "ray.shutdown_at_exit=false", "tracking.experiment=bench-pairdistill"])
     run_train_reranker(config)
     return folder / "model"
 
@@ -357,7 +357,8 @@ def pairdistill_config(args, mono: Path | None, duo: Path, name: str, loss: str,
         f"pairwise_teacher.id={args.dataset}-duo-{_fingerprint(duo)}", f"pairwise_teacher.backend.model={duo}",
         f"loss.name={loss}", f"loss.options.lambda_kd={lambda_kd}", f"loss.options.lambda_pair={lambda_pair}",
         f"training.max_steps={args.steps}", f"training.batch_size={args.queries}", "training.epochs=1000",
-        f"training.cpus_per_worker={args.threads}", f"training.run_name=bench-{name}",
+        f"training.cpus_per_worker={args.threads}", f"training.precision={args.precision}",
+        f"training.run_name=bench-{name}",
         f"evaluate_teacher={'true' if name == VARIANTS[0][0] else 'false'}",
         f"label_store={base / 'labels'}", f"output_dir={base / name}",
         # the zero-shot student (iteration 0) is the same in every variant: encoded once
@@ -394,7 +395,8 @@ def part_c(args) -> bool:
         f"{args.test_queries or 'all'} test queries; BM25 top {args.depth} candidates; "
         f"{args.iterations} iteration(s) x {args.steps} steps x {args.queries} queries x {args.passages} passages; "
         f"{args.pairs} pairs/query (|i-j| < {DELTA}); pointwise teacher {mono or ENSEMBLE}, pairwise teacher duo "
-        f"{duo}; figure: test {measure} of the dev-selected student (lines print as each run ends)")
+        f"{duo}; training precision {args.precision}; figure: test {measure} of the dev-selected student (lines "
+        "print as each run ends)")
     summaries: dict[str, dict[str, Any]] = {}
     wall = time.perf_counter()
     for name, loss, lambda_kd, lambda_pair in VARIANTS:
@@ -487,6 +489,9 @@ def main() -> int:
                         help="(c) 'ensemble' (BM25 + zero-shot MiniLM, zsum), 'mono' (trained here) or a trained "
                              "mono folder (jobs/train_reranker.py .../model)")
     parser.add_argument("--pairwise-teacher", help="(c) a trained duo folder")
+    parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "auto"],
+                        help="(c) training.precision of the students and teachers trained here (the README's "
+                             "tables: fp32)")
     parser.add_argument("--output", default=None,
                         help="(c) teachers, label store and runs (default outputs/bench-pairdistill-<dataset>)")
     args = parser.parse_args()

@@ -14,7 +14,9 @@ vLLM, no network. It builds tiny random models itself and prints one line per ch
    from the live engine and from a fresh engine resumed from the save: identical losses;
 4. ``serving``: the serving scorer with ``device: auto, dtype: auto`` ranks a fixture as fp32 does;
 5. ``dense-index``: ``DenseIndex`` searching on faiss-gpu returns the CPU index's top-10 (without
-   faiss-gpu: the CPU index against exact numpy search).
+   faiss-gpu: the CPU index against exact numpy search);
+6. ``precision``: ``training.precision: auto`` resolves to bf16 exactly where the GPU computes bf16
+   natively (``torch.cuda.is_bf16_supported(including_emulation=False)``).
 
 Each line starts with PASS, FAIL or SKIP (an optional part not installed); the exit status is 1 when
 any check failed. Without a GPU every check runs on the CPU and the first line says no GPU was found.
@@ -274,6 +276,20 @@ def check_serving(device: str, work: Path) -> str:
             f"max |dscore| {max(abs(s - r) for s, r in zip(scores, reference)):.4f}")
 
 
+def check_precision(device: str, work: Path) -> str:
+    """``training.precision: auto`` as a Train worker on this device resolves it: bf16 exactly
+    where torch says the device computes bf16 natively (an Ampere or later GPU)."""
+    from rankdistill.training.loop import has_bf16_unit, resolve_precision
+
+    unit = has_bf16_unit(device)
+    if device == "cuda":
+        native = torch.cuda.is_bf16_supported(including_emulation=False)
+        if unit != native:
+            raise AssertionError(f"has_bf16_unit('cuda') is {unit}, torch.cuda.is_bf16_supported() {native}")
+    resolved = resolve_precision("auto", unit)
+    return f"training.precision auto -> {resolved} on {device}"
+
+
 def check_dense_index(device: str, work: Path) -> str:
     try:
         import faiss
@@ -310,6 +326,7 @@ CHECKS: list[tuple[str, Callable[[str, Path], str]]] = [
     ("deepspeed", check_deepspeed),
     ("serving", check_serving),
     ("dense-index", check_dense_index),
+    ("precision", check_precision),
 ]
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-CHECKS = ["teachers", "students", "deepspeed", "serving", "dense-index"]
+CHECKS = ["teachers", "students", "deepspeed", "serving", "dense-index", "precision"]
 NO_RAY = ("import runpy, sys; sys.modules['ray'] = None; sys.modules['vllm'] = None; "
           "sys.argv = [sys.argv[1]]; runpy.run_path(sys.argv[0], run_name='__main__')")
 

@@ -56,6 +56,29 @@ def mlflow_losses(tmp_path: Path, run_id: str) -> list[tuple[int, float]]:
     return sorted((m.step, m.value) for m in client.get_metric_history(run_id, "train_loss"))
 
 
+def cpu_flags() -> set[str]:
+    """This machine's CPU feature flags as the kernel reports them (/proc/cpuinfo), read
+    independently of torch's own probes."""
+    cpuinfo = Path("/proc/cpuinfo")
+    if not cpuinfo.exists():
+        pytest.skip("no /proc/cpuinfo to check the CPU's bf16 unit against")
+    line = next((x for x in cpuinfo.read_text().splitlines() if x.startswith("flags")), "flags :")
+    return set(line.split(":", 1)[1].split())
+
+
+def test_precision_auto_is_bf16_only_where_the_device_has_a_bf16_unit():
+    from rankdistill.training.loop import has_bf16_unit, resolve_precision
+
+    assert resolve_precision("auto", True) == "bf16"
+    assert resolve_precision("auto", False) == "fp32"
+    for fixed in ("fp32", "bf16", "fp16"):  # a configured precision is never second-guessed
+        assert resolve_precision(fixed, True) == resolve_precision(fixed, False) == fixed
+    # torch's probes agree with the kernel's flags for this CPU (AVX512-BF16 or AMX tiles)
+    assert has_bf16_unit("cpu") == bool(cpu_flags() & {"avx512_bf16", "amx_tile"})
+    assert has_bf16_unit("mps") is False
+    assert TrainingConfig(precision="auto").precision == "auto"
+
+
 def new_mlflow_run(tmp_path: Path) -> dict:
     from mlflow.tracking import MlflowClient
 
@@ -91,11 +114,18 @@ def test_ddp_two_workers_learns_logs_and_resumes(tiny_backbone: Path, tmp_path: 
     student = StudentFactory(StudentConfig(architecture="mono", backbone=str(tiny_backbone)))
     loss = LossFactory(LossConfig(name="infonce"))
     tracking = new_mlflow_run(tmp_path)
+    # precision auto: each worker resolves it on its own CPU; the checkpoint keeps "auto", so the
+    # resume below would be refused if the resolved value had been stored instead
     base = dict(strategy="ddp", num_workers=2, batch_size=4, learning_rate=1e-2, warmup_ratio=0.0,
-                epochs=20, log_every=1, run_name="resume-me", storage_path=str(tmp_path / "storage"))
+                epochs=20, log_every=1, run_name="resume-me", storage_path=str(tmp_path / "storage"),
+                precision="auto")
     first = fit(student, loss, ray.data.from_items(examples()), TrainingConfig(max_steps=12, **base),
                 tmp_path / "out", tracking=tracking)
     assert first.steps == 12
+    from mlflow.tracking import MlflowClient
+
+    tag = MlflowClient(tracking_uri=tracking["uri"]).get_run(tracking["run_id"]).data.tags["train_precision"]
+    assert tag == ("bf16" if cpu_flags() & {"avx512_bf16", "amx_tile"} else "fp32")
     losses = mlflow_losses(tmp_path, tracking["run_id"])
     assert [s for s, _ in losses] == list(range(1, 13))  # rank 0 logged every step, once
     early, late = sum(v for _, v in losses[:3]) / 3, sum(v for _, v in losses[-3:]) / 3
@@ -118,15 +148,16 @@ def test_ddp_two_workers_learns_logs_and_resumes(tiny_backbone: Path, tmp_path: 
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("stage", [2, 3])
-def test_deepspeed_zero_on_cpu_saves_a_loadable_student(tiny_backbone: Path, tmp_path: Path, local_ray, stage):
+@pytest.mark.parametrize("stage, precision", [(2, "auto"), (3, "fp32")])  # auto: bf16 mode on a bf16 CPU
+def test_deepspeed_zero_on_cpu_saves_a_loadable_student(tiny_backbone: Path, tmp_path: Path, local_ray, stage,
+                                                        precision):
     import ray.data
     from rankdistill.models import load_reranker
 
     student = StudentFactory(StudentConfig(architecture="mono", backbone=str(tiny_backbone)))
     result = fit(student, LossFactory(LossConfig(name="infonce")), ray.data.from_items(examples()),
                  TrainingConfig(strategy="deepspeed", zero_stage=stage, num_workers=2, batch_size=4, max_steps=4,
-                                learning_rate=3e-3, run_name=f"zero{stage}"), tmp_path)
+                                learning_rate=3e-3, run_name=f"zero{stage}", precision=precision), tmp_path)
     assert result.steps == 4
     model = load_reranker(result.model_dir)
     initial = student()

@@ -9,7 +9,7 @@ from rankdistill.errors import ConfigError
 from rankdistill.ray_runtime import THREADED_TORCH_ENV
 
 STRATEGIES = ("ddp", "deepspeed")
-PRECISIONS = ("fp32", "bf16", "fp16")
+PRECISIONS = ("fp32", "bf16", "fp16", "auto")
 
 # fields a resumed run may change: how long it runs, how often it logs / checkpoints, where it
 # stores, on which resources; every other field changes what the checkpoint's weights mean
@@ -30,7 +30,12 @@ class TrainingConfig:
 
     ``precision``: ``fp32``; ``bf16`` (DDP: ``torch.autocast`` on CPU or GPU; DeepSpeed: its
     bf16 mode); ``fp16`` (DDP: ``torch.autocast`` + ``GradScaler`` — on CPU this runs, but
-    slowly, as CPUs emulate most fp16 kernels; DeepSpeed: its fp16 mode, GPUs only).
+    slowly, as CPUs emulate most fp16 kernels; DeepSpeed: its fp16 mode, GPUs only); ``auto``:
+    each Train worker picks ``bf16`` where its own device has a bf16 unit (a CUDA GPU that
+    supports bf16; an x86 CPU with AVX512-BF16 or AMX) and ``fp32`` elsewhere, since bf16
+    autocast on a CPU without one is slower than fp32. The choice is made on the worker, not the
+    driver (nodes differ), and logged (``train/precision`` tag, one line per rank). See
+    :func:`~rankdistill.training.loop.resolve_precision`.
 
     ``worker_env``: environment variables of the Ray Train worker processes (Ray's
     ``RunConfig.worker_runtime_env``); the default ``MALLOC_ARENA_MAX=1`` keeps glibc from
@@ -55,7 +60,7 @@ class TrainingConfig:
     max_steps: int = 200
     epochs: int | None = 1  # null: no epoch cap, max_steps is what runs
     max_grad_norm: float = 1.0
-    precision: str = "fp32"  # fp32 | bf16 | fp16
+    precision: str = "fp32"  # fp32 | bf16 | fp16 | auto (bf16 where the worker's device has a bf16 unit)
     seed: int = 42
     log_every: int = 10
     checkpoint_every: int = 0  # optimizer steps between checkpoints; 0: only the final one

@@ -40,7 +40,7 @@ import random
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -186,6 +186,9 @@ class Worker:
     # the loss's own terms (``loss_fn.last_components``, e.g. l_cl / l_kd / l_pair) summed over
     # the micro-batches since the last log, logged as ``train/<term>`` window means
     component_sums: dict[str, float] = field(default_factory=dict)
+    # training.precision as configured (``auto`` stays ``auto`` in the checkpoint's state, so a run
+    # resumes on a node that resolves it otherwise); ``config.precision`` is what this worker runs
+    configured_precision: str | None = None
 
 
 def _optimizer_and_schedule(model, config: TrainingConfig, total_steps: int):
@@ -201,6 +204,31 @@ def _optimizer_and_schedule(model, config: TrainingConfig, total_steps: int):
     )
     scheduler = get_linear_schedule_with_warmup(optimizer, int(config.warmup_ratio * total_steps), total_steps)
     return params, optimizer, scheduler
+
+
+BF16_CPU_FEATURES = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")  # torch.cpu probes
+
+
+def has_bf16_unit(device_type: str) -> bool:
+    """Whether this process's ``device_type`` (``cuda`` | ``cpu``) computes bf16 natively: a CUDA
+    GPU that supports bf16 without emulation (Ampere and later), or an x86 CPU with AVX512-BF16
+    or AMX tiles (torch's own probes). Anything else (older GPUs and CPUs, ARM) answers False."""
+    import torch
+
+    if device_type == "cuda":
+        return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported(including_emulation=False))
+    if device_type == "cpu":
+        return any(bool(getattr(torch.cpu, probe, lambda: False)()) for probe in BF16_CPU_FEATURES)
+    return False
+
+
+def resolve_precision(precision: str, bf16_unit: bool) -> str:
+    """``training.precision`` as a worker runs it: ``auto`` is ``bf16`` where the worker's device
+    has a bf16 unit and ``fp32`` where it has not (bf16 autocast there is slower than fp32);
+    ``fp32`` / ``bf16`` / ``fp16`` are kept as configured."""
+    if precision != "auto":
+        return precision
+    return "bf16" if bf16_unit else "fp32"
 
 
 def _precision(config: TrainingConfig, device) -> tuple[Callable[[], Any], Any]:
@@ -222,6 +250,13 @@ def setup(loop_config: dict[str, Any]) -> Worker:
     config = TrainingConfig(**loop_config["training"])
     context = ray.train.get_context()
     rank, world = context.get_world_rank(), context.get_world_size()
+    configured_precision = config.precision
+    if config.precision == "auto":  # decided here, on the worker's own device (nodes differ)
+        device_type = "cuda" if config.use_gpu else "cpu"
+        resolved = resolve_precision(config.precision, has_bf16_unit(device_type))
+        print(f"rank {rank}: training.precision auto -> {resolved} ({device_type} "
+              f"{'has' if resolved == 'bf16' else 'has no'} bf16 unit)", flush=True)
+        config = replace(config, precision=resolved)
     _seed_everything(config.seed + rank)
     torch.set_num_threads(max(1, int(config.cpus_per_worker)))
     total_steps = int(loop_config["total_steps"])
@@ -251,12 +286,13 @@ def setup(loop_config: dict[str, Any]) -> Worker:
         from mlflow.tracking import MlflowClient
 
         client = MlflowClient(tracking_uri=tracking["uri"])
+        client.set_tag(tracking["run_id"], "train_precision", config.precision)  # as run (auto resolved)
     return Worker(config=config, rank=rank, world=world, module=module, forward=forward,
                   loss_fn=loop_config["make_loss"](), optimizer=optimizer, scheduler=scheduler, device=device,
                   engine=engine, scaler=scaler, autocast=autocast, params=params,
                   extra_fields=tuple(loop_config.get("extra_fields", ())), total_steps=total_steps,
                   step_offset=int(loop_config.get("step_offset", 0)), identity=loop_config.get("identity") or {},
-                  tracking=tracking, client=client)
+                  tracking=tracking, client=client, configured_precision=configured_precision)
 
 
 def resume(worker: Worker, checkpoint) -> int:
@@ -399,7 +435,8 @@ def save_checkpoint(worker: Worker, folder: Path, step: int) -> None:
     torch.save(_rng_state(), folder / RNG_DIR / f"rank{rank}.pt")
     if rank == 0:
         (folder / STATE_FILE).write_text(json.dumps({
-            "step": step, "world_size": worker.world, "training": asdict(worker.config),
+            "step": step, "world_size": worker.world,
+            "training": {**asdict(worker.config), "precision": worker.configured_precision or worker.config.precision},
             "identity": worker.identity}, default=str))
 
 
