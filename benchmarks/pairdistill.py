@@ -380,6 +380,34 @@ def _selected(summary: dict[str, Any]) -> dict[str, Any]:
     return next(s for s in summary["stages"] if s["name"] == summary["best"])
 
 
+def paired_lines(args, mono: Path | None, duo: Path, summaries: dict[str, dict[str, Any]], measure: str) -> None:
+    """Is a difference more than query noise? Student's paired t-test over the queries
+    (``rankdistill.evaluation.significance``), on dev and on test: each variant's last iteration
+    against the zero-shot student, and full PairDistill's against contrastive-only's. Reported,
+    not selected on; the runs are the ``dev.trec`` / ``test.trec`` files the workflow wrote."""
+    from rankdistill.data.trec import read_trec_run
+    from rankdistill.evaluation.significance import paired_t_test
+    from rankdistill.workflows.pairdistill import PairDistill
+
+    base = output_dir(args)
+    job = PairDistill(pairdistill_config(args, mono, duo, "paired-test", *VARIANTS[0][1:]))
+
+    def per_query(name: str, iteration: int, split: str) -> dict[str, dict[str, float]]:
+        trec = base / name / f"iteration-{iteration}" / f"{split}.trec"
+        return job._evaluate(read_trec_run(trec), split).per_query
+
+    for split in ("dev", "test"):
+        last = {name: per_query(name, args.iterations, split) for name in summaries}
+        zero_shot = per_query(next(iter(summaries)), 0, split)
+        tag = measure.replace("@", "").lower()
+        for name, values in last.items():
+            out(f"c.paired_{split}_{tag}_{name}_vs_zero_shot: {paired_t_test(zero_shot, values, measure).line()} "
+                f"(last iteration)")
+        if {"full_pairdistill", "contrastive_only"} <= set(last):
+            result = paired_t_test(last["contrastive_only"], last["full_pairdistill"], measure)
+            out(f"c.paired_{split}_{tag}_full_pairdistill_vs_contrastive_only: {result.line()} (last iterations)")
+
+
 def part_c(args) -> bool:
     from rankdistill.data.candidates import candidate_lists
     from rankdistill.evaluation.rerank import RerankConfig, rerank_on_ray
@@ -445,6 +473,8 @@ def part_c(args) -> bool:
         duo_test = job._evaluate(duo_run, "test").aggregate
         out(f"c.teacher_pairwise_duo_reranking_bm25_top{duo_depth}_test_ndcg10: {duo_test[measure]:.4f} (the rest of "
             f"the top {args.depth} kept in BM25 order below)")
+    if summaries:
+        paired_lines(args, mono, duo, summaries, measure)
     first = summaries[next(iter(summaries))]
     zero, bm25_test = _stage(first, "student zero-shot")["test"][measure], _stage(first, "first stage")["test"][measure]
     figures = {name: _selected(summary)["test"][measure] for name, summary in summaries.items()}

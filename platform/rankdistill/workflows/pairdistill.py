@@ -473,22 +473,24 @@ class PairDistill:
         return retrieve(model, index, queries, k)
 
     def evaluate_student(self, name: str, model_dir: Path, folder: str, tracker) -> tuple[Stage, Any, Any]:
-        """Index, retrieve and evaluate the student in ``staging/<folder>/model``; publish the folder."""
+        """Index, retrieve and evaluate the student in ``staging/<folder>/model``; publish the folder
+        with its dev and test runs (``dev.trec``, ``test.trec``: per-query comparisons need them)."""
         from rankdistill.models import load_student
 
         index = self.index_student(model_dir, folder)
         model = load_student(model_dir).eval()
         k = self.config.candidates.eval_depth
-        dev = self._evaluate(self.retrieve(model, index, self.splits.dev, k), "dev")
-        test_run = self.retrieve(model, index, self.splits.test, k)
-        test = self._evaluate(test_run, "test")
-        trec = self.staging / folder / "test.trec"
-        write_trec_run(test_run, trec, tag=name.replace(" ", "_"))
-        tracker.log_metrics(dev.aggregate, prefix="dev/")
-        tracker.log_metrics(test.aggregate, prefix="test/")
-        tracker.log_artifact(trec, "runs")
+        results = {}
+        for split, queries in (("dev", self.splits.dev), ("test", self.splits.test)):
+            run = self.retrieve(model, index, queries, k)
+            results[split] = self._evaluate(run, split)
+            trec = self.staging / folder / f"{split}.trec"
+            write_trec_run(run, trec, tag=name.replace(" ", "_"))
+            tracker.log_metrics(results[split].aggregate, prefix=f"{split}/")
+            tracker.log_artifact(trec, "runs")
+            self.publish(folder, f"{split}.trec")
+        dev, test = results["dev"], results["test"]
         self.publish(folder, "model")
-        self.publish(folder, "test.trec")
         stage = Stage(name, dev.aggregate, test.aggregate, model_dir=self.location(folder, "model"),
                       local_model_dir=str(model_dir))
         self.stages.append(stage)
