@@ -119,6 +119,16 @@ def test_pairdistill_job_tracks_registers_and_pays_for_no_label_twice(tmp_path: 
     assert names[0] == "first stage (BM25)" and names[-3:] == ["student zero-shot", "student iteration 1",
                                                                "student iteration 2"]
     assert (tmp_path / "out" / "iteration-2" / "index").exists()
+    # every student's dev and test runs are published: evaluated again, they give the table's figures
+    from rankdistill.data.trec import read_trec_run
+    from rankdistill.workflows.pairdistill import PairDistill
+
+    job = PairDistill(config)
+    for n, name in enumerate(["student zero-shot", "student iteration 1", "student iteration 2"]):
+        (stage,) = [s for s in first["stages"] if s["name"] == name]
+        for split in ("dev", "test"):
+            run = read_trec_run(tmp_path / "out" / f"iteration-{n}" / f"{split}.trec")
+            assert job._evaluate(run, split).aggregate["nDCG@10"] == pytest.approx(stage[split]["nDCG@10"], abs=1e-9)
     # the dev check: the teacher's dev figure beside the zero-shot student's, in the table and summary
     assert names[-4] == "teacher tiny-mono reranking dev candidates" and "nDCG@10" in first["teacher_dev"]
     assert first["stages"][-4]["dev"] == first["teacher_dev"] and first["stages"][-4]["test"] == {}
