@@ -285,6 +285,7 @@ def train_teacher(kind: str, folder: Path, args) -> Path:
     config = load_config(TrainRerankerConfig, ROOT / "configs" / f"train_reranker-{kind}.yaml", [
         f"data.dataset={args.dataset}", "data.negatives_run=bm25.train.trec", "evaluation.enabled=false",
         f"data.holdout_queries={0 if dev_split(args) else args.dev_queries}", f"data.holdout_seed={seed}",
+        *TEACHER_DATA.get(args.dataset, []),
         "tracking.register_model=null", f"training.max_steps={args.teacher_steps}", "training.num_workers=1",
         f"training.cpus_per_worker={args.threads}", f"training.precision={args.precision}", f"output_dir={folder}",
         "ray.shutdown_at_exit=false", "tracking.experiment=bench-pairdistill"])
@@ -320,6 +321,9 @@ VARIANTS = (  # (name, loss, lambda_kd, lambda_pair)
     ("l_zs", "pairdistill_zs", LAMBDA_KD, LAMBDA_PAIR),  # §4.2: KD + pairs, no qrels
 )
 DEV_SPLITS = {"nfcorpus": "dev"}  # collections with their own dev split; the others carve one from train
+# teachers trained here: NFCorpus's many judged documents outside BM25's top 100 teach a
+# cross-encoder nothing against BM25's negatives; its positives come from the run (README, Training)
+TEACHER_DATA = {"nfcorpus": ["data.positives_from_run=true"]}
 # The default pointwise teacher (issue 18, Part 2): BM25 and the zero-shot all-MiniLM-L6-v2 fused
 # by a per-list z-scored sum, through the ensemble backend (benchmarks/ensemble_teacher.py).
 ENSEMBLE = ("{name: ensemble, fusion: zsum, members: [{kind: first_stage, weight: 1.0}, "
