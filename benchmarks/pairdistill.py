@@ -26,17 +26,21 @@
     steps (warm-up), the final checkpoint. Bare side: the same collate + forward + loss + backward
     + clip + step in this process, the same W warm-up steps untimed, then W steps timed; it runs
     before and after the Ray run (A B A) and the mean of the two is compared. Target >= 0.85.
-(c) **SciFact**: ``run_pairdistill`` (configs/quickstart.yaml with overrides: dataset scifact,
-    a fixed seeded dev set carved from train as the workflow does, BM25 first stage) three times
-    with the same steps and the same stored labels: full PairDistill, KD-only (λ_pair = 0) and
-    contrastive-only (λ_KD = λ_pair = 0); each run's student is the dev-selected one among its
-    iterations (iteration 0 = zero-shot), reported on the test split. Also: BM25 (the workflow's
-    own, published 0.665-0.679), the zero-shot student, the pointwise (mono) teacher reranking the
-    same BM25 top ``--depth`` and the pairwise (duo) teacher reranking their top ``--duo-depth``
-    (all ordered pairs, sum aggregation; the rest follow in BM25 order). Teachers: cross-encoders trained by
-    ``jobs/train_reranker.py`` on SciFact train (trained here when their folders are absent, or
-    given by ``--pointwise-teacher`` / ``--pairwise-teacher``). The labels of the first run are
-    reused by the others (0 teacher calls).
+(c) **SciFact or NFCorpus** (``--dataset``): ``run_pairdistill`` (configs/quickstart.yaml with
+    overrides: the collection, its dev split or a fixed seeded dev set carved from train as the
+    workflow does, BM25 first stage) once per variant with the same steps and the same stored
+    labels: full PairDistill (λ_pair 3, mean over pairs), KD-only (λ_pair = 0), contrastive-only
+    (λ_KD = λ_pair = 0) and L_ZS (KD + pairs, no qrels); each run's student is the dev-selected
+    one among its iterations (iteration 0 = zero-shot), reported on the test split. Also: BM25 (the
+    workflow's own; SciFact published 0.665-0.679), the zero-shot student, the pointwise teacher
+    (default: the ``ensemble`` of BM25 and the zero-shot MiniLM) reranking the same BM25 top
+    ``--depth`` on test and dev, and the pairwise (duo) teacher reranking their top ``--duo-depth``
+    on dev and test (all ordered pairs, sum aggregation; the rest follow in BM25 order), each
+    beside the zero-shot student; then Student's paired t-test (dev and test) of each variant's
+    last iteration against zero-shot and of full PairDistill against contrastive-only. The duo
+    (and a mono, with ``--pointwise-teacher mono``) is a cross-encoder trained by
+    ``jobs/train_reranker.py`` on the train split (here, when its folder is absent). The labels of
+    the first run are reused by the others (0 teacher calls).
 
 Exits 1 when a main figure cannot be measured.
 """
@@ -463,20 +467,28 @@ def part_c(args) -> bool:
     if args.duo_depth > 0:  # the pairwise teacher reranking the head of the same BM25 candidates (all ordered pairs)
         config = pairdistill_config(args, mono, duo, "duo-eval", *VARIANTS[0][1:])
         job = PairDistill(config)
-        first_test = job.first_stage(job.splits.test, config.candidates.eval_depth)
-        lists = list(candidate_lists(first_test, job.splits.test, job.corpus, k=config.candidates.k))
         duo_depth = min(args.duo_depth, config.candidates.k)
-        progress(f"c: duo teacher reranking the top {duo_depth} of BM25 on {len(lists)} test queries")
-        duo_run = rerank_on_ray(duo, lists, RerankConfig(depth=duo_depth, num_actors=1, cpus_per_actor=args.threads))
-        for cl in lists:  # below the reranked head, the rest of the same candidates in BM25 order
-            head = duo_run.get(cl.qid, {})
-            floor = min(head.values(), default=0.0)
-            for rank, c in enumerate(cl.candidates[duo_depth:]):
-                head.setdefault(c.docid, floor - 1.0 - rank)
-            duo_run[cl.qid] = head
-        duo_test = job._evaluate(duo_run, "test").aggregate
-        out(f"c.teacher_pairwise_duo_reranking_bm25_top{duo_depth}_test_ndcg10: {duo_test[measure]:.4f} (the rest of "
-            f"the top {args.depth} kept in BM25 order below)")
+        first = summaries[next(iter(summaries))] if summaries else None
+        for split, queries in (("dev", job.splits.dev), ("test", job.splits.test)):
+            first_run = job.first_stage(queries, config.candidates.eval_depth)
+            lists = list(candidate_lists(first_run, queries, job.corpus, k=config.candidates.k))
+            progress(f"c: duo teacher reranking the top {duo_depth} of BM25 on {len(lists)} {split} queries")
+            duo_run = rerank_on_ray(duo, lists, RerankConfig(depth=duo_depth, num_actors=1,
+                                                             cpus_per_actor=args.threads))
+            for cl in lists:  # below the reranked head, the rest of the same candidates in BM25 order
+                head = duo_run.get(cl.qid, {})
+                floor = min(head.values(), default=0.0)
+                for rank, c in enumerate(cl.candidates[duo_depth:]):
+                    head.setdefault(c.docid, floor - 1.0 - rank)
+                duo_run[cl.qid] = head
+            figure = job._evaluate(duo_run, split).aggregate[measure]
+            versus = ""
+            if first is not None:  # the same split's BM25 (the lists it reorders) and zero-shot student
+                bm25, zero = _stage(first, "first stage")[split][measure], _stage(first, "student zero-shot")
+                versus = (f"; BM25 {bm25:.4f}; zero-shot student {zero[split][measure]:.4f}: teacher above student: "
+                          f"{figure > zero[split][measure]}")
+            out(f"c.teacher_pairwise_duo_reranking_bm25_top{duo_depth}_{split}_ndcg10: {figure:.4f} (the rest of the "
+                f"top {args.depth} kept in BM25 order below{versus})")
     if summaries:
         paired_lines(args, mono, duo, summaries, measure)
     first = summaries[next(iter(summaries))]
