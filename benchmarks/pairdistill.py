@@ -391,8 +391,9 @@ def _selected(summary: dict[str, Any]) -> dict[str, Any]:
 def paired_lines(args, mono: Path | None, duo: Path, summaries: dict[str, dict[str, Any]], measure: str) -> None:
     """Is a difference more than query noise? Student's paired t-test over the queries
     (``rankdistill.evaluation.significance``), on dev and on test: each variant's last iteration
-    against the zero-shot student, and full PairDistill's against contrastive-only's. Reported,
-    not selected on; the runs are the ``dev.trec`` / ``test.trec`` files the workflow wrote."""
+    against the zero-shot student, and full PairDistill's against contrastive-only's and KD-only's
+    (what L_pair adds). Reported, not selected on; the runs are the ``dev.trec`` / ``test.trec``
+    files the workflow wrote."""
     from rankdistill.data.trec import read_trec_run
     from rankdistill.evaluation.significance import paired_t_test
     from rankdistill.workflows.pairdistill import PairDistill
@@ -405,15 +406,22 @@ def paired_lines(args, mono: Path | None, duo: Path, summaries: dict[str, dict[s
         return job._evaluate(read_trec_run(trec), split).per_query
 
     for split in ("dev", "test"):
+        missing = [str(base / name / f"iteration-{i}" / f"{split}.trec") for name in summaries
+                   for i in (0, args.iterations) if not (base / name / f"iteration-{i}" / f"{split}.trec").exists()]
+        if missing:  # runs made before the workflow wrote dev.trec
+            out(f"c.paired_{split}: skipped ({len(missing)} run file(s) missing, e.g. {missing[0]})")
+            continue
         last = {name: per_query(name, args.iterations, split) for name in summaries}
         zero_shot = per_query(next(iter(summaries)), 0, split)
         tag = measure.replace("@", "").lower()
         for name, values in last.items():
             out(f"c.paired_{split}_{tag}_{name}_vs_zero_shot: {paired_t_test(zero_shot, values, measure).line()} "
                 f"(last iteration)")
-        if {"full_pairdistill", "contrastive_only"} <= set(last):
-            result = paired_t_test(last["contrastive_only"], last["full_pairdistill"], measure)
-            out(f"c.paired_{split}_{tag}_full_pairdistill_vs_contrastive_only: {result.line()} (last iterations)")
+        # PairDistill against contrastive-only (the goal order), and against KD-only (what L_pair adds)
+        for base_name in ("contrastive_only", "kd_only"):
+            if {"full_pairdistill", base_name} <= set(last):
+                result = paired_t_test(last[base_name], last["full_pairdistill"], measure)
+                out(f"c.paired_{split}_{tag}_full_pairdistill_vs_{base_name}: {result.line()} (last iterations)")
 
 
 def part_c(args) -> bool:
