@@ -553,8 +553,8 @@ def main() -> int:
                         help="(c) teachers, label store and runs (default outputs/bench-pairdistill-<dataset>)")
     args = parser.parse_args()
     parts = [p.strip() for p in args.parts.split(",") if p.strip()]
-    args.variants = [v.strip() for v in args.variants.split(",") if v.strip()]
-    if not args.variants or set(args.variants) - {v[0] for v in VARIANTS}:
+    args.variants = [v.strip() for v in args.variants.split(",") if v.strip() and v.strip() != "none"]
+    if set(args.variants) - {v[0] for v in VARIANTS}:
         parser.error(f"--variants: a comma-separated subset of {','.join(v[0] for v in VARIANTS)}")
     if not parts or set(parts) - {"a", "b", "c"}:
         parser.error(f"--parts: a comma-separated subset of a,b,c, got '{args.parts}'")
