@@ -388,26 +388,26 @@ def _selected(summary: dict[str, Any]) -> dict[str, Any]:
     return next(s for s in summary["stages"] if s["name"] == summary["best"])
 
 
-def paired_lines(args, mono: Path | None, duo: Path, summaries: dict[str, dict[str, Any]], measure: str) -> None:
+def paired_lines(args, job, summaries: dict[str, dict[str, Any]], measure: str) -> None:
     """Is a difference more than query noise? Student's paired t-test over the queries
     (``rankdistill.evaluation.significance``), on dev and on test: each variant's last iteration
     against the zero-shot student, and full PairDistill's against contrastive-only's and KD-only's
     (what L_pair adds). Reported, not selected on; the runs are the ``dev.trec`` / ``test.trec``
-    files the workflow wrote."""
+    files the workflow wrote, evaluated on ``job``'s qrels."""
     from rankdistill.data.trec import read_trec_run
     from rankdistill.evaluation.significance import paired_t_test
-    from rankdistill.workflows.pairdistill import PairDistill
 
     base = output_dir(args)
-    job = PairDistill(pairdistill_config(args, mono, duo, "paired-test", *VARIANTS[0][1:]))
+
+    def trec(name: str, iteration: int, split: str) -> Path:
+        return base / name / f"iteration-{iteration}" / f"{split}.trec"
 
     def per_query(name: str, iteration: int, split: str) -> dict[str, dict[str, float]]:
-        trec = base / name / f"iteration-{iteration}" / f"{split}.trec"
-        return job._evaluate(read_trec_run(trec), split).per_query
+        return job._evaluate(read_trec_run(trec(name, iteration, split)), split).per_query
 
     for split in ("dev", "test"):
-        missing = [str(base / name / f"iteration-{i}" / f"{split}.trec") for name in summaries
-                   for i in (0, args.iterations) if not (base / name / f"iteration-{i}" / f"{split}.trec").exists()]
+        missing = [str(trec(name, i, split)) for name in summaries for i in (0, args.iterations)
+                   if not trec(name, i, split).exists()]
         if missing:  # runs made before the workflow wrote dev.trec
             out(f"c.paired_{split}: skipped ({len(missing)} run file(s) missing, e.g. {missing[0]})")
             continue
@@ -472,9 +472,10 @@ def part_c(args) -> bool:
             f"{best['dev'][measure]:.4f}; last iteration test {last['test'][measure]:.4f} dev "
             f"{last['dev'][measure]:.4f}; teacher calls {s['teacher_calls']}; {time.perf_counter() - started:.0f} s)")
 
+    # one job (corpus, splits, first stage) for the teacher lines and the paired tests below
+    config = pairdistill_config(args, mono, duo, "analysis", *VARIANTS[0][1:])
+    job = PairDistill(config)
     if args.duo_depth > 0:  # the pairwise teacher reranking the head of the same BM25 candidates (all ordered pairs)
-        config = pairdistill_config(args, mono, duo, "duo-eval", *VARIANTS[0][1:])
-        job = PairDistill(config)
         duo_depth = min(args.duo_depth, config.candidates.k)
         first = summaries[next(iter(summaries))] if summaries else None
         for split, queries in (("dev", job.splits.dev), ("test", job.splits.test)):
@@ -500,7 +501,7 @@ def part_c(args) -> bool:
     if not summaries:  # --variants none: the teacher lines only
         out(f"c.wall_clock_min: {(time.perf_counter() - wall) / 60:.1f} (teachers trained before: not counted)")
         return True
-    paired_lines(args, mono, duo, summaries, measure)
+    paired_lines(args, job, summaries, measure)
     first = summaries[next(iter(summaries))]
     zero, bm25_test = _stage(first, "student zero-shot")["test"][measure], _stage(first, "first stage")["test"][measure]
     figures = {name: _selected(summary)["test"][measure] for name, summary in summaries.items()}

@@ -34,7 +34,7 @@ class TrainingConfig:
     each Train worker picks ``bf16`` where its own device has a bf16 unit (a CUDA GPU that
     supports bf16; an x86 CPU with AVX512-BF16 or AMX) and ``fp32`` elsewhere, since bf16
     autocast on a CPU without one is slower than fp32. The choice is made on the worker, not the
-    driver (nodes differ), and logged (``train/precision`` tag, one line per rank). See
+    driver (nodes differ), and logged (``train_precision`` MLflow tag, one line per rank). See
     :func:`~rankdistill.training.loop.resolve_precision`.
 
     ``worker_env``: environment variables of the Ray Train worker processes (Ray's
