@@ -279,7 +279,7 @@ def check_serving(device: str, work: Path) -> str:
 def check_precision(device: str, work: Path) -> str:
     """``training.precision: auto`` as a Train worker on this device resolves it: bf16 exactly
     where torch says the device computes bf16 natively (an Ampere or later GPU)."""
-    from rankdistill.training.loop import has_bf16_unit, resolve_precision
+    from rankdistill.precision import has_bf16_unit, resolve_precision
 
     unit = has_bf16_unit(device)
     if device == "cuda":

@@ -99,3 +99,21 @@ def scramble(model: torch.nn.Module, seed: int = 0, std: float = 0.3) -> torch.n
             noise = torch.randn(param.shape, generator=generator) * std
             param.copy_(1.0 + noise if "LayerNorm" in name or "norm.weight" in name else noise)
     return model
+
+
+def cpu_flags() -> set[str]:
+    """This machine's CPU feature flags as the kernel reports them (/proc/cpuinfo), read
+    independently of torch's own probes (which :func:`rankdistill.precision.has_bf16_unit` uses)."""
+    from pathlib import Path
+
+    import pytest
+
+    cpuinfo = Path("/proc/cpuinfo")
+    if not cpuinfo.exists():
+        pytest.skip("no /proc/cpuinfo to check the CPU's bf16 unit against")
+    line = next((x for x in cpuinfo.read_text().splitlines() if x.startswith("flags")), "flags :")
+    return set(line.split(":", 1)[1].split())
+
+
+def cpu_has_bf16_unit() -> bool:
+    return bool(cpu_flags() & {"avx512_bf16", "amx_tile"})

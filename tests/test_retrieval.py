@@ -82,6 +82,31 @@ def test_one_first_stage_serves_any_queries_of_a_corpus(tmp_path: Path):
         FirstStage(FirstStageConfig(method="run"), folder, key="candidates")
 
 
+def test_search_many_is_one_search_cut_per_request(tmp_path: Path):
+    """FirstStage.search_many: the union of the requests' queries searched once at the largest k,
+    each request cut to its own k (the same runs as one search per request); a query id with two
+    texts makes it search request by request."""
+    import json
+
+    from rankdistill.data.beir import BeirFolder
+    from rankdistill.retrieval.first_stage import FirstStage, FirstStageConfig
+
+    (tmp_path / "corpus.jsonl").write_text("".join(json.dumps({"_id": d.docid, "text": d.text}) + "\n" for d in DOCS))
+    bm25 = FirstStage(FirstStageConfig(k=3), BeirFolder(tmp_path), use_ray=False, show_progress=False)
+    searches = []
+    search = bm25.search
+    bm25.search = lambda queries, k=None: searches.append((sorted(queries), k)) or search(queries, k)
+    train, dev = {"q1": Query("q1", "bee pollination")}, {"q2": Query("q2", "erupting volcano honey")}
+    many = bm25.search_many([(train, 1), (dev, 3)])
+    assert searches == [(["q1", "q2"], 3)]
+    assert many == [search(train, 1), search(dev, 3)]
+    assert list(many[0]["q1"]) == ["d1"]  # d1 alone has both "bee(s)" and "pollinat(e|ion)" (stemmed)
+    searches.clear()
+    clash = {"q1": Query("q1", "volcano")}
+    assert bm25.search_many([(train, 2), (clash, 2)]) == [search(train, 2), search(clash, 2)]
+    assert searches == [(["q1"], 2), (["q1"], 2)]
+
+
 @pytest.mark.parametrize("kind", ["flat", "hnsw", "ivf"])
 def test_dense_index_finds_true_inner_product_neighbours(tmp_path: Path, kind: str):
     rng = np.random.default_rng(0)

@@ -7,10 +7,11 @@ import random
 from pathlib import Path
 
 import pytest
+from model_fixtures import cpu_flags
 from rankdistill.errors import ConfigError
 from rankdistill.training import TrainingConfig, fit
-from rankdistill.training.loop import steps_for
 from rankdistill.training.factories import LossConfig, LossFactory, StudentConfig, StudentFactory
+from rankdistill.training.loop import steps_for
 
 WORDS = ["apple", "river", "stone", "cloud", "piano", "tiger", "lemon", "castle", "rocket", "garden", "violin", "meadow"]
 
@@ -56,18 +57,8 @@ def mlflow_losses(tmp_path: Path, run_id: str) -> list[tuple[int, float]]:
     return sorted((m.step, m.value) for m in client.get_metric_history(run_id, "train_loss"))
 
 
-def cpu_flags() -> set[str]:
-    """This machine's CPU feature flags as the kernel reports them (/proc/cpuinfo), read
-    independently of torch's own probes."""
-    cpuinfo = Path("/proc/cpuinfo")
-    if not cpuinfo.exists():
-        pytest.skip("no /proc/cpuinfo to check the CPU's bf16 unit against")
-    line = next((x for x in cpuinfo.read_text().splitlines() if x.startswith("flags")), "flags :")
-    return set(line.split(":", 1)[1].split())
-
-
 def test_precision_auto_is_bf16_only_where_the_device_has_a_bf16_unit():
-    from rankdistill.training.loop import has_bf16_unit, resolve_precision
+    from rankdistill.precision import has_bf16_unit, resolve_precision
 
     assert resolve_precision("auto", True) == "bf16"
     assert resolve_precision("auto", False) == "fp32"

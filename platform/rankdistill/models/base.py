@@ -112,6 +112,8 @@ class Reranker(PreTrainedModel):
     listwise: ClassVar[bool] = False
     #: default ``batch_size`` of :meth:`score`
     default_batch_size: ClassVar[int] = 32
+    #: what :meth:`inference` runs under (resolved: fp32 | bf16 | fp16); set by :meth:`use_precision`
+    inference_precision: str = "fp32"
 
     def __init__(self, config: RerankerConfig, *args: Any, **kwargs: Any):
         super().__init__(config, *args, **kwargs)
@@ -228,13 +230,27 @@ class Reranker(PreTrainedModel):
         with self.inference():
             return self._score(tokenizer, query, passages, batch_size or self.default_batch_size)
 
+    def use_precision(self, precision: str) -> str:
+        """Run inference (``score``, ``encode_queries`` / ``encode_passages``,
+        ``pair_probabilities``) under ``precision``: ``fp32`` | ``bf16`` | ``fp16`` | ``auto``
+        (:mod:`rankdistill.precision`; ``auto`` is resolved for the device the model is on now, so
+        move it first). Returns the resolved precision. Scores and embeddings come back fp32."""
+        from rankdistill.precision import check_precision, has_bf16_unit, resolve_precision
+
+        check_precision(precision, "precision")
+        self.inference_precision = resolve_precision(precision, has_bf16_unit(self.device.type))
+        return self.inference_precision
+
     @contextlib.contextmanager
     def inference(self) -> Iterator[None]:
-        """Eval mode and no autograd for the block; the previous train/eval mode is restored."""
+        """Eval mode, no autograd and the model's ``inference_precision`` (autocast) for the block;
+        the previous train/eval mode is restored."""
+        from rankdistill.precision import autocast
+
         was_training = self.training
         self.eval()
         try:
-            with torch.inference_mode():
+            with torch.inference_mode(), autocast(self.inference_precision, self.device.type):
                 yield
         finally:
             self.train(was_training)

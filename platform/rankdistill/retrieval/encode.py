@@ -42,6 +42,9 @@ class EncodeConfig:
         gpus_per_actor: GPUs per actor (0 on CPU machines).
         batch_size: passages per ``encode_passages`` call.
         rows_per_shard: at most this many passages per Parquet shard.
+        precision: the student's autocast while encoding: ``fp32`` | ``bf16`` | ``fp16`` |
+            ``auto`` (bf16 where the actor's device has a bf16 unit, else fp32;
+            :mod:`rankdistill.precision`). Queries are encoded alike (the same setting).
     """
 
     num_actors: int = 1
@@ -49,9 +52,13 @@ class EncodeConfig:
     gpus_per_actor: float = 0.0
     batch_size: int = 64
     rows_per_shard: int = 50_000
+    precision: str = "fp32"
 
     def __post_init__(self) -> None:
         from rankdistill.config import check_range
+        from rankdistill.precision import check_precision
+
+        check_precision(self.precision, "precision")
 
         check_range("num_actors", self.num_actors, minimum=1)
         check_range("cpus_per_actor", self.cpus_per_actor, above=0)
@@ -63,7 +70,7 @@ class EncodeConfig:
 class _PassageEncoder:
     """Ray Data actor: loads the student once, encodes ``{"docid", "text"}`` batches."""
 
-    def __init__(self, model: Any, batch_size: int, threads: int):
+    def __init__(self, model: Any, batch_size: int, threads: int, precision: str = "fp32"):
         import torch
 
         from rankdistill.models import load_reranker
@@ -74,6 +81,7 @@ class _PassageEncoder:
             self.model = load_reranker(folder)
         if torch.cuda.is_available():  # pragma: no cover - GPU only
             self.model.to("cuda")
+        self.model.use_precision(precision)  # auto: decided on this actor's device
         self.batch_size = batch_size
         if not hasattr(self.model, "encode_passages"):
             raise DataFormatError(f"{type(self.model).__name__} is not a dense retriever (no encode_passages)",
@@ -105,6 +113,7 @@ def _documents_dataset(documents: Iterable[Document] | Mapping[str, Document] | 
     return ray.data.from_items([{"docid": d.docid, "text": d.contents} for d in docs])
 
 
+
 def encode_corpus(
     model_path: str | os.PathLike,
     documents: Iterable[Document] | Mapping[str, Document] | Any,
@@ -134,7 +143,7 @@ def encode_corpus(
     encoded = ds.map_batches(
         _PassageEncoder,
         fn_constructor_kwargs={"model": ship_folder(model_path), "batch_size": config.batch_size,
-                               "threads": int(max(1, config.cpus_per_actor))},
+                               "threads": int(max(1, config.cpus_per_actor)), "precision": config.precision},
         batch_size=config.batch_size,
         batch_format="numpy",
         compute=ray.data.ActorPoolStrategy(size=max(1, config.num_actors)),

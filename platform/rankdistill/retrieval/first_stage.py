@@ -115,6 +115,20 @@ class FirstStage:
             return bm25_search_on_ray(index, listed, k, self.config.num_shards)
         return index.search(listed, k)
 
+    def search_many(self, requests: Sequence[tuple[Mapping[str, Query], int]]) -> list[Run]:
+        """Several ``(queries, k)`` searches in one pass (one Ray Data actor pool, not one per
+        request): the union of the queries at the largest ``k``, each request's run then cut to its
+        own ``k``. Requests whose query ids clash (one id, two texts) are searched one by one."""
+        union: dict[str, Query] = {}
+        for queries, _ in requests:
+            for qid, query in queries.items():
+                if union.setdefault(qid, query).text != query.text:
+                    return [self.search(q, k) for q, k in requests]
+        if not union:
+            return [Run() for _ in requests]
+        run = self.search(union, max(k for _, k in requests))
+        return [Run({qid: dict(run.ranked(qid)[:k]) for qid in queries if qid in run}) for queries, k in requests]
+
     def _read_run(self) -> Run:
         if self._run is None:
             self._run = read_trec_run(resolve_run_path(self.config.run, self.folder, f"{self.key}.run"))

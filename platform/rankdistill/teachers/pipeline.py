@@ -106,6 +106,7 @@ class Labeler:
             raise ConfigError(f"listwise labels need a generating LLM (hf or vllm), not the '{self.backend.name}' "
                               "backend", "teacher.backend.name")
         self.meta = {"teacher": spec.teacher_id, "template_id": self.template.id, "template_hash": self.template.hash}
+        print(f"{spec.kind} labeler {spec.teacher_id}: {self.backend.description}", flush=True)  # (precision resolved here)
 
     def label(self, units: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
         kind, spec = self.spec.kind, self.spec

@@ -6,10 +6,10 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from rankdistill.errors import ConfigError
+from rankdistill.precision import check_precision
 from rankdistill.ray_runtime import THREADED_TORCH_ENV
 
 STRATEGIES = ("ddp", "deepspeed")
-PRECISIONS = ("fp32", "bf16", "fp16", "auto")
 
 # fields a resumed run may change: how long it runs, how often it logs / checkpoints, where it
 # stores, on which resources; every other field changes what the checkpoint's weights mean
@@ -35,7 +35,7 @@ class TrainingConfig:
     supports bf16; an x86 CPU with AVX512-BF16 or AMX) and ``fp32`` elsewhere, since bf16
     autocast on a CPU without one is slower than fp32. The choice is made on the worker, not the
     driver (nodes differ), and logged (``train_precision`` MLflow tag, one line per rank). See
-    :func:`~rankdistill.training.loop.resolve_precision`.
+    :func:`~rankdistill.precision.resolve_precision`.
 
     ``worker_env``: environment variables of the Ray Train worker processes (Ray's
     ``RunConfig.worker_runtime_env``); the default ``MALLOC_ARENA_MAX=1`` keeps glibc from
@@ -77,8 +77,7 @@ class TrainingConfig:
             raise ConfigError(f"unknown strategy '{self.strategy}' ({', '.join(STRATEGIES)})", "training.strategy")
         if self.zero_stage not in (0, 1, 2, 3):
             raise ConfigError(f"must be 0..3, got {self.zero_stage}", "training.zero_stage")
-        if self.precision not in PRECISIONS:
-            raise ConfigError(f"unknown precision '{self.precision}' ({', '.join(PRECISIONS)})", "training.precision")
+        check_precision(self.precision, "training.precision")
         if self.precision == "fp16" and self.strategy == "deepspeed" and not self.use_gpu:
             raise ConfigError("DeepSpeed's fp16 mode needs GPUs (training.use_gpu: true); on CPU use bf16 or fp32, "
                               "or strategy ddp (torch.autocast + GradScaler)", "training.precision")

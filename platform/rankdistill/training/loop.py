@@ -45,6 +45,7 @@ from pathlib import Path
 from typing import Any
 
 from rankdistill.errors import ConfigError
+from rankdistill.precision import has_bf16_unit, resolve_precision
 from rankdistill.training.config import TrainingConfig
 
 logger = logging.getLogger(__name__)
@@ -204,31 +205,6 @@ def _optimizer_and_schedule(model, config: TrainingConfig, total_steps: int):
     )
     scheduler = get_linear_schedule_with_warmup(optimizer, int(config.warmup_ratio * total_steps), total_steps)
     return params, optimizer, scheduler
-
-
-BF16_CPU_FEATURES = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")  # torch.cpu probes
-
-
-def has_bf16_unit(device_type: str) -> bool:
-    """Whether this process's ``device_type`` (``cuda`` | ``cpu``) computes bf16 natively: a CUDA
-    GPU that supports bf16 without emulation (Ampere and later), or an x86 CPU with AVX512-BF16
-    or AMX tiles (torch's own probes). Anything else (older GPUs and CPUs, ARM) answers False."""
-    import torch
-
-    if device_type == "cuda":
-        return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported(including_emulation=False))
-    if device_type == "cpu":
-        return any(bool(getattr(torch.cpu, probe, lambda: False)()) for probe in BF16_CPU_FEATURES)
-    return False
-
-
-def resolve_precision(precision: str, bf16_unit: bool) -> str:
-    """``training.precision`` as a worker runs it: ``auto`` is ``bf16`` where the worker's device
-    has a bf16 unit and ``fp32`` where it has not (bf16 autocast there is slower than fp32);
-    ``fp32`` / ``bf16`` / ``fp16`` are kept as configured."""
-    if precision != "auto":
-        return precision
-    return "bf16" if bf16_unit else "fp32"
 
 
 def _precision(config: TrainingConfig, device) -> tuple[Callable[[], Any], Any]:

@@ -464,6 +464,8 @@ class PairDistill:
                     "architecture": self.config.student.architecture,
                     "index": dataclasses.asdict(c.colbert_index if self.config.student.architecture == "colbert"
                                                 else c.index)}
+        if c.encode.precision != "fp32":  # (fp32 indexes keep the keys they had before precision existed)
+            settings["precision"] = c.encode.precision
         key = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:24]
         return join_path(c.index_cache, key)
 
@@ -479,6 +481,7 @@ class PairDistill:
 
         index = self.index_student(model_dir, folder)
         model = load_student(model_dir).eval()
+        model.use_precision(self.config.candidates.encode.precision)  # queries as the passages were encoded
         k = self.config.candidates.eval_depth
         results = {}
         for split, queries in (("dev", self.splits.dev), ("test", self.splits.test)):
@@ -535,6 +538,16 @@ class PairDistill:
         run = Run({cl.qid: {c.docid: scores.get(cl.qid, {}).get(c.docid, -1e9) for c in cl.candidates}
                    for cl in lists})
         return self._evaluate(run, split)
+
+    def label_teacher_checks(self, candidates: dict[str, Run]) -> None:
+        """The pointwise teacher labels the candidates its checks rerank (``dev``, ``test``: the
+        top ``candidates.k`` of each query) in one labelling pass, one actor pool for both;
+        :meth:`teacher_run` then finds every label stored."""
+        lists = []
+        for split, run in candidates.items():
+            queries = {"dev": self.splits.dev, "test": self.splits.test}[split]
+            lists += candidate_lists(run, queries, self.corpus, k=self.config.candidates.k)
+        self._label(lists, self.point_spec, f"teacher on the {' and '.join(candidates)} candidates")
 
     def teacher_on_dev(self, candidates: Run, student: Stage, tracker) -> Stage:
         """The dev check: the pointwise teacher reranking the dev candidates, printed beside the
@@ -616,14 +629,19 @@ def _run_pairdistill(config: PairDistillConfig) -> dict[str, Any]:
             if parent.active:
                 check_reachable_from_workers(parent.uri)
             # the first stage on dev / test, for the table (method student: iteration 0's row is it)
-            first_dev = None
-            if job.first is not None:
+            first_dev = first_train = None
+            if job.first is not None:  # dev, test and iteration 1's training candidates in one search
                 k = c.candidates.eval_depth
-                first_dev, first_test = job.first_stage(job.splits.dev, k), job.first_stage(job.splits.test, k)
+                first_dev, first_test, first_train = job.first.search_many(
+                    [(job.splits.dev, k), (job.splits.test, k), (job.splits.train, c.candidates.k)])
                 dev, test = job._evaluate(first_dev, "dev"), job._evaluate(first_test, "test")
                 parent.log_metrics(dev.aggregate, prefix="first_stage_dev/")
                 parent.log_metrics(test.aggregate, prefix="first_stage_test/")
                 job.stages.append(Stage(f"first stage ({job.first.name})", dev.aggregate, test.aggregate))
+                checked = {**({"dev": first_dev.top(c.candidates.k)} if c.check_teacher_on_dev else {}),
+                           **({"test": first_test} if c.evaluate_teacher else {})}
+                if checked:
+                    job.label_teacher_checks(checked)
                 if c.evaluate_teacher:
                     job.teacher_as_reranker(first_test, parent)
 
@@ -641,8 +659,11 @@ def _run_pairdistill(config: PairDistillConfig) -> dict[str, Any]:
                 folder = f"iteration-{iteration}"
                 with start_run(c.tracking, tags={**tags, "iteration": iteration,
                                                  "job": f"pairdistill iteration {iteration}"}, nested=True) as child:
-                    run = (job.first_stage(job.splits.train, c.candidates.k, model, index) if iteration == 1
-                           else job.retrieve(model, index, job.splits.train, c.candidates.k))
+                    if iteration > 1:
+                        run = job.retrieve(model, index, job.splits.train, c.candidates.k)
+                    else:
+                        run = first_train if first_train is not None else job.first_stage(
+                            job.splits.train, c.candidates.k, model, index)
                     calls_before = job.teacher_calls
                     counts = job.label(run, iteration)
                     child.log_metrics(counts)

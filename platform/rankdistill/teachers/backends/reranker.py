@@ -49,11 +49,12 @@ class RerankerBackend(TeacherBackend):
         # a folder, a storage URI (copied once per node) or a Hugging Face Hub id
         folder = local_model_folder(config.model, "teacher.backend.model")
         self.model = load_reranker(folder).to(pick_device(config.device)).eval()
+        self.precision = self.model.use_precision(config.precision)  # auto: decided on this actor's device
         self.batch_size = config.batch_size
 
     @property
     def description(self) -> str:
-        return f"reranker:{type(self.model).__name__}:{self.path}"
+        return f"reranker:{type(self.model).__name__}:{self.path} ({self.precision})"
 
     def _not_prompted(self, what: str) -> ConfigError:
         return ConfigError(
