@@ -1,7 +1,9 @@
 """Offline teachers on the demo's carved dev set (issue 18, Part 2): dev nDCG@10 of BM25's top 20
 reranked by the zero-shot all-MiniLM-L6-v2 alone and by ``ensemble`` teachers fusing BM25 with it
 (reciprocal-rank fusion, per-list z-scored sum), through the ensemble backend itself. One line per
-figure; compare with the zero-shot student's dev figure that ``make demo`` prints.
+figure; compare with the zero-shot student's dev figure that ``make demo`` prints. The quickstart's
+ensemble (BM25, MiniLM, the mono of ``make teachers``) is also run with ``precision: auto`` on its
+students (bf16 where this CPU has a bf16 unit): its figure and its labelling time beside fp32's.
 
     python benchmarks/ensemble_teacher.py
 """
@@ -9,12 +11,14 @@ figure; compare with the zero-shot student's dev figure that ``make demo`` print
 from __future__ import annotations
 
 import sys
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def main() -> int:
+    import torch
     from rankdistill.data.candidates import candidate_lists
     from rankdistill.data.datasets import DatasetUnavailable, resolve
     from rankdistill.data.records import Run
@@ -48,15 +52,33 @@ def main() -> int:
         variants += [("mono", "zsum", [teacher]), ("zsum_bm25_minilm_mono", "zsum", [bm25, dense, teacher])]
     else:
         print(f"ensemble_teacher.note: {mono} absent (make teachers): the mono variants are not measured", flush=True)
-    for name, fusion, members in variants:
-        backend = EnsembleBackend(BackendConfig(name="ensemble", device="cpu", fusion=fusion, members=members))
-        run = {}
+    def rerank(fusion: str, members: list, precision: str = "fp32") -> tuple[float, float, str]:
+        backend = EnsembleBackend(BackendConfig(name="ensemble", device="cpu", fusion=fusion, members=members,
+                                                precision=precision))
+        run, start = {}, time.perf_counter()
         for cl in lists:
             unit = {"qid": cl.qid, "query": cl.query.text, "docids": cl.docids,
                     "texts": [c.contents for c in cl.candidates], "first_stage": [c.score for c in cl.candidates]}
             run[cl.qid] = dict(zip(cl.docids, backend.score_list(unit, template), strict=True))
-        ndcg = evaluate(Run(run), qrels, ["nDCG@10"]).aggregate["nDCG@10"]
+        seconds = time.perf_counter() - start
+        return evaluate(Run(run), qrels, ["nDCG@10"]).aggregate["nDCG@10"], seconds, backend.dense_precision
+
+    for name, fusion, members in variants:
+        ndcg, _, _ = rerank(fusion, members)
         print(f"ensemble_teacher.dev_ndcg10.{name}_reranking_bm25_top20: {ndcg:.4f}", flush=True)
+    if (mono / "config.json").exists():  # the quickstart's teacher as it labels: precision auto on every student
+        auto_teacher = EnsembleMember(kind="teacher", backend=BackendConfig(
+            name="reranker", model=str(mono), device="cpu", precision="auto"))
+        quickstart = [bm25, dense, teacher]
+        _, fp32_s, _ = rerank("zsum", quickstart)  # warm, then timed after the auto run
+        ndcg, auto_s, resolved = rerank("zsum", [bm25, dense, auto_teacher], "auto")
+        _, fp32_s, _ = rerank("zsum", quickstart)
+        print(f"ensemble_teacher.dev_ndcg10.zsum_bm25_minilm_mono_precision_auto: {ndcg:.4f} (resolved: {resolved})",
+              flush=True)
+        units = sum(len(cl.candidates) for cl in lists)
+        print(f"ensemble_teacher.label_seconds_{units}_units.fp32: {fp32_s:.1f}", flush=True)
+        print(f"ensemble_teacher.label_seconds_{units}_units.precision_auto: {auto_s:.1f} "
+              f"(fp32 / auto: {fp32_s / auto_s:.2f}x; {torch.get_num_threads()} torch threads)", flush=True)
     return 0
 
 

@@ -278,7 +278,8 @@ def check_serving(device: str, work: Path) -> str:
 
 def check_precision(device: str, work: Path) -> str:
     """``training.precision: auto`` as a Train worker on this device resolves it: bf16 exactly
-    where torch says the device computes bf16 natively (an Ampere or later GPU)."""
+    where torch says the device computes bf16 natively (an Ampere or later GPU); a student's
+    inference ``precision: auto`` (teachers, encoding) resolves alike and ranks as fp32 does."""
     from rankdistill.precision import has_bf16_unit, resolve_precision
 
     unit = has_bf16_unit(device)
@@ -287,7 +288,21 @@ def check_precision(device: str, work: Path) -> str:
         if unit != native:
             raise AssertionError(f"has_bf16_unit('cuda') is {unit}, torch.cuda.is_bf16_supported() {native}")
     resolved = resolve_precision("auto", unit)
-    return f"training.precision auto -> {resolved} on {device}"
+    # inference (reranker / ensemble teachers, corpus encoding): the same rule, on the model's device
+    reference = _student("mono", seed=4).eval()
+    model = copy.deepcopy(reference).to(device)
+    inference = model.use_precision("auto")
+    if inference != resolved:
+        raise AssertionError(f"a student's use_precision('auto') on {device} is {inference}, training's {resolved}")
+    want = reference.score(QUERIES[0], PASSAGES)  # fp32 on the CPU
+    got = model.score(QUERIES[0], PASSAGES)
+    spread = max(want) - min(want)
+    for i in range(len(PASSAGES)):
+        for j in range(len(PASSAGES)):
+            if (want[i] - want[j]) > 0.01 * spread and got[i] <= got[j]:
+                raise AssertionError(f"under {inference} passages {i}, {j} swap places against fp32 ({got} vs {want})")
+    return (f"training.precision auto -> {resolved} on {device}; a student's inference precision auto -> {inference}, "
+            f"ranks as fp32 cpu (max |dscore| {max(abs(a - b) for a, b in zip(got, want, strict=True)):.4f})")
 
 
 def check_dense_index(device: str, work: Path) -> str:
