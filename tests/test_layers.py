@@ -18,7 +18,7 @@ LAYERS = {
     "teachers": 2, "retrieval": 2, "tracking": 2,
     "data": 1, "models": 1, "losses": 1,
     # shared utilities, ordered among themselves
-    "cli": 0.4, "config": 0.3, "ray_runtime": 0.2, "model_source": 0.15, "storage": 0.1, "interrupt": 0.05,
+    "cli": 0.4, "config": 0.3, "ray_runtime": 0.2, "model_source": 0.15, "storage": 0.1, "interrupt": 0.05, "precision": 0.03,
     "errors": 0,
 }
 
