@@ -45,7 +45,7 @@ from pathlib import Path
 from typing import Any
 
 from rankdistill.errors import ConfigError
-from rankdistill.precision import has_bf16_unit, resolve_precision
+from rankdistill.precision import autocast, has_bf16_unit, resolve_precision
 from rankdistill.training.config import TrainingConfig
 
 logger = logging.getLogger(__name__)
@@ -213,9 +213,8 @@ def _precision(config: TrainingConfig, device) -> tuple[Callable[[], Any], Any]:
 
     if config.strategy != "ddp" or config.precision == "fp32":
         return contextlib.nullcontext, None
-    dtype = torch.bfloat16 if config.precision == "bf16" else torch.float16
     scaler = torch.amp.GradScaler(device.type) if config.precision == "fp16" else None
-    return (lambda: torch.autocast(device_type=device.type, dtype=dtype)), scaler
+    return (lambda: autocast(config.precision, device.type)), scaler
 
 
 def setup(loop_config: dict[str, Any]) -> Worker:
