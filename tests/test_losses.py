@@ -275,7 +275,7 @@ def test_every_loss_is_finite_with_padding_and_has_gradients(name):
     kwargs = {}
     if name in ("ranknet", "na_ranknet"):
         targets = torch.tensor([[1.0, 2.0, 3.0, 4.0, 5.0]] * 3)
-    elif name in ("margin_mse", "kl", "pairdistill", "pairdistill_zs"):
+    elif name in ("margin_mse", "kl", "pairdistill", "pairdistill_zs", "window_kl"):
         targets = torch.randn(3, 5)
     elif name == "pairwise_kl":
         targets = pair_targets(5, [(0, 1), (1, 2), (0, 3)], [0.8, 0.3, 0.9])[None].repeat(3, 1, 1)

@@ -41,7 +41,7 @@ def deepest_cutoff(measures) -> int:
 
 def test_every_shipped_config_is_known_here():
     assert {p.stem for p in CONFIGS.glob("*.yaml") if kind_of(p) is None} <= {
-        "label", "label-vllm", "label-trec-dl-2019-replay"}
+        "label", "label-vllm", "label-trec-dl-2019-replay", "label-first"}
     assert shipped(PairDistillConfig) and shipped(TrainRerankerConfig) and shipped(EvaluateConfig)
 
 

@@ -18,7 +18,7 @@ from rankdistill.teachers.prompts import (
     substitute,
 )
 
-SHIPPED = {"rankvicuna": "listwise", "rankvicuna-rankllm": "listwise", "rankzephyr": "listwise",
+SHIPPED = {"rankvicuna": "listwise", "rankvicuna-rankllm": "listwise", "rankzephyr": "listwise", "rankzephyr-alpha": "listwise",
            "rankgpt": "listwise", "pairdistill-pairwise": "pairwise", "duot5": "pairwise",
            "pairdistill-pointwise": "pointwise", "monot5": "pointwise"}
 VERSIONS = {"rankzephyr": 2, "rankgpt": 2}  # 2: rank_llm 0.26.0's messages byte for byte

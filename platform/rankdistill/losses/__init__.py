@@ -16,6 +16,7 @@ from rankdistill.losses.pairdistill import PairDistillLoss, PairDistillZSLoss
 from rankdistill.losses.pairwise_kl import PairwiseKL, pair_targets
 from rankdistill.losses.ranknet import RankNet
 from rankdistill.losses.registry import LOSSES, get_loss
+from rankdistill.losses.window_kl import WindowKLDistillation
 
 __all__ = [
     "BCE",
@@ -32,6 +33,7 @@ __all__ = [
     "PairwiseKL",
     "RankNet",
     "RankingLoss",
+    "WindowKLDistillation",
     "get_loss",
     "novelty_adjusted_relevance",
     "pair_targets",

@@ -17,6 +17,7 @@ from rankdistill.losses.na_ranknet import NoveltyAwareRankNet
 from rankdistill.losses.pairdistill import PairDistillLoss, PairDistillZSLoss
 from rankdistill.losses.pairwise_kl import PairwiseKL
 from rankdistill.losses.ranknet import RankNet
+from rankdistill.losses.window_kl import WindowKLDistillation
 
 LOSSES: dict[str, type[nn.Module]] = {
     "infonce": InfoNCE,
@@ -31,6 +32,7 @@ LOSSES: dict[str, type[nn.Module]] = {
     "circle": CircleLoss,
     "pairdistill": PairDistillLoss,
     "pairdistill_zs": PairDistillZSLoss,
+    "window_kl": WindowKLDistillation,
 }
 
 

@@ -8,6 +8,23 @@ backend in one call, so backend batches stay full (a batch of B queries → roun
 The schedule follows rank_llm's ``sliding_windows``: windows of ``window_size`` moving by
 ``stride`` from the back of ``[rank_start, rank_end)`` to the front (or front to back), repeated for
 ``passes`` passes; the window that reaches ``rank_start`` is the last of a pass.
+
+Two modes read a window's order from the teacher:
+
+``generate`` (default)
+    greedy decoding of the whole permutation (``[3] > [1] > ...``), parsed and repaired
+    (:func:`~rankdistill.teachers.parsing.parse_permutation`).
+``first``
+    FIRST (Reddy et al. 2024, "FIRST: Faster Improved Listwise Reranking with Single Token
+    Decoding"), as rank_llm's ``use_logits`` path does it: the prompt gets rank_llm's trailing
+    ``"["`` and one forward pass reads the next-token log-probabilities of the window's
+    identifiers (``A``, ``B``, ...: a template with ``identifiers: alpha``; each must be one token
+    of the teacher's vocabulary). The window is reordered by them, highest first (ties keep the
+    prompt order). The log-probabilities are kept with the window (``identifier_logprobs``, in
+    prompt order), a soft listwise label for :class:`~rankdistill.losses.WindowKLDistillation` (loss ``window_kl``).
+    rank_llm reads only the top 30 logprobs of the whole vocabulary and appends identifiers outside
+    them in prompt order; here every identifier is read, so such tails are ordered by their
+    logits too (the top of the window, which the logits do reach, is ordered the same).
 """
 
 from __future__ import annotations
@@ -21,6 +38,8 @@ from rankdistill.data.records import CandidateList
 from rankdistill.errors import ConfigError
 from rankdistill.teachers.backends.base import Prompt, TeacherBackend
 from rankdistill.teachers.parsing import parse_permutation
+
+MODES = ("generate", "first")
 from rankdistill.teachers.prompts import PromptTemplate
 
 
@@ -36,8 +55,12 @@ class ListwiseConfig:
     # the teacher's context (tokens): passages shrink until prompt + answer fit, as rank_llm's
     # create_prompt does (needs the backend's tokenizer; a backend without one sends prompts as is)
     context_size: int | None = 4096
+    # generate: decode the permutation | first: rank by the first identifier's logits (FIRST)
+    mode: str = "generate"
 
     def check(self) -> None:
+        if self.mode not in MODES:
+            raise ConfigError(f"must be one of {', '.join(MODES)}, got '{self.mode}'", "listwise.mode")
         if self.window_size < 2:
             raise ConfigError("must be >= 2", "listwise.window_size")
         if not 0 < self.stride <= self.window_size:
@@ -102,7 +125,7 @@ def list_key(docids: Sequence[str], config: ListwiseConfig) -> str:
     payload = json.dumps(
         {"docids": list(docids), "window": config.window_size, "stride": config.stride, "passes": config.passes,
          "start": config.rank_start, "end": config.rank_end, "direction": config.direction,
-         "context": config.context_size},
+         "context": config.context_size, **({"mode": config.mode} if config.mode != "generate" else {})},
         separators=(",", ":"),
     )
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
@@ -125,6 +148,9 @@ class WindowRecord:
     n_repeats: int
     n_missing: int
     ranking_after: list[str]
+    mode: str = "generate"
+    # mode first: log p(identifier of docids_in[i] | prompt + "["), in prompt order
+    identifier_logprobs: list[float] | None = None
 
 
 @dataclass
@@ -152,10 +178,10 @@ class _QueryState:
         _, _, start, end = self.schedule[self.step]
         return self.ranking[start:end]
 
-    def apply(self, response: str) -> None:
+    def apply(self, response: str, alpha: bool = False) -> None:
         pass_index, window_index, start, end = self.schedule[self.step]
         shown = self.ranking[start:end]
-        parsed = parse_permutation(response, len(shown))
+        parsed = parse_permutation(response, len(shown), alpha)
         reordered = [shown[i] for i in parsed.order]
         self.ranking[start:end] = reordered
         self.records.append(WindowRecord(
@@ -166,15 +192,55 @@ class _QueryState:
         ))
         self.step += 1
 
+    def apply_logprobs(self, logprobs: Sequence[float], names: Sequence[str]) -> None:
+        """Mode ``first``: reorder the window by its identifiers' log-probabilities."""
+        pass_index, window_index, start, end = self.schedule[self.step]
+        shown = self.ranking[start:end]
+        order = first_order(logprobs)
+        reordered = [shown[i] for i in order]
+        self.ranking[start:end] = reordered
+        self.records.append(WindowRecord(
+            qid=self.cl.qid, pass_index=pass_index, window_index=window_index, start=start, end=end,
+            docids_in=shown, response=" > ".join(f"[{names[i]}]" for i in order), ranking_out=reordered,
+            repair="ok", n_out_of_range=0, n_repeats=0, n_missing=0, ranking_after=list(self.ranking),
+            mode="first", identifier_logprobs=[float(v) for v in logprobs],
+        ))
+        self.step += 1
+
     def result(self) -> ListwiseResult:
         return ListwiseResult(CandidateList(self.cl.query, [self.by_id[d] for d in self.ranking]), self.records, self.key)
 
 
-def output_token_budget(backend: TeacherBackend, window_size: int) -> int:
-    """rank_llm's estimate: the tokens of ``[1] > [2] > ... > [w]``."""
-    text = " > ".join(f"[{i + 1}]" for i in range(window_size))
+def first_order(logprobs: Sequence[float]) -> list[int]:
+    """Prompt positions by descending log-probability, ties in prompt order.
+
+    >>> first_order([-2.0, -0.5, -2.0, -1.0])
+    [1, 3, 0, 2]
+    """
+    return sorted(range(len(logprobs)), key=lambda i: -logprobs[i])
+
+
+#: what rank_llm appends to a FIRST prompt before reading the first token's logits
+FIRST_PROMPT_SUFFIX = "["
+
+
+def output_token_budget(backend: TeacherBackend, window_size: int, template: PromptTemplate | None = None) -> int:
+    """rank_llm's estimate: the tokens of ``[1] > [2] > ... > [w]`` (``[A] > ...`` when alpha)."""
+    alpha = template is not None and template.alpha
+    text = " > ".join(f"[{chr(ord('A') + i) if alpha else i + 1}]" for i in range(window_size))
     counted = backend.count_tokens(text)
     return counted if counted else 4 * window_size + 8
+
+
+def check_first_mode(backend: TeacherBackend, template: PromptTemplate, window_size: int) -> None:
+    """Before any call: mode ``first`` needs identifiers that are single tokens of the teacher's
+    tokenizer (ConfigError naming the template otherwise). ``replay`` reads recorded identifiers
+    (its optional tokenizer only fits prompts to the context): its recording is the check."""
+    names = template.identifiers(window_size)
+    if backend.tokenizer is not None and backend.name != "replay":
+        from rankdistill.teachers.backends.hf import identifier_token_ids
+
+        identifier_token_ids(backend.tokenizer, names, template.id)
 
 
 def rerank_listwise(
@@ -186,13 +252,16 @@ def rerank_listwise(
     """Rerank every list with sliding windows, all queries' windows advancing together."""
     config = config or ListwiseConfig()
     config.check()
+    first = config.mode == "first"
+    if first:
+        check_first_mode(backend, template, config.window_size)
     states = []
     for cl in lists:
         windows = sliding_windows(len(cl), config.window_size, config.stride, config.rank_start,
                                   config.rank_end, config.direction)
         schedule = [(p, w, s, e) for p in range(config.passes) for w, (s, e) in enumerate(windows)]
         states.append(_QueryState(cl, schedule, list_key(cl.docids, config)))
-    max_new = config.max_new_tokens or output_token_budget(backend, config.window_size)
+    max_new = config.max_new_tokens or output_token_budget(backend, config.window_size, template)
     tokenizer = backend.tokenizer
     while True:
         active = [s for s in states if not s.done]
@@ -206,8 +275,19 @@ def rerank_listwise(
                 text = template.fit_listwise(state.cl.query.text, passages, tokenizer, config.context_size).text
             else:
                 text = template.listwise(state.cl.query.text, passages, tokenizer)
-            prompts.append(Prompt(text, state.cl.qid, tuple(shown)))
-        responses = backend.generate(prompts, max_new)
-        for state, response in zip(active, responses, strict=True):
-            state.apply(response)
+            prompts.append(Prompt(text + FIRST_PROMPT_SUFFIX if first else text, state.cl.qid, tuple(shown)))
+        if first:
+            # windows of one round may differ in size (a short list's last window): one call per size
+            by_size: dict[int, list[int]] = {}
+            for i, prompt in enumerate(prompts):
+                by_size.setdefault(len(prompt.docids), []).append(i)
+            for size, members in by_size.items():
+                names = template.identifiers(size)
+                rows = backend.identifier_logprobs([prompts[i] for i in members], names)
+                for i, row in zip(members, rows, strict=True):
+                    active[i].apply_logprobs(row, names)
+        else:
+            responses = backend.generate(prompts, max_new)
+            for state, response in zip(active, responses, strict=True):
+                state.apply(response, template.alpha)
     return [s.result() for s in states]

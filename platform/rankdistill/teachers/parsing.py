@@ -16,6 +16,11 @@ The *kind* of a response follows rank_llm's ``ResponseAnalyzer`` (one per respon
 
 The counts of each repair action (out-of-range dropped, repeats dropped, missing appended) are
 returned too, whatever the kind.
+
+Alphabetic identifiers (``[A] > [C] > [B]``, a template with ``identifiers: alpha``) are read as
+rank_llm's ``clean_ranking_response(use_alpha=True)`` reads them: each letter becomes its position
+in the alphabet (``A`` → 1) and a run of letters the concatenation of those numbers; then the
+numeric rules above apply (:func:`alpha_to_numeric`).
 """
 
 from __future__ import annotations
@@ -69,6 +74,23 @@ def _digit_runs(response: str) -> list[str]:
     return runs
 
 
+def alpha_to_numeric(response: str) -> str:
+    """rank_llm's alphabetic reading: every alphabetic character becomes ``ord(c) - ord('A') + 1``
+    (``"[B] > [A]"`` → ``"[2] > [1]"``; a lower-case letter or a word becomes an out-of-range
+    number, as in rank_llm); digits, which rank_llm drops in this mode, become spaces."""
+    if "</think>" in response:
+        response = response.split("</think>")[-1]
+    out = []
+    for ch in response:
+        if ch.isalpha():
+            out.append(str(ord(ch) - (ord("A") - 1)))
+        elif ch.isdigit():
+            out.append(" ")
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
 def classify_response(response: str, n: int) -> str:
     """rank_llm's ResponseAnalyzer verdict for one response to a window of ``n`` passages."""
     resp = response.replace("[rankstart]", "").replace("[rankend]", "").strip()
@@ -91,10 +113,13 @@ def classify_response(response: str, n: int) -> str:
     return "ok"
 
 
-def parse_permutation(response: str, n: int) -> ParsedPermutation:
-    """Repair ``response`` into a permutation of ``range(n)`` (see the module docstring)."""
+def parse_permutation(response: str, n: int, alpha: bool = False) -> ParsedPermutation:
+    """Repair ``response`` into a permutation of ``range(n)`` (see the module docstring);
+    ``alpha``: the identifiers are letters."""
     if n < 0:
         raise ValueError("n must be >= 0")
+    if alpha:
+        response = alpha_to_numeric(response)
     if "</think>" in response:
         response = response.split("</think>")[-1]
     order: list[int] = []

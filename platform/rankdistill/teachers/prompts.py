@@ -33,6 +33,9 @@ braces inside passages never expand):
     ``create_prompt``, and 0.26's for local models after the chat template).
 ``replace_bracket_numbers``
     rank_llm's ``[12]`` → ``(12)`` in passages and query, so identifiers stay unambiguous.
+``identifiers`` (listwise)
+    ``numeric`` (``[1]``, ``[2]``, ...; the default) or ``alpha`` (``[A]``, ``[B]``, ...: rank_llm's
+    ``use_alpha``, which FIRST's single-token decoding needs; at most 26 passages a window).
 """
 
 from __future__ import annotations
@@ -57,8 +60,12 @@ _DOC_FIELDS = ("description", "source")
 _KNOWN_FIELDS = {
     "id", "version", "kind", "description", "source", "style", "chat", "system", "prefix",
     "prefix_assistant", "passage", "passage_assistant", "suffix", "user", "label_tokens",
-    "truncation", "text_fix", "passage_fix", "replace_bracket_numbers",
+    "truncation", "text_fix", "passage_fix", "replace_bracket_numbers", "identifiers",
 }
+IDENTIFIERS = ("numeric", "alpha")
+#: rank_llm's ``ALPH_START_IDX``: passage ``rank`` (1-based) is ``chr(ALPH_START + rank)``
+ALPH_START = ord("A") - 1
+MAX_ALPHA_WINDOW = 26
 _LABEL_KEYS = {"pairwise": ("first", "second"), "pointwise": ("yes", "no")}
 _PLACEHOLDER = re.compile(r"\{([a-z_]+)\}")
 
@@ -148,6 +155,22 @@ class PromptTemplate:
         return Truncation(unit=t.get("unit", "words"), max=t.get("max"))
 
     @property
+    def alpha(self) -> bool:
+        """Identifiers are letters (``[A]``...), rank_llm's ``use_alpha``."""
+        return self.content.get("identifiers", "numeric") == "alpha"
+
+    def identifier(self, rank: int) -> str:
+        """The identifier of the passage shown ``rank``-th (1-based): ``"3"`` or ``"C"``."""
+        return chr(ALPH_START + rank) if self.alpha else str(rank)
+
+    def identifiers(self, window: int) -> list[str]:
+        """The identifiers of a window of ``window`` passages, in prompt order."""
+        if self.alpha and window > MAX_ALPHA_WINDOW:
+            raise ConfigError(f"template '{self.id}' names passages [A]..[Z]: a window holds at most "
+                              f"{MAX_ALPHA_WINDOW} passages, not {window}", "listwise.window_size")
+        return [self.identifier(r) for r in range(1, window + 1)]
+
+    @property
     def needs_tokenizer(self) -> bool:
         return self.truncation.unit == "tokens" or self.content.get("chat") == "tokenizer"
 
@@ -207,18 +230,19 @@ class PromptTemplate:
         q = self._query(query)
         num = len(passages)
         texts = [self._clean(p, tokenizer, max_words) for p in passages]
+        names = self.identifiers(num)
         if c.get("style", "single_turn") == "single_turn":
             body = substitute(c["prefix"], {"num": num, "query": q})
-            for rank, text in enumerate(texts, start=1):
-                body += substitute(c["passage"], {"rank": rank, "passage": text})
+            for name, text in zip(names, texts, strict=True):
+                body += substitute(c["passage"], {"rank": name, "passage": text})
             body += substitute(c["suffix"], {"num": num, "query": q})
             turns = [("user", body)]
         else:
             turns = [("user", substitute(c["prefix"], {"num": num, "query": q})),
                      ("assistant", substitute(c["prefix_assistant"], {"num": num, "query": q}))]
-            for rank, text in enumerate(texts, start=1):
-                turns.append(("user", substitute(c["passage"], {"rank": rank, "passage": text})))
-                turns.append(("assistant", substitute(c["passage_assistant"], {"rank": rank})))
+            for name, text in zip(names, texts, strict=True):
+                turns.append(("user", substitute(c["passage"], {"rank": name, "passage": text})))
+                turns.append(("assistant", substitute(c["passage_assistant"], {"rank": name})))
             turns.append(("user", substitute(c["suffix"], {"num": num, "query": q})))
         return _as_messages(self._with_system(turns))
 
@@ -236,7 +260,7 @@ class PromptTemplate:
                 f"truncates by {start.unit} (max {start.max})", "teacher.template.truncation",
             )
         window = len(passages)
-        budget = context_size - num_output_tokens(tokenizer, window)
+        budget = context_size - num_output_tokens(tokenizer, window, self.alpha)
         max_words, tried = start.max, []
         while True:
             tried.append(max_words)
@@ -278,9 +302,10 @@ class FittedPrompt:
     max_words_tried: list[int]
 
 
-def num_output_tokens(tokenizer: Any, window: int) -> int:
-    """rank_llm's estimate of the answer's length: the tokens of ``[1] > [2] > ... > [window]``."""
-    text = " > ".join(f"[{i + 1}]" for i in range(window))
+def num_output_tokens(tokenizer: Any, window: int, alpha: bool = False) -> int:
+    """rank_llm's estimate of the answer's length: the tokens of ``[1] > [2] > ... > [window]``
+    (``[A] > [B] > ...`` with alphabetic identifiers)."""
+    text = " > ".join(f"[{chr(ALPH_START + i + 1) if alpha else i + 1}]" for i in range(window))
     return len(tokenizer.encode(text, add_special_tokens=False))
 
 
@@ -332,6 +357,8 @@ def validate_template(content: dict[str, Any], where: str) -> None:
             bad("must be single_turn or multi_turn", "style")
         if style == "multi_turn" and isinstance(chat, dict) and "assistant" not in chat:
             bad("multi_turn needs an 'assistant' format", "chat")
+        if content.get("identifiers", "numeric") not in IDENTIFIERS:
+            bad(f"must be one of {list(IDENTIFIERS)}", "identifiers")
     else:
         needed = ("user",)
         keys = _LABEL_KEYS[kind]

@@ -20,7 +20,12 @@ pairwise   teacher, template_id, template_hash, qid, docid_a, docid_b, rank_a, r
            logprob_first_ba, logprob_second_ba (null when one order only), seed
 listwise   teacher, template_id, template_hash, qid, list_key, pass_index, window_index, start, end,
            window_size, stride, docids_in, ranking_out, response, repair (ok | wrong_format |
-           repetition | missing), n_out_of_range, n_repeats, n_missing, ranking_after
+           repetition | missing), n_out_of_range, n_repeats, n_missing, ranking_after, mode
+           (generate | first), identifier_logprobs (mode first: log p(identifier) of each of
+           docids_in, in prompt order: FIRST's soft listwise label; null for generated windows)
+
+Columns added after a kind's first release (listwise ``mode``, ``identifier_logprobs``) read as
+null from older batch files, so a store written before them stays readable as it is.
 """
 
 from __future__ import annotations
@@ -62,9 +67,11 @@ SCHEMAS: dict[str, pa.Schema] = {
         ("start", pa.int32()), ("end", pa.int32()), ("window_size", pa.int32()), ("stride", pa.int32()),
         ("docids_in", _LIST), ("ranking_out", _LIST), ("response", pa.string()), ("repair", pa.string()),
         ("n_out_of_range", pa.int32()), ("n_repeats", pa.int32()), ("n_missing", pa.int32()),
-        ("ranking_after", _LIST),
+        ("ranking_after", _LIST), ("mode", pa.string()), ("identifier_logprobs", pa.list_(pa.float64())),
     ]),
 }
+# columns a kind gained after its first release: absent from older batch files, read there as null
+OPTIONAL_COLUMNS: dict[str, tuple[str, ...]] = {"listwise": ("mode", "identifier_logprobs")}
 KEY_COLUMNS: dict[str, tuple[str, ...]] = {
     "pointwise": ("teacher", "template_hash", "qid", "docid"),
     "pairwise": ("teacher", "template_hash", "qid", "docid_a", "docid_b"),
@@ -222,10 +229,16 @@ class LabelStore:
         ``<kind>/quarantine/`` with a warning: its keys then count as missing, so the next labeling
         job re-makes its labels, instead of every later job failing on it."""
         try:
-            missing = [n for n in schema.names if n not in pq.read_schema(path, filesystem=self._fs).names]
+            names = pq.read_schema(path, filesystem=self._fs).names
+            optional = OPTIONAL_COLUMNS.get(kind_of(schema), ())
+            missing = [n for n in schema.names if n not in names and n not in optional]
             if missing:  # another kind's file, or not a label file at all: its rows would read as nulls
                 raise pa.ArrowInvalid(f"not a batch file of this kind (no column(s) {', '.join(missing)})")
-            return pq.read_table(path, schema=schema, filesystem=self._fs)
+            present = pa.schema([f for f in schema if f.name in names])
+            table = pq.read_table(path, schema=present, filesystem=self._fs)
+            for name in (n for n in optional if n not in names):
+                table = table.append_column(schema.field(name), pa.nulls(table.num_rows, schema.field(name).type))
+            return table.select(schema.names)
         except (pa.ArrowInvalid, pa.ArrowTypeError, OSError) as exc:
             parent, name = path.rsplit("/", 1)
             target = f"{parent}/quarantine/{name}"
@@ -277,8 +290,23 @@ class LabelStore:
             out[str(qid)] = list(last["ranking_after"])
         return out
 
+    def window_soft_labels(self, teacher: str, template: Any = None) -> list[dict[str, Any]]:
+        """Listwise mode ``first``: every window's soft label, ``{"qid", "docids", "logprobs"}``
+        (the passages in prompt order and ``log p(identifier)`` of each), in key order; windows
+        without logits (generated ones) are left out."""
+        df = self.read("listwise", teacher, template)
+        out = []
+        for qid, docids, logprobs in zip(df["qid"], df["docids_in"], df["identifier_logprobs"], strict=True):
+            if logprobs is not None and len(logprobs):
+                out.append({"qid": str(qid), "docids": [str(d) for d in docids], "logprobs": [float(v) for v in logprobs]})
+        return out
+
     def summary(self) -> dict[str, int]:
         return {kind: self.count(kind) for kind in KINDS}
+
+
+def kind_of(schema: pa.Schema) -> str:
+    return next(kind for kind, known in SCHEMAS.items() if known is schema)
 
 
 def repair_counts(rows: Iterable[Mapping[str, Any]]) -> dict[str, int]:

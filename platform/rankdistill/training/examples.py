@@ -12,6 +12,10 @@ Sources (``ExamplesConfig.source``):
   - ``listwise``: each query's final teacher ranking (after the last window of the last pass);
     the first ``passages_per_query`` passages with ``targets`` = teacher ranks 1..k (1 = best),
     which :class:`~rankdistill.losses.RankNet` and NA-RankNet read as ranks (Set-Encoder §3.3);
+  - ``listwise_soft``: one row per listwise window labelled in mode ``first``: the window's
+    passages (prompt order; the ``passages_per_query`` with the highest teacher log-probabilities
+    when the window is longer) with ``targets`` = the teacher's identifier log-probabilities, for
+    :class:`~rankdistill.losses.WindowKLDistillation` (``window_kl``): the window is the list;
   - ``pointwise``: the teacher's ``log P(yes)`` per passage as ``targets`` (for the listwise KL
     loss, which applies its own temperature), passages in first-stage order;
   - ``pairwise``: PairDistill examples (``training.pair_examples``): pointwise teacher scores as
@@ -45,7 +49,8 @@ class ExamplesConfig:
     skipped) instead of among all judged documents: on collections with many judged documents
     outside the run (NFCorpus) the latter pits lexically distant positives against BM25's
     nearest negatives. ``source: labels``: teacher labels from the label store (``label_kind`` listwise →
-    targets are teacher ranks; pointwise → teacher scores).
+    targets are teacher ranks; listwise_soft → one row per FIRST window, targets its identifier
+    log-probabilities; pointwise → teacher scores).
     """
 
     dataset: str = "demo"
@@ -66,7 +71,7 @@ class ExamplesConfig:
     novelty_clusters: bool = False  # Set-Encoder §3.5: word-Jaccard clusters for NA-RankNet
     max_pairs_per_query: int | None = None  # duo students: cap on the (ordered) training pairs of a query
     label_store: str | None = None
-    label_kind: str = "listwise"
+    label_kind: str = "listwise"  # listwise | listwise_soft | pointwise | pairwise
     teacher: str | None = None
     template: str | None = None
     pointwise_teacher: str | None = None  # label_kind pairwise: teacher / template of the [B, k] targets
@@ -156,7 +161,17 @@ def examples_from_labels(
     check_single_template(store, config.label_kind, config.teacher, config.template)
     k = config.passages_per_query
     rows: list[dict[str, Any]] = []
-    if config.label_kind == "listwise":
+    if config.label_kind == "listwise_soft":
+        for window in store.window_soft_labels(config.teacher, config.template):
+            pairs = list(zip(window["docids"], window["logprobs"], strict=True))
+            if window["qid"] not in queries or not all(d in corpus for d, _ in pairs):
+                continue
+            if len(pairs) > k:  # the window's head: where the teacher's distribution has its mass
+                keep = set(sorted(range(len(pairs)), key=lambda i: -pairs[i][1])[:k])
+                pairs = [p for i, p in enumerate(pairs) if i in keep]
+            if len(pairs) >= 2:
+                rows.append(_row(queries[window["qid"]], [d for d, _ in pairs], [v for _, v in pairs], corpus))
+    elif config.label_kind == "listwise":
         rankings = store.final_rankings(config.teacher, config.template)
         for qid in sorted(rankings):
             ranking = [d for d in rankings[qid] if d in corpus][:k]
@@ -181,7 +196,7 @@ def examples_from_labels(
         rows = pair_examples_from_store(queries, corpus, pair_config)
     else:
         raise ConfigError(f"label kind '{config.label_kind}' is not known here "
-                          "(listwise, pointwise, pairwise)", "data.label_kind")
+                          "(listwise, listwise_soft, pointwise, pairwise)", "data.label_kind")
     if not rows:
         raise DataFormatError(
             f"no {config.label_kind} labels of teacher '{config.teacher}' for these queries", config.label_store
@@ -199,6 +214,7 @@ def check_single_template(store, kind: str, teacher: str, template: str | None) 
     into duplicated, conflicting examples. Refuse, naming the templates found."""
     from rankdistill.teachers.store import KINDS
 
+    kind = "listwise" if kind == "listwise_soft" else kind
     if template is not None or kind not in KINDS:
         return
     table = store.table(kind, teacher, None, dedupe=False)

