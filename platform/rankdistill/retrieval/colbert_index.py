@@ -33,10 +33,12 @@ it for MS MARCO.
 from __future__ import annotations
 
 import json
+import logging
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -44,6 +46,8 @@ import torch
 from rankdistill.data.records import Run
 from rankdistill.errors import ConfigError, DataFormatError
 from rankdistill.models.maxsim import maxsim
+
+logger = logging.getLogger(__name__)
 
 RAW_STORAGE = {"float32": np.float32, "float16": np.float16}
 CENTROIDS = "centroids"
@@ -59,8 +63,13 @@ class ColbertIndexConfig:
     storage: ``"float32"`` | ``"float16"`` | a faiss IVF codec (``"IVF<n>,SQ4"``, ``"IVF<n>,SQ8"``,
         ``"IVF<n>,PQ<m>"``) for the token vectors that MaxSim re-scores.
     nprobe: centroids probed per query token with ``factory: centroids``.
-    ndocs: passages re-scored per query after the centroid scores (``factory: centroids``).
-    train_tokens: token vectors (seeded sample of the first batch added) that train faiss.
+    ndocs: passages re-scored per query after the centroid scores (``factory: centroids``); a
+        search for k passages re-scores at least ``4 × k`` (:meth:`ColbertIndex.ndocs_for`), as
+        PLAID does past k = 100 (``max(4k, 4096)`` there; the 4096 floor is this setting here).
+    train_tokens: token vectors that train faiss: :meth:`ColbertIndex.from_shards` draws a seeded
+        uniform sample of this size across every shard (fewer when the corpus has fewer), and
+        refuses a sample under faiss's 39 vectors per centroid; :meth:`ColbertIndex.add` trains
+        an untrained index on a sample of the batch it is given.
     rescore_batch: candidate passages re-scored per MaxSim call.
     """
 
@@ -227,11 +236,47 @@ class ColbertIndex:
 
     # ---- build ----------------------------------------------------------------------------------
 
+    @property
+    def needs_training(self) -> bool:
+        return any(t is not None and not t.is_trained for t in (self._index, self._codec))
+
+    def nlist(self) -> int:
+        """The most IVF lists among the index and the codec (0: no IVF part)."""
+        import faiss
+
+        counts = [0]
+        for target in (self._index, self._codec):
+            if target is not None:
+                ivf = faiss.try_extract_index_ivf(target)
+                if ivf is not None:
+                    counts.append(int(ivf.nlist))
+        return max(counts)
+
+    def ndocs_for(self, k: int) -> int:
+        """Passages re-scored for a search of ``k`` (``factory: centroids``): ``max(ndocs, 4 k)``."""
+        return max(self.config.ndocs, 4 * int(k))
+
     def _train(self, matrix: np.ndarray) -> None:
+        if not self.needs_training:
+            return
         sample = matrix
         if len(matrix) > self.config.train_tokens:
             rows = np.random.default_rng(0).choice(len(matrix), self.config.train_tokens, replace=False)
             sample = matrix[np.sort(rows)]
+        self.train_on(sample)
+
+    def train_on(self, sample: np.ndarray) -> None:
+        """Train the untrained faiss parts on ``sample`` (``float32 [n, dim]``), refusing fewer than
+        faiss's 39 vectors per IVF list (it would only warn, and candidates get silently worse)."""
+        sample = np.ascontiguousarray(sample, dtype=np.float32)
+        nlist = self.nlist()
+        if self.needs_training and nlist and len(sample) < 39 * nlist:
+            raise ConfigError(
+                f"faiss would train {nlist} IVF lists on {len(sample)} token vectors, under the 39 per list it "
+                f"needs ({39 * nlist}); raise index.train_tokens (now {self.config.train_tokens}, and the corpus must "
+                f"hold that many tokens) or lower the lists in index.factory / index.storage "
+                f"('{self.config.factory}', '{self.config.storage}')", "index.train_tokens")
+        self.train_tokens_used = len(sample)
         for name, target, key in (("factory", self._index, "index.factory"), ("storage", self._codec, "index.storage")):
             if target is None or target.is_trained:
                 continue
@@ -293,14 +338,26 @@ class ColbertIndex:
 
     @classmethod
     def from_shards(cls, location: str | os.PathLike, config: ColbertIndexConfig | None = None) -> ColbertIndex:
-        """Index the ColBERT token shards written by :func:`~rankdistill.retrieval.encode.encode_corpus`,
-        one Parquet record batch at a time (a compressed store never holds the float32 corpus)."""
-        index: ColbertIndex | None = None
+        """Index the ColBERT token shards written by :func:`~rankdistill.retrieval.encode.encode_corpus`
+        (a local folder or a storage URI), streamed one Parquet record batch at a time from where
+        they live: no copy of the shard folder is made, and a compressed store never holds the
+        float32 corpus. faiss trains first, on a seeded uniform sample of ``train_tokens`` token
+        vectors drawn across every shard (:func:`sample_tokens`)."""
+        config = config or ColbertIndexConfig()
+        dim = _shard_dim(location)
+        index = cls(dim, config)
+        if index.needs_training:
+            sample, total = sample_tokens(location, config.train_tokens)
+            index.train_on(sample)
+            nlist = index.nlist()
+            logger.info("colbert index: faiss trained on %d of %d token vectors (%.1f per IVF list, %d lists)",
+                        len(sample), total, len(sample) / max(nlist, 1), nlist)
+            del sample
+        added = False
         for docids, matrix, offsets in _token_batches(location):
-            if index is None:
-                index = cls(matrix.shape[1], config)
             index.add(docids, matrix, offsets)
-        if index is None:
+            added = True
+        if not added:
             raise DataFormatError("no passages in these shards", Path(str(location)))
         index._finish()
         return index
@@ -312,18 +369,18 @@ class ColbertIndex:
             self._owner = np.repeat(np.arange(self.size, dtype=np.int32), np.diff(self._offsets))
         return self._owner
 
-    def candidates(self, query_vectors: np.ndarray) -> np.ndarray:
-        """Passage indices to re-score for one query (``[Nq, dim]`` in)."""
+    def candidates(self, query_vectors: np.ndarray, k: int = 0) -> np.ndarray:
+        """Passage indices to re-score for one query (``[Nq, dim]`` in) searched for ``k``."""
         self._finish()
         q = np.ascontiguousarray(np.asarray(query_vectors, dtype=np.float32))
         if self.config.factory == CENTROIDS:
-            return self._centroid_candidates(q)
+            return self._centroid_candidates(q, self.ndocs_for(k))
         k = min(self.config.candidates_per_token, max(self.num_tokens, 1))
         _, hits = self._index.search(q, k)
         hits = hits[hits >= 0]
         return np.unique(self._token_owner()[hits])
 
-    def _centroid_candidates(self, q: np.ndarray) -> np.ndarray:
+    def _centroid_candidates(self, q: np.ndarray, ndocs: int) -> np.ndarray:
         nprobe = min(self.config.nprobe, int(self._codec.nlist))
         scores, cells = self._codec.quantizer.search(q, nprobe)  # [Nq, nprobe]
         starts, ends = self._list_offsets[cells], self._list_offsets[cells + 1]
@@ -343,8 +400,8 @@ class ColbertIndex:
         passages, inverse = np.unique(best_key % self.size, return_inverse=True)
         gain = np.bincount(inverse, weights=best - floor[best_key // self.size], minlength=len(passages))
         approx = gain + floor.sum()
-        if len(passages) > self.config.ndocs:
-            passages = passages[np.argpartition(-approx, self.config.ndocs - 1)[: self.config.ndocs]]
+        if len(passages) > ndocs:
+            passages = passages[np.argpartition(-approx, ndocs - 1)[:ndocs]]
         return np.sort(passages)
 
     def _token_rows(self, chunk: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -386,7 +443,7 @@ class ColbertIndex:
             raise DataFormatError(f"query vectors must be [{len(qids)}, Nq, {self.dim}], got {queries.shape}")
         run = Run()
         for qid, q in zip(qids, queries, strict=True):
-            cands = self.candidates(q)
+            cands = self.candidates(q, k)
             if len(cands) == 0:
                 run[qid] = {}
                 continue
@@ -467,27 +524,85 @@ class ColbertIndex:
         return index
 
 
-def _token_batches(location: str | os.PathLike) -> Iterator[tuple[list[str], np.ndarray, np.ndarray]]:
-    """``(docids, float32 [T, dim], offsets [N + 1])`` per Parquet record batch of token shards."""
+def _shard_files(location: str | os.PathLike) -> tuple[Any, list[str]]:
+    """``(pyarrow filesystem, sorted *.parquet paths in it)`` of a local folder or a storage URI:
+    listed where the shards live, never copied."""
+    from pyarrow import fs
+
+    from rankdistill.storage import filesystem
+
+    filesys, base = filesystem(location)
+    infos = filesys.get_file_info(fs.FileSelector(base, recursive=True, allow_not_found=True))
+    files = sorted(i.path for i in infos if i.type == fs.FileType.File and i.path.endswith(".parquet"))
+    if not files:
+        raise DataFormatError("no embedding shards (*.parquet) in this folder", Path(str(location)))
+    return filesys, files
+
+
+def _open_shard(filesys, path: str, location):
     import pyarrow.parquet as pq
 
-    from rankdistill.storage import readable_folder
+    parquet = pq.ParquetFile(filesys.open_input_file(path))
+    if "n_tokens" not in parquet.schema_arrow.names:
+        raise DataFormatError("these are single-vector shards; use build_dense_index", Path(str(location)) / Path(path).name)
+    return parquet
 
-    with readable_folder(location) as folder:
-        files = sorted(str(p) for p in Path(folder).rglob("*.parquet"))
-        if not files:
-            raise DataFormatError("no embedding shards (*.parquet) in this folder", Path(str(location)))
-        for file in files:
-            parquet = pq.ParquetFile(file)
-            if "n_tokens" not in parquet.schema_arrow.names:
-                raise DataFormatError("these are single-vector shards; use build_dense_index", Path(file))
-            for batch in parquet.iter_batches(batch_size=4096):
-                counts = np.asarray(batch.column("n_tokens").to_numpy(zero_copy_only=False), dtype=np.int64)
-                values = batch.column("embedding").values.to_numpy(zero_copy_only=False).astype(np.float32, copy=False)
-                total = int(counts.sum())
-                dim = values.size // max(total, 1)
-                yield ([str(d) for d in batch.column("docid").to_pylist()], values.reshape(total, dim),
-                       np.concatenate([[0], np.cumsum(counts)]))
+
+def _shard_dim(location: str | os.PathLike) -> int:
+    """The token vectors' dimension, from the first non-empty record batch."""
+    filesys, files = _shard_files(location)
+    for path in files:
+        for batch in _open_shard(filesys, path, location).iter_batches(batch_size=64, columns=["n_tokens", "embedding"]):
+            total = int(np.asarray(batch.column("n_tokens").to_numpy(zero_copy_only=False), dtype=np.int64).sum())
+            if total:
+                return len(batch.column("embedding").values) // total
+    raise DataFormatError("no passages in these shards", Path(str(location)))
+
+
+def _token_batches(location: str | os.PathLike) -> Iterator[tuple[list[str], np.ndarray, np.ndarray]]:
+    """``(docids, float32 [T, dim], offsets [N + 1])`` per Parquet record batch of token shards,
+    read from where they live (a local folder or a storage URI), one batch in memory at a time."""
+    filesys, files = _shard_files(location)
+    for path in files:
+        for batch in _open_shard(filesys, path, location).iter_batches(batch_size=4096):
+            counts = np.asarray(batch.column("n_tokens").to_numpy(zero_copy_only=False), dtype=np.int64)
+            values = batch.column("embedding").values.to_numpy(zero_copy_only=False).astype(np.float32, copy=False)
+            total = int(counts.sum())
+            dim = values.size // max(total, 1)
+            yield ([str(d) for d in batch.column("docid").to_pylist()], values.reshape(total, dim),
+                   np.concatenate([[0], np.cumsum(counts)]))
+
+
+def shard_token_counts(location: str | os.PathLike) -> list[int]:
+    """Token vectors per shard file (reads the ``n_tokens`` column only)."""
+    filesys, files = _shard_files(location)
+    counts = []
+    for path in files:
+        parquet = _open_shard(filesys, path, location)
+        counts.append(sum(int(np.asarray(b.column("n_tokens").to_numpy(zero_copy_only=False)).sum())
+                          for b in parquet.iter_batches(batch_size=65536, columns=["n_tokens"])))
+    return counts
+
+
+def sample_tokens(location: str | os.PathLike, size: int, seed: int = 0) -> tuple[np.ndarray, int]:
+    """``(float32 [min(size, T), dim] sample, T)``: a seeded uniform sample without replacement of
+    the token vectors of every shard (``T`` in all), in shard order. A first pass counts tokens
+    from the ``n_tokens`` column; the second reads batch by batch and keeps the drawn rows, so
+    memory holds the sample and one batch."""
+    total = sum(shard_token_counts(location))
+    take = min(int(size), total)
+    chosen = np.sort(np.random.default_rng(seed).choice(total, take, replace=False)) if take < total else None
+    parts, seen = [], 0
+    for _, matrix, _ in _token_batches(location):
+        if chosen is None:
+            parts.append(matrix.copy())
+        else:
+            lo, hi = np.searchsorted(chosen, [seen, seen + len(matrix)])
+            if hi > lo:
+                parts.append(matrix[chosen[lo:hi] - seen])
+        seen += len(matrix)
+    dim = parts[0].shape[1] if parts else 0
+    return (np.concatenate(parts) if parts else np.zeros((0, dim), np.float32)), total
 
 
 def expected_tokens_per_passage(index: ColbertIndex) -> float:
