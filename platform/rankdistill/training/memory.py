@@ -57,8 +57,8 @@ def bert_base_config(layers: int, vocab_size: int = 30522, **overrides: Any):
     """colbertv2.0's backbone shape (bert-base-uncased): hidden 768, 12 heads, FFN 3072."""
     from transformers import BertConfig
 
-    values = dict(vocab_size=vocab_size, hidden_size=768, num_hidden_layers=layers, num_attention_heads=12,
-                  intermediate_size=3072, max_position_embeddings=512)
+    values = {"vocab_size": vocab_size, "hidden_size": 768, "num_hidden_layers": layers, "num_attention_heads": 12,
+                  "intermediate_size": 3072, "max_position_embeddings": 512}
     values.update(overrides)
     return BertConfig(**values)
 
