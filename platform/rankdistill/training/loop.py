@@ -334,7 +334,14 @@ def _set_rng_state(state: dict[str, Any]) -> None:
 
 def train_step(worker: Worker, batches: Iterator[list[dict[str, Any]]]) -> tuple[float, list[list[Any]]]:
     """One optimizer step over ``gradient_accumulation`` micro-batches: ``(summed micro-batch
-    losses, example ids per micro-batch)``."""
+    losses, example ids per micro-batch)``.
+
+    Each micro-batch's loss is divided by the accumulation (DeepSpeed: by the engine), so the step's
+    gradient is the mean over micro-batches: one forward over all of the step's queries when the
+    loss is a mean over queries with equal-sized micro-batches. In-batch negatives (a dense
+    student's L_CL) come from the micro-batch's own forward, so they span one micro-batch on one
+    rank, as in the official PairDistill code (colbert-ai's training loop: ``ib_loss`` inside each
+    of ``accumsteps`` forwards, no gather across ranks); ``tests/test_training_accumulation.py``."""
     import torch
 
     config, engine, scaler = worker.config, worker.engine, worker.scaler
