@@ -147,3 +147,15 @@ def test_the_index_cache_key_holds_the_resolved_precision_not_auto(tmp_path: Pat
     assert auto._cached_index(model_dir) == _workflow(tmp_path, resolved)._cached_index(model_dir)
     other = "fp32" if resolved == "bf16" else "bf16"
     assert auto._cached_index(model_dir) != _workflow(tmp_path, other)._cached_index(model_dir)
+
+
+def test_a_student_saved_in_bf16_continues_training_from_fp32_weights(tmp_path: Path):
+    from rankdistill.training.factories import StudentConfig, StudentFactory
+
+    model = tiny_reranker("mono").to(torch.bfloat16)
+    model.save_pretrained(tmp_path)
+    student = StudentFactory(StudentConfig(architecture="mono", init_from=str(tmp_path)))()
+    assert student.weights_precision == "fp32"
+    saved = dict(model.named_parameters())
+    for name, param in student.named_parameters():  # the bf16 values, held in fp32
+        assert torch.equal(param, saved[name].float()), name
