@@ -330,8 +330,12 @@ DEV_SPLITS = {"nfcorpus": "dev"}  # collections with their own dev split; the ot
 TEACHER_DATA = {"nfcorpus": ["data.positives_from_run=true"]}
 # The default pointwise teacher (issue 18, Part 2): BM25 and the zero-shot all-MiniLM-L6-v2 fused
 # by a per-list z-scored sum, through the ensemble backend (benchmarks/ensemble_teacher.py).
-ENSEMBLE = ("{name: ensemble, fusion: zsum, members: [{kind: first_stage, weight: 1.0}, "
+ENSEMBLE = ("{name: ensemble, fusion: zsum, precision: PRECISION, members: [{kind: first_stage, weight: 1.0}, "
             "{kind: dense, backbone: all-MiniLM-L6-v2, options: {scale: 20.0}, weight: 1.0}]}")
+
+
+def ensemble_backend(precision: str) -> str:
+    return ENSEMBLE.replace("PRECISION", precision)
 
 
 def dev_split(args) -> str | None:
@@ -342,11 +346,15 @@ def output_dir(args) -> Path:
     return Path(args.output or ROOT / "outputs" / f"bench-pairdistill-{args.dataset}").resolve()
 
 
-def pointwise_teacher_overrides(mono: Path | None) -> list[str]:
+def pointwise_teacher_overrides(mono: Path | None, precision: str) -> list[str]:
+    """The pointwise teacher as a whole backend (quickstart's is an ensemble: setting only its
+    ``model`` left the ensemble labelling under the mono's id), in ``--precision``; the id names
+    the precision, so labels made in another precision are never reused."""
     if mono is None:
-        return ["pointwise_teacher.id=ensemble-zsum-bm25-minilm", f"pointwise_teacher.backend={ENSEMBLE}"]
-    return [f"pointwise_teacher.id={mono.parent.name}-mono-{_fingerprint(mono)}",
-            f"pointwise_teacher.backend.model={mono}"]
+        return [f"pointwise_teacher.id=ensemble-zsum-bm25-minilm-{precision}",
+                f"pointwise_teacher.backend={ensemble_backend(precision)}"]
+    return [f"pointwise_teacher.id={mono.parent.name}-mono-{_fingerprint(mono)}-{precision}",
+            f"pointwise_teacher.backend={{name: reranker, model: {mono}, batch_size: 32, precision: {precision}}}"]
 
 
 def pairdistill_config(args, mono: Path | None, duo: Path, name: str, loss: str, lambda_kd: float,
@@ -361,8 +369,10 @@ def pairdistill_config(args, mono: Path | None, duo: Path, name: str, loss: str,
         f"iterations={args.iterations}", f"candidates.k={args.depth}", "candidates.method=bm25",
         f"pointwise.top_k={args.depth}", f"pairwise.top_k={args.depth}",
         f"pairwise.pairs_per_query={args.pairs}", f"examples.passages_per_query={args.passages}",
-        *pointwise_teacher_overrides(mono),
-        f"pairwise_teacher.id={args.dataset}-duo-{_fingerprint(duo)}", f"pairwise_teacher.backend.model={duo}",
+        *pointwise_teacher_overrides(mono, args.precision),
+        f"pairwise_teacher.id={args.dataset}-duo-{_fingerprint(duo)}-{args.precision}",
+        f"pairwise_teacher.backend.model={duo}", f"pairwise_teacher.backend.precision={args.precision}",
+        f"candidates.encode.precision={args.precision}",  # the students' corpus and query encoding
         f"loss.name={loss}", f"loss.options.lambda_kd={lambda_kd}", f"loss.options.lambda_pair={lambda_pair}",
         f"training.max_steps={args.steps}", f"training.batch_size={args.queries}", "training.epochs=1000",
         f"training.cpus_per_worker={args.threads}", f"training.precision={args.precision}",
@@ -438,7 +448,7 @@ def part_c(args) -> bool:
         f"{'split ' + repr(dev) if dev else f'carved from train ({args.dev_queries} queries, seed as the workflow)'}, "
         f"{args.test_queries or 'all'} test queries; BM25 top {args.depth} candidates; "
         f"{args.iterations} iteration(s) x {args.steps} steps x {args.queries} queries x {args.passages} passages; "
-        f"{args.pairs} pairs/query (|i-j| < {DELTA}); pointwise teacher {mono or ENSEMBLE}, pairwise teacher duo "
+        f"{args.pairs} pairs/query (|i-j| < {DELTA}); pointwise teacher {mono or ensemble_backend(args.precision)}, pairwise teacher duo "
         f"{duo}; training precision {args.precision}; figure: test {measure} of the dev-selected student (lines "
         "print as each run ends)")
     summaries: dict[str, dict[str, Any]] = {}
@@ -548,8 +558,9 @@ def main() -> int:
                              "mono folder (jobs/train_reranker.py .../model)")
     parser.add_argument("--pairwise-teacher", help="(c) a trained duo folder")
     parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "auto"],
-                        help="(c) training.precision of the students and teachers trained here (the README's "
-                             "tables: fp32)")
+                        help="(c) the precision of everything in (c): training (students and the teachers "
+                             "trained here), the pointwise / pairwise teachers' labelling and the students' "
+                             "encoding (the README's tables: fp32)")
     parser.add_argument("--output", default=None,
                         help="(c) teachers, label store and runs (default outputs/bench-pairdistill-<dataset>)")
     args = parser.parse_args()

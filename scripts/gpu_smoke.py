@@ -16,10 +16,19 @@ vLLM, no network. It builds tiny random models itself and prints one line per ch
 5. ``dense-index``: ``DenseIndex`` searching on faiss-gpu returns the CPU index's top-10 (without
    faiss-gpu: the CPU index against exact numpy search);
 6. ``precision``: ``training.precision: auto`` resolves to bf16 exactly where the GPU computes bf16
-   natively (``torch.cuda.is_bf16_supported(including_emulation=False)``).
+   natively (``torch.cuda.is_bf16_supported(including_emulation=False)``);
+7. ``memory``: one training micro-step of configs/pairdistill-gpu.yaml's student at its real shape
+   (ColBERT on a BERT-base-sized backbone, random weights, micro-batch x 64 x 180, bf16, its
+   checkpointing): ``torch.cuda.max_memory_allocated`` against the memory model's prediction
+   (``rankdistill.training.memory``); on the CPU a reduced step and the extrapolation;
+8. ``pairdistill-deepspeed``: PairDistillLoss (in-batch negatives, L_KD, L_pair) under DeepSpeed
+   bf16 with the GPU config's shapes and accumulation, reduced layers (and, on the CPU, a reduced list);
+9. ``saved-dtype``: after a DeepSpeed bf16 step the saved student is fp32, the optimizer's master weights;
+10. ``colbert-index``: ``ColbertIndex`` with centroid candidates and an SQ4 store against exact MaxSim
+   (faiss on the CPU: ColbertIndex has no GPU path; the line says whether faiss-gpu is there).
 
-Each line starts with PASS, FAIL or SKIP (an optional part not installed); the exit status is 1 when
-any check failed. Without a GPU every check runs on the CPU and the first line says no GPU was found.
+Each line starts with PASS, FAIL or SKIP (an optional part not installed, named with the reason);
+what a check left out on this machine it says in its line; the exit status is 1 when any check failed. Without a GPU every check runs on the CPU and the first line says no GPU was found.
 """
 
 from __future__ import annotations
@@ -334,6 +343,239 @@ def check_dense_index(device: str, work: Path) -> str:
     return f"{what} on {len(queries)} queries x {len(docs)} passages"
 
 
+# ---- issue 29: the GPU config's training step at real sizes ---------------------------------------
+
+QUERY_TOKENS, PASSAGE_TOKENS, LAYERS = 32, 180, 12  # colbertv2.0's lengths, BERT-base's layers
+
+
+def _gpu_config() -> dict:
+    """configs/pairdistill-gpu.yaml's training shape: micro-batch, passages, accumulation, ZeRO
+    stage, GPUs, activation checkpointing."""
+    import yaml
+
+    raw = yaml.safe_load((Path(__file__).resolve().parents[1] / "configs" / "pairdistill-gpu.yaml").read_text())
+    t = raw["training"]
+    return {"micro": int(t["batch_size"]), "passages": int(raw["examples"]["passages_per_query"]),
+            "accumulation": int(t.get("gradient_accumulation", 1)), "stage": int(t.get("zero_stage", 2)),
+            "gpus": int(t["num_workers"]), "checkpointing": bool(t.get("gradient_checkpointing", False))}
+
+
+def check_memory(device: str, work: Path) -> str:
+    """One training micro-step of the GPU config's student (ColBERT on a BERT-base-sized backbone,
+    random weights, bf16 as DeepSpeed runs it) against the memory model
+    (``rankdistill.training.memory``, whose activations are saved-tensor bytes measured on this
+    device). CUDA: the real shape and 12 layers, ``torch.cuda.max_memory_allocated`` against the
+    prediction (weights + gradients + activations; no optimizer in this step). CPU: a reduced
+    shape, the 2-layer step's saved bytes against the prediction, and the model's extrapolation
+    to the config's shape."""
+    from rankdistill.training import memory
+
+    cfg = _gpu_config()
+    ckpt = cfg["checkpointing"]
+    if device == "cuda":
+        queries, passages, layers = cfg["micro"], cfg["passages"], LAYERS
+    else:
+        queries, passages, layers = 1, 8, 2
+    layer = memory.colbert_layer_bytes(passages, QUERY_TOKENS, PASSAGE_TOKENS, device=device)
+    profile = memory.colbert_activation_profile(queries, passages, QUERY_TOKENS, PASSAGE_TOKENS, device=device,
+                                                layer_bytes=layer)
+    model = memory.colbert_student(layers, hidden_dropout_prob=0.1).to(device=device, dtype=torch.bfloat16).train()
+    params = sum(p.numel() for p in model.parameters())
+    full_params = params + (LAYERS - layers) * sum(p.numel() for p in model.encoder.encoder.layer[0].parameters())
+    batch, targets, extras = memory.colbert_batch(queries, passages, QUERY_TOKENS, PASSAGE_TOKENS, device=device)
+    shape = f"{queries} x {passages} x {PASSAGE_TOKENS}, {layers} layers, checkpointing {'on' if ckpt else 'off'}"
+    if device == "cuda":
+        if ckpt:
+            model.enable_gradient_checkpointing()
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        loss = memory.colbert_step_loss(model, batch, targets, extras)
+        loss.backward()
+        torch.cuda.synchronize()
+        measured = torch.cuda.max_memory_allocated()
+        predicted = 4 * params + profile.total(layers, ckpt)  # bf16 weights + bf16 gradients + activations
+        ratio = measured / predicted
+        card = torch.cuda.get_device_properties(0).total_memory
+        if not math.isfinite(float(loss)) or ratio > 1.5:
+            raise AssertionError(f"{shape}: max_memory_allocated {measured / 2**30:.2f} GiB vs predicted "
+                                 f"{predicted / 2**30:.2f} GiB (x{ratio:.2f}): the memory model is too optimistic")
+        step = memory.model_state_bytes(params, cfg["stage"], cfg["gpus"]) + profile.total(layers, ckpt)
+        return (f"{shape} on {torch.cuda.get_device_name(0)}: max_memory_allocated {measured / 2**30:.2f} GiB, "
+                f"predicted {predicted / 2**30:.2f} GiB (measured/predicted {ratio:.2f}); with ZeRO-{cfg['stage']} "
+                f"AdamW states over {cfg['gpus']} GPUs: {step / 2**30:.2f} GiB of this card's "
+                f"{card / 2**30:.1f} GiB; A10G 24 GB: {memory.verdict(step, 'A10G 24 GB')}")
+    measured = memory.saved_bytes(lambda: memory.colbert_step_loss(model, batch, targets, extras),
+                                  list(model.parameters()))
+    predicted = profile.total(layers, False)
+    if abs(measured - predicted) > 0.05 * predicted:
+        raise AssertionError(f"{shape}: a 2-layer step saved {measured / 2**20:.1f} MiB, the model predicts "
+                             f"{predicted / 2**20:.1f} MiB (1 layer and 0 layers, measured, extrapolated)")
+    # to the config: layers scale per sequence (x the config's passages per query and queries);
+    # the rest is taken per sequence too (the in-batch MaxSim's square is small at this size)
+    per_query = (cfg["passages"] + 1) / (passages + 1)
+    full = memory.ActivationProfile(cfg["micro"], cfg["passages"], int(layer[0] * per_query * cfg["micro"]),
+                                    int(layer[1] * per_query * cfg["micro"]),
+                                    int(profile.rest * per_query * cfg["micro"] / queries))
+    step = memory.model_state_bytes(full_params, cfg["stage"], cfg["gpus"]) + full.total(LAYERS, ckpt)
+    return (f"no GPU: reduced step {queries} x {passages} x {PASSAGE_TOKENS}, 2 layers on cpu: saved "
+            f"{measured / 2**20:.1f} MiB, predicted {predicted / 2**20:.1f} MiB; extrapolated to the config "
+            f"({cfg['micro']} x {cfg['passages']} x {PASSAGE_TOKENS}, {LAYERS} layers, checkpointing "
+            f"{'on' if ckpt else 'off'}, ZeRO-{cfg['stage']} over {cfg['gpus']}): {step / 2**30:.1f} GiB per GPU "
+            f"(CPU attention; skipped: max_memory_allocated needs CUDA); A10G 24 GB: "
+            f"{memory.verdict(step, 'A10G 24 GB')}")
+
+
+def _deepspeed(device: str):
+    try:
+        import deepspeed
+    except Exception as exc:  # noqa: BLE001 - any import failure means: not usable here
+        raise Skip(f"deepspeed not importable ({type(exc).__name__}: {exc})") from None
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(_free_port()), RANK="0", LOCAL_RANK="0",
+                          WORLD_SIZE="1")
+        deepspeed.init_distributed(dist_backend="nccl" if device == "cuda" else "gloo", verbose=False)
+    return deepspeed
+
+
+def _colbert_engine(device: str, layers: int, micro: int, accumulation: int, stage: int = 2):
+    from rankdistill.training import memory
+    from rankdistill.training.config import TrainingConfig
+    from rankdistill.training.deepspeed_config import deepspeed_config
+    from rankdistill.training.loop import Worker, _optimizer_and_schedule
+
+    deepspeed = _deepspeed(device)
+    config = TrainingConfig(strategy="deepspeed", zero_stage=stage, precision="bf16", batch_size=micro,
+                            gradient_accumulation=accumulation, use_gpu=device == "cuda", learning_rate=1e-4,
+                            warmup_ratio=0.0, max_steps=1)
+    model = memory.colbert_student(layers, hidden_dropout_prob=0.1)
+    params, optimizer, scheduler = _optimizer_and_schedule(model, config, 1)
+    engine, optimizer, _, scheduler = deepspeed.initialize(model=model, optimizer=optimizer, lr_scheduler=scheduler,
+                                                           config=deepspeed_config(config))
+    return Worker(config=config, rank=0, world=1, module=engine.module, forward=engine,
+                  loss_fn=memory.pairdistill_loss(), optimizer=optimizer, scheduler=scheduler, device=engine.device,
+                  engine=engine, params=params, total_steps=1)
+
+
+def _engine_step(worker, queries: int, passages: int, query_tokens: int, passage_tokens: int) -> list[dict]:
+    """One optimizer step (the config's accumulation) of PairDistillLoss: each micro-batch's terms."""
+    from rankdistill.training import memory
+
+    engine, terms = worker.engine, []
+    for micro in range(worker.config.gradient_accumulation):
+        batch, targets, extras = memory.colbert_batch(queries, passages, query_tokens, passage_tokens,
+                                                      device=str(engine.device), seed=micro)
+        out = engine(**batch)
+        loss = engine.module.compute_loss(out, targets, worker.loss_fn, **extras)
+        engine.backward(loss)
+        engine.step()
+        terms.append({"loss": float(loss.detach()), **worker.loss_fn.last_components})
+    return terms
+
+
+def check_pairdistill_deepspeed(device: str, work: Path) -> str:
+    """PairDistillLoss (L_CL with in-batch negatives, L_KD, L_pair over 50 pairs per query) under
+    DeepSpeed ZeRO bf16 with the GPU config's shapes and accumulation, on a reduced-layer
+    BERT-base-width ColBERT: every term finite, one optimizer step taken, the fp32 master finite."""
+    from deepspeed.utils import safe_get_full_fp32_param
+
+    cfg = _gpu_config()
+    if device == "cuda":
+        queries, passages, layers = cfg["micro"], cfg["passages"], 2
+    else:  # the CPU would take minutes over 4 x 64 x 180: a reduced list
+        queries, passages, layers = 2, 8, 1
+    worker = _colbert_engine(device, layers, queries, cfg["accumulation"], cfg["stage"])
+    before = {n: safe_get_full_fp32_param(p).detach().clone() for n, p in worker.module.named_parameters()}
+    terms = _engine_step(worker, queries, passages, QUERY_TOKENS, PASSAGE_TOKENS)
+    bad = [t for t in terms if not all(math.isfinite(v) for v in t.values())]
+    if bad or set(terms[0]) != {"loss", "l_cl", "l_kd", "l_pair"}:
+        raise AssertionError(f"PairDistillLoss terms {terms}")
+    if worker.engine.global_steps != 1:
+        raise AssertionError(f"{cfg['accumulation']} micro-batches gave {worker.engine.global_steps} optimizer steps")
+    after = {n: safe_get_full_fp32_param(p) for n, p in worker.module.named_parameters()}
+    if not all(torch.isfinite(v).all() for v in after.values()):
+        raise AssertionError("the fp32 master weights are not finite after the step")
+    if all(torch.equal(after[n], before[n]) for n in before):
+        raise AssertionError("the step changed no weight")
+    shown = ", ".join(f"{k} {v:.3f}" for k, v in terms[0].items())
+    reduced = "" if device == "cuda" else " (reduced from the config's on cpu)"
+    return (f"ZeRO-{cfg['stage']} bf16 on {device}, {queries} x {passages} x {PASSAGE_TOKENS}{reduced}, {layers} "
+            f"layer(s), accumulation {cfg['accumulation']}: one optimizer step, micro-batch 1: {shown}")
+
+
+def check_saved_dtype(device: str, work: Path) -> str:
+    """After a DeepSpeed bf16 step, the saved student (``training.loop.save_checkpoint``) holds
+    fp32 weights equal to the optimizer's fp32 master copy, and loads as fp32."""
+    from deepspeed.utils import safe_get_full_fp32_param
+    from rankdistill.models import load_reranker
+    from rankdistill.training.loop import save_checkpoint
+    from safetensors import safe_open
+
+    worker = _colbert_engine(device, 1, 2, 1)
+    _engine_step(worker, 2, 4, 8, 16)
+    engine_dtypes = {str(p.dtype).removeprefix("torch.") for p in worker.module.parameters()}
+    master = {n: safe_get_full_fp32_param(p).detach().cpu() for n, p in worker.module.named_parameters()}
+    save_checkpoint(worker, work, step=1)
+    with safe_open(str(work / "model" / "model.safetensors"), framework="pt") as f:
+        saved = sorted({f.get_slice(key).get_dtype() for key in f.keys()})  # noqa: SIM118 (not iterable)
+    loaded = load_reranker(work / "model")
+    differ = [n for n, p in loaded.named_parameters() if not torch.equal(p.detach(), master[n])]
+    if saved != ["F32"] or loaded.weights_precision != "fp32" or differ:
+        raise AssertionError(f"saved {saved}, loaded {loaded.weights_precision}, differing from the fp32 master: "
+                             f"{differ[:3]}")
+    return (f"engine params {sorted(engine_dtypes)} on {device}; saved safetensors {saved}, loaded "
+            f"{loaded.weights_precision}, equal to the fp32 master weights")
+
+
+def check_colbert_index(device: str, work: Path) -> str:
+    """``ColbertIndex`` with centroid candidates over an ``IVF,SQ4`` store (the GPU config's
+    factory) against exact MaxSim over the float32 vectors: top-10 overlap."""
+    try:
+        import faiss
+    except Exception as exc:  # noqa: BLE001
+        raise Skip(f"faiss not importable ({type(exc).__name__}: {exc})") from None
+    import numpy as np
+    from rankdistill.models.maxsim import maxsim
+    from rankdistill.retrieval.colbert_index import ColbertIndex, ColbertIndexConfig
+
+    rng = np.random.default_rng(0)
+    dim, topics, n_docs, tokens = 32, 64, 400, 24
+    centres = rng.standard_normal((topics, dim)).astype("float32")
+    docs = []
+    for _ in range(n_docs):
+        mix = rng.choice(topics, 3, replace=False)
+        vecs = centres[rng.choice(mix, tokens)] + 0.3 * rng.standard_normal((tokens, dim)).astype("float32")
+        docs.append(vecs / np.linalg.norm(vecs, axis=1, keepdims=True))
+    queries = []
+    for i in range(20):
+        vecs = docs[i * 7][:8] + 0.2 * rng.standard_normal((8, dim)).astype("float32")
+        queries.append(vecs / np.linalg.norm(vecs, axis=1, keepdims=True))
+    queries = np.stack(queries).astype("float32")
+    config = ColbertIndexConfig(factory="centroids", storage="IVF64,SQ4", nprobe=8, ndocs=128,
+                                train_tokens=n_docs * tokens)
+    index = ColbertIndex(dim, config)
+    index.add([f"d{i}" for i in range(n_docs)], docs)
+    qids = [f"q{i}" for i in range(len(queries))]
+    run = index.search(qids, queries, k=10)
+    width = max(len(d) for d in docs)
+    padded = np.zeros((n_docs, width, dim), dtype="float32")
+    mask = np.zeros((n_docs, width), dtype=bool)
+    for i, d in enumerate(docs):
+        padded[i, : len(d)], mask[i, : len(d)] = d, True
+    exact = maxsim(torch.from_numpy(queries), torch.ones(queries.shape[:2], dtype=torch.bool),
+                   torch.from_numpy(padded), torch.from_numpy(mask), paired=False).numpy()
+    overlap = np.mean([len(set(run[q]) & {f"d{j}" for j in np.argsort(-exact[i])[:10]}) / 10
+                       for i, q in enumerate(qids)])
+    if overlap < 0.8:
+        raise AssertionError(f"centroids + SQ4 top-10 overlap with exact MaxSim {overlap:.2f} < 0.8")
+    gpus = faiss.get_num_gpus() if hasattr(faiss, "get_num_gpus") else 0
+    where = (f"faiss-gpu present ({gpus} GPU), but ColbertIndex searches on the CPU (it has no GPU path)" if gpus
+             else "faiss on the CPU (no faiss GPU support installed)")
+    return (f"{where}: centroids + IVF64,SQ4 over {n_docs} passages x {tokens} tokens, top-10 overlap with exact "
+            f"MaxSim {overlap:.2f} over {len(qids)} queries")
+
+
 CHECKS: list[tuple[str, Callable[[str, Path], str]]] = [
     ("teachers", check_teachers),
     ("students", check_students),
@@ -341,6 +583,10 @@ CHECKS: list[tuple[str, Callable[[str, Path], str]]] = [
     ("serving", check_serving),
     ("dense-index", check_dense_index),
     ("precision", check_precision),
+    ("memory", check_memory),
+    ("pairdistill-deepspeed", check_pairdistill_deepspeed),
+    ("saved-dtype", check_saved_dtype),
+    ("colbert-index", check_colbert_index),
 ]
 
 

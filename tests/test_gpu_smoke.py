@@ -1,6 +1,6 @@
 """scripts/gpu_smoke.py on a machine without a GPU: every check runs on the CPU, the output says no
-GPU was found, each check prints one PASS line, and nothing imports Ray or vLLM (both are made
-unimportable in the child process)."""
+GPU was found, each check prints one PASS line (saying what it reduced or skipped without a GPU),
+and nothing imports Ray or vLLM (both are made unimportable in the child process)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-CHECKS = ["teachers", "students", "deepspeed", "serving", "dense-index", "precision"]
+CHECKS = ["teachers", "students", "deepspeed", "serving", "dense-index", "precision", "memory",
+          "pairdistill-deepspeed", "saved-dtype", "colbert-index"]
 NO_RAY = ("import runpy, sys; sys.modules['ray'] = None; sys.modules['vllm'] = None; "
           "sys.argv = [sys.argv[1]]; runpy.run_path(sys.argv[0], run_name='__main__')")
 
@@ -31,6 +32,12 @@ def test_gpu_smoke_runs_every_check_on_the_cpu_without_ray(tmp_path):
     assert results == dict.fromkeys(CHECKS, "PASS"), done.stdout
     assert lines[-1] == "gpu_smoke: all checks passed on cpu"
     assert "on cpu" in next(line for line in lines if line.startswith("PASS teachers"))
+    # what a check could not do without a GPU it says, and why
+    memory = next(line for line in lines if line.startswith("PASS memory"))
+    assert "no GPU: reduced step" in memory and "skipped: max_memory_allocated needs CUDA" in memory
+    assert "A10G 24 GB: fits (" in memory  # the config fits an A10G with >= 20% margin, by the model
+    assert "reduced from the config's on cpu" in next(l for l in lines if l.startswith("PASS pairdistill-deepspeed"))
+    assert "saved safetensors ['F32'], loaded fp32" in next(l for l in lines if l.startswith("PASS saved-dtype"))
 
 
 def test_a_failing_check_prints_fail_and_exits_non_zero(monkeypatch, capsys):

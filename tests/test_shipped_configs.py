@@ -69,6 +69,23 @@ def test_the_gpu_config_is_the_papers_run():
     assert config.pairwise_teacher.backend.model == "castorini/duot5-3b-msmarco"
     assert config.pointwise_teacher.backend.fallback is None and config.pairwise_teacher.backend.fallback is None
     assert config.loss.options == {"lambda_kd": 1.0, "lambda_pair": 3.0, "temperature": 1.0, "pair_reduction": "pairs"}
+    t = config.training  # the official effective batch (bsize 32 = 4 ranks x 4 queries x accumsteps 2)
+    assert (t.num_workers, t.batch_size, t.gradient_accumulation) == (4, 4, 2) and t.gradient_checkpointing
+
+
+def test_the_gpu_configs_step_fits_an_a10g_with_20_percent_margin_by_the_memory_model():
+    """The model states by the ZeRO paper's accounting (hand-checked below) plus the activations
+    the README's benchmarks/train_memory.py table measured for the config's shape (3.5 GiB:
+    4 x 64 x 180, checkpointed, 12 layers) leave >= 20% of an A10G's 22.5 GiB free."""
+    from rankdistill.training.memory import CARDS, CUDA_OVERHEAD, GIB, model_state_bytes, verdict
+
+    p = 109_000_000  # ColBERT on BERT-base (benchmark line)
+    # ZeRO-2, 4 GPUs: bf16 weights 2P, bf16 grads 2P + 2P/4, fp32 master + Adam m, v + fp32 grads 16P/4
+    assert model_state_bytes(p, 2, 4) == int(2 * p + 2.5 * p + 4 * p)
+    peak = model_state_bytes(p, 2, 4) + int(3.5 * GIB)
+    assert (peak + CUDA_OVERHEAD) / CARDS["A10G 24 GB"] <= 0.8
+    assert verdict(peak, "A10G 24 GB").startswith("fits (")
+    assert verdict(61 * GIB, "A10G 24 GB") == "does not fit"
 
 
 @pytest.mark.parametrize("path", shipped(EvaluateConfig), ids=lambda p: p.stem)

@@ -37,6 +37,7 @@ The training loop and the Ray Serve app use exactly this, nothing more:
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -52,6 +53,7 @@ from rankdistill.models.config import RerankerConfig, validate_options
 from rankdistill.models.tokenizers import CrossEncoderTokenizer, RerankerTokenizer
 
 NEG_INF = float("-inf")
+logger = logging.getLogger(__name__)
 
 
 # --------------------------------------------------------------------------------------------
@@ -215,6 +217,56 @@ class Reranker(PreTrainedModel):
             total = value if total is None else total + value
         return total
 
+    def backbones(self) -> list[PreTrainedModel]:
+        """The Hugging Face models inside this student (its encoder(s)), outermost only."""
+        found: list[PreTrainedModel] = []
+        for module in self.modules():
+            if module is self or not isinstance(module, PreTrainedModel):
+                continue
+            if not any(module is not outer and any(m is module for m in outer.modules()) for outer in found):
+                found.append(module)
+        return found
+
+    def enable_gradient_checkpointing(self) -> list[str]:
+        """``training.gradient_checkpointing``: every backbone's own activation checkpointing
+        (transformers' ``activation_checkpointing_enable`` / ``gradient_checkpointing_enable``,
+        non-reentrant ``torch.utils.checkpoint``): in training, each encoder layer keeps only its
+        input and recomputes the rest in the backward pass (one more forward's compute; the same
+        gradients, dropout included, as torch restores the RNG state). The Set-Encoder, which runs
+        its own layer loop over the backbone's layers, checkpoints each layer of that loop when its
+        backbone is switched on. Returns the backbones' class names; a backbone that cannot
+        checkpoint is a ``ConfigError``."""
+        names = []
+        for backbone in self.backbones():
+            if not backbone.supports_gradient_checkpointing:
+                raise ConfigError(f"the backbone {type(backbone).__name__} does not support activation "
+                                  "checkpointing", key="training.gradient_checkpointing")
+            enable = getattr(backbone, "activation_checkpointing_enable", None)
+            if enable is not None:  # transformers >= 5 (gradient_checkpointing_enable is its deprecated alias)
+                enable(activation_checkpointing_kwargs={"use_reentrant": False})
+            else:  # pragma: no cover - transformers 4
+                backbone.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            names.append(type(backbone).__name__)
+        if not names:
+            raise ConfigError(f"{type(self).__name__} has no Hugging Face backbone to checkpoint",
+                              key="training.gradient_checkpointing")
+        return names
+
+    @property
+    def checkpoints_activations(self) -> bool:
+        """Whether a backbone checkpoints its layers (see :meth:`enable_gradient_checkpointing`)."""
+        return any(getattr(m, "gradient_checkpointing", False) is True for b in self.backbones() for m in b.modules())
+
+    @property
+    def weights_precision(self) -> str:
+        """The real precision of the floating-point weights (``fp32`` | ``bf16`` | ``fp16``; the
+        narrowest one when they are mixed): what a loaded student holds, whatever was configured."""
+        dtypes = {p.dtype for p in self.parameters() if p.is_floating_point()}
+        for dtype, name in ((torch.float16, "fp16"), (torch.bfloat16, "bf16")):
+            if dtype in dtypes:
+                return name
+        return "fp32"
+
     # ---- inference --------------------------------------------------------------------------
 
     def _batch_to_device(self, batch: Mapping[str, Tensor]) -> dict[str, Tensor]:
@@ -234,11 +286,21 @@ class Reranker(PreTrainedModel):
         """Run inference (``score``, ``encode_queries`` / ``encode_passages``,
         ``pair_probabilities``) under ``precision``: ``fp32`` | ``bf16`` | ``fp16`` | ``auto``
         (:mod:`rankdistill.precision`; ``auto`` is resolved for the device the model is on now, so
-        move it first). Returns the resolved precision. Scores and embeddings come back fp32."""
+        move it first). Returns the resolved precision: the weights' own (:attr:`weights_precision`)
+        when they are bf16 / fp16, since those compute in their dtype (a warning says so). Scores and
+        embeddings come back fp32."""
         from rankdistill.precision import check_precision, has_bf16_unit, resolve_precision
 
         check_precision(precision, "precision")
-        self.inference_precision = resolve_precision(precision, has_bf16_unit(self.device.type))
+        resolved = resolve_precision(precision, has_bf16_unit(self.device.type))
+        weights = self.weights_precision
+        if weights != "fp32" and resolved != weights:
+            # half-precision weights compute in their own dtype whatever autocast asks: say so
+            logger.warning("%s holds %s weights: it runs in %s, not the %s asked for (precision: %s); load or "
+                           "save it in fp32 for fp32 scores", type(self).__name__, weights, weights, resolved,
+                           precision)
+            resolved = weights
+        self.inference_precision = resolved
         return self.inference_precision
 
     @contextlib.contextmanager

@@ -51,6 +51,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+import torch.utils.checkpoint
 from torch import Tensor, nn
 from torch.nn import functional as F
 
@@ -500,9 +501,15 @@ class SetEncoder(Reranker):
             extra = extra[:, None, :].expand(-1, k, -1).reshape(extra.shape[0] * k, extra.shape[1])
             key_mask = torch.cat([key_mask, extra[:, None, None, :]], dim=-1)
         bias = self.int_attention_bias
+        # training.gradient_checkpointing: this loop replaces the backbone's own, so it checkpoints
+        # each layer itself (non-reentrant, RNG restored: the same gradients as without)
+        checkpointed = self.training and self.checkpoints_activations
         for index, layer in enumerate(parts.layers):
-            hidden = set_encoder_layer(layer, hidden, key_mask, k, parts, sample,
-                                       bias[index] if bias is not None else None)
+            args = (layer, hidden, key_mask, k, parts, sample, bias[index] if bias is not None else None)
+            if checkpointed:
+                hidden = torch.utils.checkpoint.checkpoint(set_encoder_layer, *args, use_reentrant=False)
+            else:
+                hidden = set_encoder_layer(*args)
         return hidden
 
     def forward(

@@ -44,7 +44,8 @@ class EncodeConfig:
         rows_per_shard: at most this many passages per Parquet shard.
         precision: the student's autocast while encoding: ``fp32`` | ``bf16`` | ``fp16`` |
             ``auto`` (bf16 where the actor's device has a bf16 unit, else fp32;
-            :mod:`rankdistill.precision`). Queries are encoded alike (the same setting).
+            :mod:`rankdistill.precision`), decided once by :func:`resolve_encode_precision`;
+            queries are encoded in the same resolved precision.
     """
 
     num_actors: int = 1
@@ -104,6 +105,34 @@ class _PassageEncoder:
         return pa.table({"docid": docids, "embedding": pa.array(list(array), pa.list_(pa.float32()))})
 
 
+def _resolve_here(precision: str, gpus: float) -> str:
+    import torch
+
+    from rankdistill.precision import has_bf16_unit, resolve_precision
+
+    device_type = "cuda" if gpus > 0 and torch.cuda.is_available() else "cpu"
+    return resolve_precision(precision, has_bf16_unit(device_type))
+
+
+def resolve_encode_precision(config: EncodeConfig) -> str:
+    """``config.precision`` as the encoding actors run it (``fp32`` | ``bf16`` | ``fp16``).
+
+    ``auto`` is decided once, by a Ray task placed like an encoding actor (its CPUs and GPUs), on
+    that device (:func:`rankdistill.precision.resolve_precision`); without Ray, here. The result
+    is what the actors encode passages in, what queries are encoded in and what an index cache
+    key holds: one rule, one answer, for queries and passages alike (deciding on the driver for
+    queries and on the actors for passages gave bf16 passages and fp32 queries on GPU actors with
+    a CPU head)."""
+    if config.precision != "auto":
+        return config.precision
+    import ray
+
+    if not ray.is_initialized():
+        return _resolve_here(config.precision, config.gpus_per_actor)
+    task = ray.remote(_resolve_here).options(num_cpus=config.cpus_per_actor, num_gpus=config.gpus_per_actor or 0)
+    return str(ray.get(task.remote(config.precision, config.gpus_per_actor)))
+
+
 def _documents_dataset(documents: Iterable[Document] | Mapping[str, Document] | Any):
     import ray.data
 
@@ -139,11 +168,12 @@ def encode_corpus(
     from rankdistill.storage import ship_folder
 
     config = config or EncodeConfig()
+    precision = resolve_encode_precision(config)  # auto: decided once, where an actor would run
     ds = _documents_dataset(documents)
     encoded = ds.map_batches(
         _PassageEncoder,
         fn_constructor_kwargs={"model": ship_folder(model_path), "batch_size": config.batch_size,
-                               "threads": int(max(1, config.cpus_per_actor)), "precision": config.precision},
+                               "threads": int(max(1, config.cpus_per_actor)), "precision": precision},
         batch_size=config.batch_size,
         batch_format="numpy",
         compute=ray.data.ActorPoolStrategy(size=max(1, config.num_actors)),

@@ -14,7 +14,8 @@ STRATEGIES = ("ddp", "deepspeed")
 # fields a resumed run may change: how long it runs, how often it logs / checkpoints, where it
 # stores, on which resources; every other field changes what the checkpoint's weights mean
 RESUMABLE_CHANGES = frozenset({"max_steps", "epochs", "log_every", "checkpoint_every", "run_name", "storage_path",
-                               "audit_examples", "use_gpu", "cpus_per_worker", "worker_env"})
+                               "audit_examples", "use_gpu", "cpus_per_worker", "worker_env",
+                               "gradient_checkpointing"})
 
 
 @dataclass
@@ -37,6 +38,17 @@ class TrainingConfig:
     driver (nodes differ), and logged (``train_precision`` MLflow tag, one line per rank). See
     :func:`~rankdistill.precision.resolve_precision`.
 
+    ``gradient_accumulation``: micro-batches of ``batch_size`` queries per optimizer step (each
+    worker); the loss of each micro-batch is divided by it, so a step's gradient is the mean over
+    its micro-batches. In-batch negatives (a dense student's ``L_CL``) span one micro-batch on one
+    worker, as in the official ColBERT / PairDistill code (its ``accumsteps``), not the whole step.
+
+    ``gradient_checkpointing``: activation checkpointing of the student's Hugging Face backbone(s)
+    (:meth:`~rankdistill.models.base.Reranker.enable_gradient_checkpointing`): each encoder layer
+    keeps only its input and recomputes its activations in the backward pass; the same gradients
+    for about a third more compute, and activation memory falls from all of a layer's tensors to
+    one hidden state per layer (``benchmarks/train_memory.py``).
+
     ``worker_env``: environment variables of the Ray Train worker processes (Ray's
     ``RunConfig.worker_runtime_env``); the default ``MALLOC_ARENA_MAX=1`` keeps glibc from
     re-faulting activation memory every step in the worker's training thread (see
@@ -54,6 +66,7 @@ class TrainingConfig:
     cpus_per_worker: float = 1.0
     batch_size: int = 8
     gradient_accumulation: int = 1
+    gradient_checkpointing: bool = False  # activation checkpointing of the student's backbone(s)
     learning_rate: float = 2e-5
     weight_decay: float = 0.01
     warmup_ratio: float = 0.1

@@ -116,6 +116,9 @@ class StudentFactory:
         if self.init_from:
             with local_folder(self.init_from) as folder:
                 model = load_reranker(folder)
+            if model.weights_precision != "fp32":  # a student saved in bf16 / fp16 (before issue 29)
+                # training keeps fp32 weights (DDP autocasts, DeepSpeed makes its own half copies)
+                model = model.float()
         else:
             with local_folder(self.backbone or backbone_path(MINILM)) as folder:
                 model = build_reranker(self.config.architecture, str(folder), **self.config.options)

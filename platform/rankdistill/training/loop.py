@@ -190,6 +190,9 @@ class Worker:
     # training.precision as configured (``auto`` stays ``auto`` in the checkpoint's state, so a run
     # resumes on a node that resolves it otherwise); ``config.precision`` is what this worker runs
     configured_precision: str | None = None
+    # DeepSpeed bf16 / fp16: the frozen parameters' fp32 values from before DeepSpeed cast them
+    # (the optimizer holds no master copy of a frozen parameter); saved in place of the casts
+    frozen_fp32: dict[str, Any] = field(default_factory=dict)
 
 
 def _optimizer_and_schedule(model, config: TrainingConfig, total_steps: int):
@@ -237,6 +240,9 @@ def setup(loop_config: dict[str, Any]) -> Worker:
     total_steps = int(loop_config["total_steps"])
 
     model = loop_config["make_student"]()
+    if config.gradient_checkpointing:
+        model.enable_gradient_checkpointing()
+    frozen_fp32: dict[str, Any] = {}
     params, optimizer, scheduler = _optimizer_and_schedule(model, config, total_steps)
     engine, scaler, autocast = None, None, contextlib.nullcontext
     if config.strategy == "deepspeed":
@@ -244,6 +250,9 @@ def setup(loop_config: dict[str, Any]) -> Worker:
 
         from rankdistill.training.deepspeed_config import deepspeed_config
 
+        if config.precision in ("bf16", "fp16"):
+            frozen_fp32 = {n: p.detach().to("cpu", torch.float32).clone()
+                           for n, p in model.named_parameters() if not p.requires_grad}
         engine, optimizer, _, scheduler = deepspeed.initialize(
             model=model, optimizer=optimizer, lr_scheduler=scheduler, config=deepspeed_config(config)
         )
@@ -267,7 +276,8 @@ def setup(loop_config: dict[str, Any]) -> Worker:
                   engine=engine, scaler=scaler, autocast=autocast, params=params,
                   extra_fields=tuple(loop_config.get("extra_fields", ())), total_steps=total_steps,
                   step_offset=int(loop_config.get("step_offset", 0)), identity=loop_config.get("identity") or {},
-                  tracking=tracking, client=client, configured_precision=configured_precision)
+                  tracking=tracking, client=client, configured_precision=configured_precision,
+                  frozen_fp32=frozen_fp32)
 
 
 def resume(worker: Worker, checkpoint) -> int:
@@ -324,7 +334,14 @@ def _set_rng_state(state: dict[str, Any]) -> None:
 
 def train_step(worker: Worker, batches: Iterator[list[dict[str, Any]]]) -> tuple[float, list[list[Any]]]:
     """One optimizer step over ``gradient_accumulation`` micro-batches: ``(summed micro-batch
-    losses, example ids per micro-batch)``."""
+    losses, example ids per micro-batch)``.
+
+    Each micro-batch's loss is divided by the accumulation (DeepSpeed: by the engine), so the step's
+    gradient is the mean over micro-batches: one forward over all of the step's queries when the
+    loss is a mean over queries with equal-sized micro-batches. In-batch negatives (a dense
+    student's L_CL) come from the micro-batch's own forward, so they span one micro-batch on one
+    rank, as in the official PairDistill code (colbert-ai's training loop: ``ib_loss`` inside each
+    of ``accumsteps`` forwards, no gather across ranks); ``tests/test_training_accumulation.py``."""
     import torch
 
     config, engine, scaler = worker.config, worker.engine, worker.scaler
@@ -384,18 +401,78 @@ def audit(worker: Worker, step: int, ids: list[list[Any]]) -> None:
         out.write(json.dumps(record).encode())
 
 
+def fp32_master_state(worker: Worker) -> dict[str, Any]:
+    """The DeepSpeed student's weights in fp32, whole, on the CPU: a collective (every rank calls
+    it, in the same order; rank 0 uses the result).
+
+    Under DeepSpeed bf16 / fp16 the engine's module holds half-precision copies; the fp32 master
+    weights live in the ZeRO optimizer's partitions. Each trained parameter is taken from there
+    (``deepspeed.utils.safe_get_full_fp32_param``: an all-reduce for ZeRO-1/2, an all-gather for
+    ZeRO-3); a frozen one from the fp32 copy :func:`setup` kept before DeepSpeed cast it
+    (``Worker.frozen_fp32``); buffers as they are (gathered under ZeRO-3), cast to fp32 when
+    floating."""
+    import torch
+    from deepspeed.utils import safe_get_full_fp32_param
+
+    module, by_param = worker.module, {}
+    zero3 = worker.config.zero_stage == 3
+    for name, param in module.named_parameters():
+        full = safe_get_full_fp32_param(param) if param.requires_grad else None
+        if full is None and name in worker.frozen_fp32:
+            full = worker.frozen_fp32[name]
+        elif full is None:
+            with _gathered([param]) if zero3 else contextlib.nullcontext():
+                full = param.detach().clone()
+        by_param[id(param)] = full.detach().to("cpu", torch.float32).clone()
+    state = {}
+    # the state_dict's keys (persistent buffers only; a tied weight's names share one tensor)
+    for key, value in module.state_dict(keep_vars=True).items():
+        if id(value) in by_param:
+            state[key] = by_param[id(value)]
+        else:
+            with _gathered([value]) if zero3 and hasattr(value, "ds_id") else contextlib.nullcontext():
+                tensor = value.detach().cpu().clone()
+            state[key] = tensor.float() if tensor.is_floating_point() else tensor
+    return state
+
+
+def _gathered(params: list) -> Any:
+    import deepspeed
+
+    return deepspeed.zero.GatheredParameters(params, modifier_rank=None)
+
+
+def save_student(module: Any, folder: Path, state: dict[str, Any] | None = None) -> None:
+    """``module.save_pretrained(folder)``, with ``state`` (fp32 master weights) as the weights when
+    given: the files and ``config.json``'s ``dtype`` say float32 whatever the engine computed in."""
+    if state is None:
+        module.save_pretrained(str(folder))
+        return
+    module.save_pretrained(str(folder), state_dict=state)
+    config_file = folder / "config.json"
+    config = json.loads(config_file.read_text())
+    config["dtype"] = "float32"  # save_pretrained wrote the engine's compute dtype; the weights are fp32
+    config_file.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+
+
 def save_checkpoint(worker: Worker, folder: Path, step: int) -> None:
-    """Write this rank's part of the step-``step`` checkpoint into ``folder`` (see the module doc)."""
+    """Write this rank's part of the step-``step`` checkpoint into ``folder`` (see the module doc).
+
+    ``model/`` holds fp32 weights in every precision: under DeepSpeed bf16 / fp16 the fp32 master
+    weights (:func:`fp32_master_state`, consolidated for ZeRO-3), not the engine's half-precision
+    copies, so a loaded student and the next iteration's start are the trained fp32 weights."""
     import torch
 
     rank, module = worker.rank, worker.module
     if worker.engine is not None:
         # the same tag on every rank: ranks write disjoint files of one DeepSpeed checkpoint
         worker.engine.save_checkpoint(str(folder / DEEPSPEED_DIR), tag=f"step{step}")
-        if worker.config.zero_stage == 3:
-            import deepspeed
-
-            with deepspeed.zero.GatheredParameters(list(module.parameters()), modifier_rank=None):
+        if worker.config.precision in ("bf16", "fp16"):
+            state = fp32_master_state(worker)  # every rank: a collective
+            if rank == 0:
+                save_student(module, folder / MODEL_DIR, state)
+        elif worker.config.zero_stage == 3:
+            with _gathered(list(module.parameters())):
                 if rank == 0:
                     module.save_pretrained(str(folder / MODEL_DIR))
         elif rank == 0:

@@ -440,7 +440,8 @@ class PairDistill:
             return loader.load(self.location(name, "index"))
         shards = self.location(name, "embeddings")
         remove_folder(shards)
-        encode_corpus(model_dir, self.corpus, shards, self.config.candidates.encode, output_key="output_dir")
+        encode = dataclasses.replace(self.config.candidates.encode, precision=self.encode_precision())
+        encode_corpus(model_dir, self.corpus, shards, encode, output_key="output_dir")
         if self.config.student.architecture == "colbert":  # token vectors, exact MaxSim re-scoring
             index = ColbertIndex.from_shards(shards, self.config.candidates.colbert_index)
         else:
@@ -464,10 +465,21 @@ class PairDistill:
                     "architecture": self.config.student.architecture,
                     "index": dataclasses.asdict(c.colbert_index if self.config.student.architecture == "colbert"
                                                 else c.index)}
-        if c.encode.precision != "fp32":  # (fp32 indexes keep the keys they had before precision existed)
-            settings["precision"] = c.encode.precision
+        precision = self.encode_precision()  # resolved: auto is never a key (it is bf16 on one node, fp32 on another)
+        if precision != "fp32":  # (fp32 indexes keep the keys they had before precision existed)
+            settings["precision"] = precision
         key = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:24]
         return join_path(c.index_cache, key)
+
+    def encode_precision(self) -> str:
+        """``candidates.encode.precision`` resolved once for the run (``auto``: where an encoding
+        actor runs; :func:`~rankdistill.retrieval.encode.resolve_encode_precision`): passages,
+        queries and the index cache key all use this one value."""
+        if getattr(self, "_encode_precision", None) is None:
+            from rankdistill.retrieval.encode import resolve_encode_precision
+
+            self._encode_precision = resolve_encode_precision(self.config.candidates.encode)
+        return self._encode_precision
 
     def retrieve(self, model, index, queries: dict[str, Query], k: int) -> Run:
         from rankdistill.retrieval.dense_retrieve import retrieve
@@ -481,7 +493,7 @@ class PairDistill:
 
         index = self.index_student(model_dir, folder)
         model = load_student(model_dir).eval()
-        model.use_precision(self.config.candidates.encode.precision)  # queries as the passages were encoded
+        model.use_precision(self.encode_precision())  # queries in the precision the passages were encoded in
         k = self.config.candidates.eval_depth
         results = {}
         for split, queries in (("dev", self.splits.dev), ("test", self.splits.test)):
