@@ -599,7 +599,8 @@ class PairDistill:
             lists += split_lists
         calls = self._label(lists, self.point_spec, f"teacher on the {' and '.join(candidates)} candidates"
                             ).stats.backend_calls
-        self.check_calls.update(share_calls(calls, pending))
+        for split, share in share_calls(calls, pending).items():
+            self.check_calls[split] = self.check_calls.get(split, 0) + share
 
     def teacher_on_dev(self, candidates: Run, student: Stage, tracker) -> Stage:
         """The dev check: the pointwise teacher reranking the dev candidates, printed beside the
