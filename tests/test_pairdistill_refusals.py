@@ -178,6 +178,29 @@ def test_a_stale_lock_of_a_dead_process_is_taken_over_and_released(tmp_path):
     assert not lock.exists() and not (tmp_path / "labels" / lock.name).exists()
 
 
+def test_a_lock_of_a_killed_process_not_yet_reaped_or_of_a_reused_pid_is_stale(tmp_path, other_process):
+    import time
+
+    from rankdistill.workflows.folder_lock import _stat, lock_folders
+
+    killed = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    lock = hold(tmp_path / "out", killed.pid)
+    killed.kill()  # SIGKILL; not waited for: a zombie until its parent reaps it
+    for _ in range(100):
+        if (_stat(killed.pid) or ["?"])[0] == "Z":
+            break
+        time.sleep(0.05)
+    try:
+        with lock_folders([(str(tmp_path / "out"), "output_dir")], "test"):
+            assert json.loads(lock.read_text())["pid"] == os.getpid()
+    finally:
+        killed.wait()
+    reused = hold(tmp_path / "labels", other_process.pid)  # a live pid, but another process than the holder
+    reused.write_text(json.dumps({**json.loads(reused.read_text()), "process_start": "1"}))
+    with lock_folders([(str(tmp_path / "labels"), "label_store")], "test"):
+        assert json.loads(reused.read_text())["pid"] == os.getpid()
+
+
 def test_a_refused_lock_releases_the_folders_already_taken(tmp_path, other_process):
     from rankdistill.workflows.folder_lock import LOCK_FILE, lock_folders
 

@@ -26,13 +26,18 @@ from rankdistill.errors import ConfigError
 LOCK_FILE = ".rankdistill.lock"
 
 
+def _stat(pid: int) -> list[str] | None:
+    """``/proc/<pid>/stat``'s fields after the command name (Linux), or None."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+
+
 def _process_start(pid: int) -> str | None:
     """The start time of process ``pid`` (clock ticks since boot; Linux), to tell a reused pid apart."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return stat.rsplit(")", 1)[1].split()[19]
+    fields = _stat(pid)
+    return fields[19] if fields and len(fields) > 19 else None
 
 
 def _alive(holder: dict[str, Any]) -> bool:
@@ -48,6 +53,9 @@ def _alive(holder: dict[str, Any]) -> bool:
         return False
     except PermissionError:
         pass
+    fields = _stat(pid)
+    if fields and fields[0] in ("Z", "X"):
+        return False  # killed, not yet reaped by its parent
     started = holder.get("process_start")
     return started is None or _process_start(pid) in (None, started)
 
