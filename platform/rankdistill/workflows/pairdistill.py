@@ -589,16 +589,21 @@ class PairDistill:
         """The pointwise teacher labels the candidates its checks rerank (``dev``, ``test``: the
         top ``candidates.k`` of each query) in one labelling pass, one actor pool for both;
         :meth:`teacher_run` then finds every label stored."""
-        from rankdistill.teachers.pipeline import plan_labels
+        from rankdistill.teachers.pipeline import plan_labels, run_plan
 
-        lists, pending = [], {}
+        lists, owner = [], {}
         for split, run in candidates.items():
             queries = {"dev": self.splits.dev, "test": self.splits.test}[split]
-            split_lists = list(candidate_lists(run, queries, self.corpus, k=self.config.candidates.k))
-            pending[split] = len(plan_labels(split_lists, self.point_spec, self.store).pending)
-            lists += split_lists
-        calls = self._label(lists, self.point_spec, f"teacher on the {' and '.join(candidates)} candidates"
-                            ).stats.backend_calls
+            lists += candidate_lists(run, queries, self.corpus, k=self.config.candidates.k)
+            for qid in queries:
+                owner.setdefault(qid, split)
+        plan = plan_labels(lists, self.point_spec, self.store)
+        pending = dict.fromkeys(candidates, 0)  # the labels each split lacks, to share the calls by
+        for unit in plan.pending:
+            pending[owner[unit["qid"]]] += 1
+        calls = run_plan(plan, self.store, self.config.pipeline,
+                         f"teacher on the {' and '.join(candidates)} candidates").stats.backend_calls
+        self.teacher_calls += calls
         for split, share in share_calls(calls, pending).items():
             self.check_calls[split] = self.check_calls.get(split, 0) + share
 
