@@ -9,4 +9,4 @@ from rankdistill.cli import run_job
 from rankdistill.workflows.pairdistill import PairDistillConfig, run_pairdistill
 
 if __name__ == "__main__":
-    run_job(PairDistillConfig, run_pairdistill, description=__doc__)
+    run_job(PairDistillConfig, run_pairdistill, description=__doc__, require_config="configs/quickstart.yaml")

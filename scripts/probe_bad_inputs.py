@@ -513,6 +513,75 @@ def _(tmp):
     return f"nprobe={faiss.extract_index_ivf(index._index).nprobe} of 8 lists"
 
 
+# -- jobs/pairdistill.py (issue 31, part 1) ---------------------------------------------------------
+case("pairdistill candidates.eval_depth=5 (below R@100)")(
+    lambda tmp: (pairdistill_cfg("candidates.eval_depth=5").check(), "config accepted")[1])
+
+for factory in ("IVF256,PQ32", "IVF4096,PQ64", "Foo123"):
+    case(f"pairdistill candidates.index.factory={factory} (tiny student, dimension 32)")(
+        lambda tmp, f=factory: pairdistill_job(tmp, f"candidates.index.factory='{f}'"))
+
+
+def demo_run(tmp: Path, split: str, bad_doc: str | None = None) -> Path:
+    from rankdistill.data.datasets import resolve
+
+    _, folder = resolve("demo")
+    docs = sorted(folder.corpus())[:3]
+    lines = [f"{q} Q0 {bad_doc if bad_doc and n == 0 and r == 1 else d} {r + 1} {9 - r} t"
+             for n, q in enumerate(sorted(folder.qrels(split))) for r, d in enumerate(docs)]
+    path = tmp / f"{split}.trec"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+@case("pairdistill candidates.run is a run of the test split")
+def _(tmp):
+    return pairdistill_job(tmp, "candidates.method=run", f"candidates.run={demo_run(tmp, 'test')}")
+
+
+@case("pairdistill candidates.run names a document missing from the corpus")
+def _(tmp):
+    return pairdistill_job(tmp, "candidates.method=run", f"candidates.run={demo_run(tmp, 'train', 'X104130')}")
+
+
+@case("pairdistill output_dir cannot be written")
+def _(tmp):
+    from rankdistill.workflows.pairdistill_checks import check_before_ray
+
+    _, config = pairdistill_tiny(tmp, "output_dir=/proc/rankdistill-probe/out")
+    check_before_ray(config)
+    return "accepted"
+
+
+@case("pairdistill a second job on a held output_dir")
+def _(tmp):
+    from rankdistill.workflows.folder_lock import lock_folders
+
+    with lock_folders([(str(tmp / "out"), "output_dir")], "jobs/pairdistill.py"):
+        lock_folders([(str(tmp / "out"), "output_dir")], "jobs/pairdistill.py")
+    return "both jobs ran"
+
+
+@case("pairdistill an empty query text")
+def _(tmp):
+    queries = "".join(json.dumps({"_id": q, "text": "" if q == "t2" else f"query {q}"}) + "\n"
+                      for q in ("q1", "q2", "q3", "t1", "t2"))
+    root = Path(beir(tmp / "c", qrels="t1\td1\t1\nt2\td2\t1\n", queries=queries))
+    (root / "qrels" / "train.tsv").write_text("q1\td1\t1\nq2\td2\t1\nq3\td3\t1\n")
+    (root / "dataset.yaml").write_text("relevance_threshold: 1\n")
+    return pairdistill_job(tmp, f"dataset={root}", "splits.dev_queries=1", "training.batch_size=1")
+
+
+@case("pairdistill a dev qrels file that is a copy of test")
+def _(tmp):
+    queries = "".join(json.dumps({"_id": q, "text": f"query {q}"}) + "\n" for q in ("q1", "q2", "q3", "t1", "t2"))
+    root = Path(beir(tmp / "c", qrels="t1\td1\t1\nt2\td2\t1\n", queries=queries))
+    (root / "qrels" / "train.tsv").write_text("q1\td1\t1\nq2\td2\t1\nq3\td3\t1\n")
+    (root / "qrels" / "dev.tsv").write_text("t1\td1\t1\nt2\td2\t1\n")
+    (root / "dataset.yaml").write_text("relevance_threshold: 1\n")
+    return pairdistill_job(tmp, f"dataset={root}", "splits.dev=dev", "training.batch_size=1")
+
+
 def main() -> int:
     import argparse
 

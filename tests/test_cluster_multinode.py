@@ -176,7 +176,7 @@ def test_jobs_on_two_nodes_log_everything_to_the_mlflow_server(two_nodes, mlflow
         f"pointwise_teacher.backend={{name: reranker, model: s3://{BUCKET}/out/mono/model}}",
         "pairwise_teacher.id=tiny-duo", f"pairwise_teacher.backend={{name: reranker, model: s3://{BUCKET}/models/duo}}",
         "iterations=1", "splits.dev_queries=4", "splits.max_train_queries=8", "splits.max_test_queries=4",
-        "candidates.k=6", "candidates.eval_depth=20", "pointwise.top_k=6",
+        "candidates.k=6", "candidates.eval_depth=100", "pointwise.top_k=6",  # R@100 needs 100
         "pairwise={top_k: 6, delta: 3, pairs_per_query: 3, seed: 0}", "examples.passages_per_query=4",
         "training.max_steps=2", "training.batch_size=2", "training.log_every=1", "training.cpus_per_worker=1",
         "pipeline.progress=false",

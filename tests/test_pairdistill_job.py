@@ -132,6 +132,11 @@ def test_pairdistill_job_tracks_registers_and_pays_for_no_label_twice(tmp_path: 
     # the dev check: the teacher's dev figure beside the zero-shot student's, in the table and summary
     assert names[-4] == "teacher tiny-mono reranking dev candidates" and "nDCG@10" in first["teacher_dev"]
     assert first["stages"][-4]["dev"] == first["teacher_dev"] and first["stages"][-4]["test"] == {}
+    # every row counts the teacher calls paid for it: the checks' rows too (was: 0 in the dev check's row)
+    calls = {s["name"]: s["teacher_calls"] for s in first["stages"]}
+    assert calls["teacher tiny-mono reranking dev candidates"] > 0
+    assert calls["teacher tiny-mono reranking first stage"] > 0
+    assert sum(calls.values()) == first["teacher_calls"]
 
     client = MlflowClient(tracking_uri=tracking_uri())
     experiment = client.get_experiment_by_name("pairdistill")

@@ -19,14 +19,21 @@ from rankdistill.errors import ConfigError, RankdistillError
 T = TypeVar("T")
 
 
-def parse_args(cls: type[T], argv: list[str] | None = None, description: str | None = None) -> T:
+def parse_args(cls: type[T], argv: list[str] | None = None, description: str | None = None,
+               require_config: str | None = None) -> T:
+    """``require_config``: a job whose defaults alone are no runnable job names an example config
+    here, and ``--config`` is then required (exit 2 with a line naming the example)."""
     parser = argparse.ArgumentParser(
         description=description,
         epilog="Overrides: any config key as key.sub=value, e.g. retrieval.k=100 tracking.experiment=demo",
     )
-    parser.add_argument("--config", help="YAML config file (see configs/)")
+    parser.add_argument("--config", help="YAML config file (see configs/)"
+                        + (f"; required, e.g. {require_config}" if require_config else ""))
     parser.add_argument("overrides", nargs="*", help="key.sub=value overrides")
     args = parser.parse_args(argv)
+    if require_config and not args.config:
+        parser.error(f"--config is required: this job's defaults alone describe no runnable job (its teachers, "
+                     f"data and splits come from a config file), e.g. --config {require_config}")
     return load_config(cls, args.config, args.overrides)
 
 
@@ -94,11 +101,12 @@ def error_line(error: RankdistillError) -> str:
     return f"{kind}: {' '.join(str(error).split())}"
 
 
-def run_job(cls: type[T], main, argv: list[str] | None = None, description: str | None = None) -> None:
+def run_job(cls: type[T], main, argv: list[str] | None = None, description: str | None = None,
+            require_config: str | None = None) -> None:
     """Parse the config and call ``main(config)``; every RankdistillError (however deep in Ray it
-    was raised) exits 2 with one line naming the problem."""
+    was raised) exits 2 with one line naming the problem. ``require_config``: see :func:`parse_args`."""
     try:
-        config = parse_args(cls, argv, description)
+        config = parse_args(cls, argv, description, require_config)
         main(config)
     except Exception as exc:
         error = find_rankdistill_error(exc)

@@ -29,9 +29,41 @@ class RayConfig:
     shutdown_at_exit: bool = True  # shut a local instance down when the job ends
 
 
+#: the address of the local instance :func:`init_ray` started, while it runs (``RAY_ADDRESS`` names it)
+_STARTED_ADDRESS: str | None = None
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _forget_started_address() -> None:
+    """``RAY_ADDRESS`` back as it was before :func:`init_ray` started a local instance."""
+    global _STARTED_ADDRESS
+    if _STARTED_ADDRESS is not None and os.environ.get("RAY_ADDRESS") == _STARTED_ADDRESS:
+        del os.environ["RAY_ADDRESS"]
+    _STARTED_ADDRESS = None
+
+
 def init_ray(config: RayConfig | None = None) -> bool:
-    """Initialise Ray once; returns True when this call started a local instance."""
+    """Initialise Ray once; returns True when this call started a local instance.
+
+    A local instance is started on a GCS port chosen here, and every process of it (the driver,
+    and through the job's runtime environment every worker) gets ``RAY_ADDRESS`` pointing at it
+    while it runs: Ray internals that look for "the" local cluster (Ray Train's
+    PlacementGroupCleaner asks the state API) would otherwise find two when another job runs on
+    the same machine, and fail with ``Found multiple active Ray instances``."""
+    import sys
+
+    global _STARTED_ADDRESS
     config = config or RayConfig()
+    already = "ray" in sys.modules and sys.modules["ray"].is_initialized()
+    if not already:
+        _forget_started_address()  # an instance this process started and shut down (ray.shutdown())
     address = config.address or os.environ.get("RAY_ADDRESS")
     local = not address
     if local:
@@ -46,15 +78,30 @@ def init_ray(config: RayConfig | None = None) -> bool:
     if ray.is_initialized():
         return False
     if local:
-        ray.init(
-            num_cpus=config.num_cpus,
-            num_gpus=config.num_gpus,
-            include_dashboard=config.include_dashboard,
-            _node_ip_address="127.0.0.1",
-            **({"_metrics_export_port": config.metrics_export_port} if config.metrics_export_port else {}),
-            log_to_driver=True,
-            configure_logging=False,
-        )
+        port = _free_port()
+        own = f"127.0.0.1:{port}"
+        previous = os.environ.get("RAY_GCS_SERVER_PORT")
+        os.environ["RAY_GCS_SERVER_PORT"] = str(port)  # read by the GCS this init starts
+        try:
+            ray.init(
+                num_cpus=config.num_cpus,
+                num_gpus=config.num_gpus,
+                include_dashboard=config.include_dashboard,
+                _node_ip_address="127.0.0.1",
+                **({"_metrics_export_port": config.metrics_export_port} if config.metrics_export_port else {}),
+                runtime_env={"env_vars": {"RAY_ADDRESS": own}},
+                log_to_driver=True,
+                configure_logging=False,
+            )
+        finally:
+            if previous is None:
+                os.environ.pop("RAY_GCS_SERVER_PORT", None)
+            else:
+                os.environ["RAY_GCS_SERVER_PORT"] = previous
+        started = ray.get_runtime_context().gcs_address
+        if started == own:
+            os.environ["RAY_ADDRESS"] = own
+            _STARTED_ADDRESS = own
     else:
         ray.init(address=address, log_to_driver=True, configure_logging=False)
     return local
@@ -65,6 +112,7 @@ def shutdown_ray(started_locally: bool, config: RayConfig | None = None) -> None
 
     if started_locally and (config is None or config.shutdown_at_exit) and ray.is_initialized():
         ray.shutdown()
+        _forget_started_address()
 
 
 def alive_nodes() -> list[dict]:

@@ -123,25 +123,32 @@ class DenseIndex:
             raise DataFormatError(f"{what} must have shape (n, {self.dim}), got {array.shape}")
         return array
 
+    def check_trainable(self, vectors: int) -> None:
+        """A :class:`ConfigError` (naming ``index.factory`` or ``index.ivf_nlist``) when an untrained
+        index cannot be trained well on ``vectors`` vectors (an IVF index: too few per list). A job
+        calls it with its corpus size before any document is encoded."""
+        if self._index.is_trained:
+            return
+        if not self.config.factory and self.config.kind == "ivf" and vectors < self.config.ivf_nlist:
+            raise ConfigError(
+                f"IVF with nlist={self.config.ivf_nlist} needs at least that many vectors to train, got {vectors}",
+                "index.ivf_nlist",
+            )
+        ivf = _ivf_of(self._index)
+        if ivf is not None and vectors < MIN_POINTS_PER_LIST * ivf.nlist:
+            key = "index.factory" if self.config.factory else "index.ivf_nlist"
+            raise ConfigError(
+                f"{vectors} vectors are too few to train {ivf.nlist} IVF lists (faiss needs "
+                f"{MIN_POINTS_PER_LIST * ivf.nlist}, {MIN_POINTS_PER_LIST} per list): each list would hold "
+                f"~{vectors / ivf.nlist:.1f} documents and a search would see few of them; use 'Flat' or "
+                f"at most {vectors // MIN_POINTS_PER_LIST} lists", key)
+
     def add(self, docids: Sequence[str], embeddings: np.ndarray) -> None:
         array = self._check(embeddings, "document embeddings")
         if len(docids) != len(array):
             raise DataFormatError(f"{len(docids)} document ids for {len(array)} embeddings")
         if not self._index.is_trained:
-            if not self.config.factory and len(array) < self.config.ivf_nlist:
-                raise ConfigError(
-                    f"IVF with nlist={self.config.ivf_nlist} needs at least that many vectors to train, "
-                    f"got {len(array)}",
-                    "index.ivf_nlist",
-                )
-            ivf = _ivf_of(self._index)
-            if ivf is not None and len(array) >= ivf.nlist and len(array) < MIN_POINTS_PER_LIST * ivf.nlist:
-                key = "index.factory" if self.config.factory else "index.ivf_nlist"
-                raise ConfigError(
-                    f"{len(array)} vectors are too few to train {ivf.nlist} IVF lists (faiss needs "
-                    f"{MIN_POINTS_PER_LIST * ivf.nlist}, {MIN_POINTS_PER_LIST} per list): each list would hold "
-                    f"~{len(array) / ivf.nlist:.1f} documents and a search would see few of them; use 'Flat' or "
-                    f"at most {len(array) // MIN_POINTS_PER_LIST} lists", key)
+            self.check_trainable(len(array))
             try:
                 self._index.train(array)
             except RuntimeError as exc:

@@ -129,9 +129,17 @@ class FirstStage:
         run = self.search(union, max(k for _, k in requests))
         return [Run({qid: dict(run.ranked(qid)[:k]) for qid in queries if qid in run}) for queries, k in requests]
 
+    def run_path(self):
+        """The run file ``method: run`` reads (a :class:`ConfigError` naming ``<key>.run`` when absent)."""
+        return resolve_run_path(self.config.run, self.folder, f"{self.key}.run")
+
+    def read_run(self) -> Run:
+        """The whole run file ``method: run`` reads (read once)."""
+        return self._read_run()
+
     def _read_run(self) -> Run:
         if self._run is None:
-            self._run = read_trec_run(resolve_run_path(self.config.run, self.folder, f"{self.key}.run"))
+            self._run = read_trec_run(self.run_path())
         return self._run
 
     def _bm25_index(self) -> BM25Index:

@@ -171,6 +171,27 @@ class PairDistillConfig:
         default_factory=lambda: TrackingConfig(experiment="pairdistill", register_model="pairdistill-student"))
     output_dir: str = "outputs/pairdistill"
 
+    def _check_eval_depth(self) -> None:
+        """Every measure's cutoff within ``candidates.eval_depth``: nDCG@10 on 5 retrieved documents
+        would be reported as nDCG@10 (it is nDCG@5's ranking, scaled by the ideal at 10)."""
+        from rankdistill.evaluation.metrics import parse_measures
+
+        try:
+            parsed = parse_measures(self.measures)
+        except ConfigError as exc:
+            raise ConfigError(exc.problem, "measures") from None
+        cutoffs = {name: int(m.params["cutoff"]) for name, m in zip(self.measures, parsed, strict=True)
+                   if m.params.get("cutoff")}
+        if not cutoffs:
+            return
+        deepest = max(cutoffs, key=lambda name: cutoffs[name])
+        depth = self.candidates.eval_depth
+        if depth < cutoffs[deepest]:
+            raise ConfigError(f"{depth} documents per dev / test query are fewer than the deepest cutoff of "
+                              f"measures, {deepest} ({cutoffs[deepest]}): it would be computed on {depth} documents "
+                              f"and reported under its name; set candidates.eval_depth >= {cutoffs[deepest]}, or "
+                              f"take {deepest} out of measures", "candidates.eval_depth")
+
     def check(self) -> None:
         """Errors that can be found before Ray starts."""
         if self.iterations < 1:
@@ -182,6 +203,7 @@ class PairDistillConfig:
             raise ConfigError("must be >= 2", "candidates.k")
         if self.candidates.eval_depth < 1:
             raise ConfigError("must be >= 1", "candidates.eval_depth")
+        self._check_eval_depth()
         if self.splits.dev is None and self.splits.dev_queries < 1:
             raise ConfigError("must be >= 1 when splits.dev is null (a dev set is carved from train)",
                               "splits.dev_queries")
@@ -217,6 +239,7 @@ class Splits:
     test: dict[str, Query]
     qrels: dict[str, Qrels]  # by split name ("train", "dev", "test")
     dev_source: str  # how dev was made, for the record
+    dev_shares_test: int = 0  # dev queries that are also test queries (only with splits.allow_select_on_test)
 
 
 def load_splits(config: SplitsConfig, spec: DatasetSpec, folder, corpus: dict[str, Document] | None = None) -> Splits:
@@ -248,8 +271,11 @@ def load_splits(config: SplitsConfig, spec: DatasetSpec, folder, corpus: dict[st
     test_ids = sorted(q for q in test_q if q in test_qrels)[: config.max_test_queries]
     dev_ids = sorted(q for q in dev_q if q in dev_qrels)
     _check_disjoint(train_ids, train_q, test_ids, test_q, config)
-    _warn_duplicate_texts({"training": {q: train_q[q] for q in train_ids}, "dev": {q: dev_q[q] for q in dev_ids},
-                           "test": {q: test_q[q] for q in test_ids}})
+    shared = _check_dev_not_test(dev_ids, test_ids, source, config)
+    by_split = {"training": {q: train_q[q] for q in train_ids}, "dev": {q: dev_q[q] for q in dev_ids},
+                "test": {q: test_q[q] for q in test_ids}}
+    checks.warn_empty_queries(by_split)
+    _warn_duplicate_texts(by_split)
     return Splits(
         train={q: train_q[q] for q in train_ids},
         dev={q: dev_q[q] for q in dev_ids},
@@ -257,7 +283,21 @@ def load_splits(config: SplitsConfig, spec: DatasetSpec, folder, corpus: dict[st
         qrels={"train": train_qrels.restricted_to(train_ids), "dev": dev_qrels.restricted_to(dev_ids),
                "test": test_qrels.restricted_to(test_ids)},
         dev_source=source,
+        dev_shares_test=shared,
     )
+
+
+def _check_dev_not_test(dev_ids: list[str], test_ids: list[str], source: str, config: SplitsConfig) -> int:
+    """Dev queries that are test queries (by id: a dev qrels file copied from test) would select the
+    checkpoint on the queries it is reported on: an error unless ``splits.allow_select_on_test``.
+    Returns how many are shared (the table is then marked)."""
+    shared = sorted(set(dev_ids) & set(test_ids))
+    if shared and not config.allow_select_on_test:
+        raise ConfigError(f"{len(shared)} of {len(dev_ids)} dev queries ({source}) are also test queries of split "
+                          f"'{config.test}' (e.g. '{shared[0]}'): the checkpoint would be selected on the queries it "
+                          "is reported on (splits.allow_select_on_test: true allows it; the table is then marked)",
+                          "splits.dev")
+    return len(shared)
 
 
 def _normal_text(query: Query) -> str:
@@ -358,6 +398,10 @@ class PairDistill:
         self.first: FirstStage | None = (None if config.candidates.method == "student" else
                                          FirstStage(config.candidates, self.folder, self.corpus, key="candidates",
                                                     show_progress=False))
+        checks.check_index_factory(config, len(self.corpus))
+        if config.candidates.method == "run":
+            checks.check_candidate_run(self.first, self.corpus, {"training": self.splits.train, "dev": self.splits.dev,
+                                                                 "test": self.splits.test}, config.candidates.k)
         checks.warn_empty_passages(self.corpus)
         self.store = LabelStore(config.label_store)
         self.point_spec = _spec("pointwise", config.pointwise_teacher, config)
@@ -366,6 +410,7 @@ class PairDistill:
         self.pair_hash = (load_template(self.pair_spec.template, self.pair_spec.template_overrides).hash
                           if self.pair_spec else None)
         self.teacher_calls = 0
+        self.check_calls: dict[str, int] = {}  # teacher calls paid for each check's split (shown in its row)
         self.stages: list[Stage] = []
         teachers = {"pointwise_teacher": checks.teacher_identity(self.point_spec.teacher_id, self.point_hash,
                                                                  config.pointwise_teacher.backend)}
@@ -545,7 +590,8 @@ class PairDistill:
         the progress bar), ordered by their stored scores (a passage without one last), evaluated."""
         queries = {"dev": self.splits.dev, "test": self.splits.test}[split]
         lists = list(candidate_lists(candidates, queries, self.corpus, k=self.config.candidates.k))
-        self._label(lists, self.point_spec, desc)
+        paid = self._label(lists, self.point_spec, desc).stats.backend_calls
+        self.check_calls[split] = self.check_calls.get(split, 0) + paid
         scores = self.store.pointwise_scores(self.point_spec.teacher_id, self.point_hash)
         run = Run({cl.qid: {c.docid: scores.get(cl.qid, {}).get(c.docid, -1e9) for c in cl.candidates}
                    for cl in lists})
@@ -555,11 +601,23 @@ class PairDistill:
         """The pointwise teacher labels the candidates its checks rerank (``dev``, ``test``: the
         top ``candidates.k`` of each query) in one labelling pass, one actor pool for both;
         :meth:`teacher_run` then finds every label stored."""
-        lists = []
+        from rankdistill.teachers.pipeline import plan_labels, run_plan
+
+        lists, owner = [], {}
         for split, run in candidates.items():
             queries = {"dev": self.splits.dev, "test": self.splits.test}[split]
             lists += candidate_lists(run, queries, self.corpus, k=self.config.candidates.k)
-        self._label(lists, self.point_spec, f"teacher on the {' and '.join(candidates)} candidates")
+            for qid in queries:
+                owner.setdefault(qid, split)
+        plan = plan_labels(lists, self.point_spec, self.store)
+        pending = dict.fromkeys(candidates, 0)  # the labels each split lacks, to share the calls by
+        for unit in plan.pending:
+            pending[owner[unit["qid"]]] += 1
+        calls = run_plan(plan, self.store, self.config.pipeline,
+                         f"teacher on the {' and '.join(candidates)} candidates").stats.backend_calls
+        self.teacher_calls += calls
+        for split, share in share_calls(calls, pending).items():
+            self.check_calls[split] = self.check_calls.get(split, 0) + share
 
     def teacher_on_dev(self, candidates: Run, student: Stage, tracker) -> Stage:
         """The dev check: the pointwise teacher reranking the dev candidates, printed beside the
@@ -575,7 +633,8 @@ class PairDistill:
         message = teacher_below_student(self.point_spec.teacher_id, teacher, zero_shot, measure)
         if message:
             warnings.warn(message, stacklevel=2)
-        stage = Stage(f"teacher {self.point_spec.teacher_id} reranking dev candidates", dev.aggregate, {})
+        stage = Stage(f"teacher {self.point_spec.teacher_id} reranking dev candidates", dev.aggregate, {},
+                      teacher_calls=self.check_calls.get("dev", 0))
         at = self.stages.index(student) if student in self.stages else len(self.stages)
         self.stages.insert(at, stage)  # listed before the zero-shot student it is compared with
         return stage
@@ -584,9 +643,24 @@ class PairDistill:
         """The pointwise teacher reranking the test first stage (its own labels, stored)."""
         test = self.teacher_run(first_test, "test", "teacher on the test first stage")
         tracker.log_metrics(test.aggregate, prefix="teacher_test/")
-        stage = Stage(f"teacher {self.point_spec.teacher_id} reranking first stage", {}, test.aggregate)
+        stage = Stage(f"teacher {self.point_spec.teacher_id} reranking first stage", {}, test.aggregate,
+                      teacher_calls=self.check_calls.get("test", 0))
         self.stages.append(stage)
         return stage
+
+
+def share_calls(calls: int, pending: dict[str, int]) -> dict[str, int]:
+    """``calls`` teacher calls made in one labelling pass over several splits' candidates, shared
+    among the splits in proportion to the labels each lacked (``pending``; the last split takes the
+    rounding), so that every check's row counts the calls paid for it."""
+    total = sum(pending.values())
+    shares, given = {}, 0
+    names = list(pending)
+    for n, split in enumerate(names):
+        share = calls - given if n == len(names) - 1 else (round(calls * pending[split] / total) if total else 0)
+        shares[split] = share
+        given += share
+    return shares
 
 
 def teacher_below_student(teacher: str, teacher_dev: float, student_dev: float, measure: str) -> str | None:
@@ -617,7 +691,15 @@ def run_pairdistill(config: PairDistillConfig) -> dict[str, Any]:
 
 
 def _run_pairdistill(config: PairDistillConfig) -> dict[str, Any]:
+    from rankdistill.workflows.folder_lock import lock_folders
+
     job = PairDistill(config)
+    # one job at a time on the outputs and on the label store, before Ray starts
+    with lock_folders([(job.output, "output_dir"), (config.label_store, "label_store")], "jobs/pairdistill.py"):
+        return _run_locked(job, config)
+
+
+def _run_locked(job: PairDistill, config: PairDistillConfig) -> dict[str, Any]:
     c = config
     if job.remote and not c.training.storage_path:  # Ray Train's checkpoints beside the outputs
         c = dataclasses.replace(c, training=dataclasses.replace(c.training, storage_path=job.location("ray_train")))
@@ -712,7 +794,8 @@ def _run_pairdistill(config: PairDistillConfig) -> dict[str, Any]:
                 summary["registered_version"] = version
             summary["parent_run_id"] = parent.run_id
             table = format_table(job.stages, c.select_on, best.name, job.spec.name,
-                                 same_split=(c.splits.dev or job.spec.dev_split) == c.splits.test)
+                                 same_split=(c.splits.dev or job.spec.dev_split) == c.splits.test
+                                 or job.splits.dev_shares_test > 0)
             print(table, flush=True)
             (job.staging / "table.txt").write_text(table + "\n")
             parent.log_artifact(job.staging / "table.txt", "report")

@@ -36,6 +36,8 @@ def check_before_ray(config: PairDistillConfig) -> None:
 
     check_folder_location(config.output_dir, "output_dir")
     check_folder_location(config.label_store, "label_store")
+    check_writable(config.output_dir, "output_dir")
+    check_writable(config.label_store, "label_store")
     if config.candidates.index_cache:
         check_folder_location(config.candidates.index_cache, "candidates.index_cache")
     if config.training.storage_path:
@@ -185,3 +187,96 @@ def warn_empty_passages(corpus: dict[str, Any]) -> int:
         logging.getLogger(__name__).warning("%d of %d documents are empty (e.g. '%s')", len(empty), len(corpus),
                                             empty[0])
     return len(empty)
+
+
+def warn_empty_queries(splits: dict[str, dict[str, Any]]) -> dict[str, int]:
+    """Queries with an empty text (by split) make the same ranking for every such query: a warning
+    with the count, as for empty passages; returns the counts of the splits that have some."""
+    import logging
+
+    counts = {}
+    for name, queries in splits.items():
+        empty = sorted(q for q, query in queries.items() if not query.text.strip())
+        if empty:
+            counts[name] = len(empty)
+            logging.getLogger(__name__).warning("%d of %d %s queries have an empty text (e.g. '%s')", len(empty),
+                                                len(queries), name, empty[0])
+    return counts
+
+
+def check_candidate_run(first: Any, corpus: dict[str, Any], splits: dict[str, dict[str, Any]], k: int,
+                        key: str = "candidates") -> None:
+    """``candidates.method: run``, before Ray: the run (``first``: its
+    :class:`~rankdistill.retrieval.first_stage.FirstStage`) has candidates for training queries
+    (a run of another split would leave iteration 1 with none: a :class:`ConfigError` naming
+    ``<key>.run``), and the top ``k`` of every query of ``splits`` (by name: ``training``, ``dev``,
+    ``test``) are documents of the corpus (else a :class:`DataFormatError` naming the run file, its
+    line and the key). Training queries the run leaves out are a warning with the count."""
+    import logging
+
+    from rankdistill.data.textio import iter_lines
+    from rankdistill.errors import DataFormatError
+
+    path, run = first.run_path(), first.read_run()
+    training = splits["training"]
+    listed = [q for q in training if q in run]
+    if not listed:
+        others = {name: sum(q in run for q in queries) for name, queries in splits.items() if name != "training"}
+        found = ", ".join(f"{n} of its queries are {name} queries" for name, n in others.items() if n)
+        raise ConfigError(f"none of the {len(run)} queries of the run '{path}' is a training query "
+                          f"({len(training)} training queries){f'; {found}' if found else ''}: iteration 1 would "
+                          "have no candidates (a run of the training split is needed)", f"{key}.run")
+    if len(listed) < len(training):
+        logging.getLogger(__name__).warning("the run '%s' (%s.run) has no candidates for %d of %d training queries",
+                                            path, key, len(training) - len(listed), len(training))
+    used = {q for queries in splits.values() for q in queries if q in run}
+    missing = {(q, d) for q in used for d, _ in run.ranked(q)[:k] if d not in corpus}
+    if not missing:
+        return
+    for line, text in iter_lines(path):
+        parts = text.split()
+        if (parts[0], parts[2]) in missing:
+            raise DataFormatError(f"run document '{parts[2]}' (query '{parts[0]}') is not in the corpus "
+                                  f"({len(missing)} of the run's candidates are not; {key}.run)", path, line)
+
+
+def check_index_factory(config: PairDistillConfig, corpus_size: int) -> None:
+    """A bi-encoder student's faiss index (``candidates.index``: a ``factory`` string, or ``kind``
+    ``hnsw`` / ``ivf``) built, before Ray, for the student's dimension and checked against the
+    corpus size: an unknown factory, one faiss cannot build at that dimension (``IVF4096,PQ64`` at
+    32) or one the corpus cannot train (``IVF256,PQ32`` on 331 passages) is a :class:`ConfigError`
+    naming ``candidates.index.factory`` (or ``candidates.index.ivf_nlist``), not a failure after the
+    teacher's labels and a corpus encode were paid for."""
+    index = config.candidates.index
+    if config.student.architecture == "colbert" or (not index.factory and index.kind == "flat"):
+        return
+    from rankdistill.retrieval.dense_index import DenseIndex
+    from rankdistill.training.factories import StudentFactory
+
+    dim = StudentFactory(config.student)().embedding_dim
+    try:
+        DenseIndex(dim, index).check_trainable(corpus_size)
+    except ConfigError as exc:
+        raise ConfigError(f"{exc.problem} (the student's dimension: {dim}; the corpus: {corpus_size} passages)",
+                          f"candidates.{exc.key or 'index'}") from None
+
+
+def check_writable(location: str, key: str) -> None:
+    """A local folder the job writes (created when missing) takes a file, before Ray starts: a
+    read-only ``output_dir`` or ``label_store`` was a ``PermissionError`` after the teacher's labels
+    were paid for. Storage URIs are checked by :func:`rankdistill.storage.check_folder_location`."""
+    import tempfile
+    from pathlib import Path
+
+    from rankdistill.storage import is_uri
+
+    if is_uri(location):
+        return
+    folder = Path(location).expanduser()
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".rankdistill-write-check-"):
+            pass
+    except OSError as exc:
+        raise ConfigError(f"'{location}' cannot be written ({exc.strerror or exc}): the job writes there; make it "
+                          "writable or choose another folder", key) from None
