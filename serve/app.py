@@ -132,6 +132,10 @@ class RerankerDeployment:
 
         source = self.config.models[model_id]
         try:
+            if os.path.isdir(source):  # a folder: say what is missing before the loader trips on it
+                from rankdistill.models.registry import check_model_folder
+
+                check_model_folder(source, f"models.{model_id}")
             return Scorer(load_reranker_from(source, self.config.tracking_uri), self.config.scoring)
         except Exception as exc:
             raise ConfigError(f"model '{model_id}' could not be loaded from '{source}': {type(exc).__name__}: {exc}",
