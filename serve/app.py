@@ -548,6 +548,9 @@ class Gateway:
     def count_error(self, route: str, status: int) -> None:
         self.m_errors.inc(tags={"api": route, "status": str(status)})
 
+    def pid(self) -> int:
+        return os.getpid()
+
     async def _call_reranker(self, model: str, method: str, *args: Any) -> Any:
         limits = self.config.limits
         response = getattr(self.reranker.options(multiplexed_model_id=model), method).remote(*args)
