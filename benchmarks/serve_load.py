@@ -190,7 +190,9 @@ def start_app(model_dir: str, batching: bool, token_budget: int, port: int, cpus
 
     args = {"models": {"minilm": model_dir}, "batching": batching, "batch_wait_timeout_s": batch_wait,
             "scoring": {"token_budget": token_budget},
-            "limits": {"max_documents": 1000, "max_body_bytes": 20_000_000},
+            # throughput, not deadlines: under 16+ clients every request's slices interleave, so
+            # each takes about clients x its own time (past the default 60 s on a busy machine)
+            "limits": {"max_documents": 1000, "max_body_bytes": 20_000_000, "request_timeout_s": 600},
             "reranker_options": {"num_replicas": 1, "max_ongoing_requests": 64, "max_queued_requests": -1,
                                  # Ray sets OMP_NUM_THREADS (torch's threads) from num_cpus
                                  "ray_actor_options": {"num_cpus": cpus}},
