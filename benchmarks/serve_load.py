@@ -124,6 +124,15 @@ def process_cpu_s(pid: int) -> float:
     return times.user + times.system
 
 
+def idle_cpu_rate(pids: list[int], seconds: float = 5.0) -> list[float]:
+    """CPU seconds per wall second each process uses while nothing is scored (a replica or this
+    driver: Ray's own threads, event loops, metrics)."""
+    cpu0, t0 = [process_cpu_s(pid) for pid in pids], time.perf_counter()
+    time.sleep(seconds)
+    elapsed = time.perf_counter() - t0
+    return [(process_cpu_s(pid) - c) / elapsed for pid, c in zip(pids, cpu0)]
+
+
 def closed_loop(url: str, reqs, clients: int, seconds: float, max_requests: int,
                 pids: dict[str, int] | None = None) -> dict:
     """One load level; with ``pids`` ({name: pid}) also each process's CPU ms per passage served."""
@@ -261,6 +270,10 @@ def main(argv: list[str] | None = None) -> int:
         started = init_ray(RayConfig(num_cpus=max(2, threads + 1)))
         serve.start(http_options={"host": "127.0.0.1", "port": port})
         url, pids = start_app(tmp, True, args.token_budget, port, threads, batch_wait) if levels else (None, {})
+        idle, idle_self = idle_cpu_rate([pids["replica"], os.getpid()]) if url else (0.0, 0.0)
+        if url:
+            print(f"idle CPU (nothing scored: Ray's threads, event loops, metrics): replica {idle * 1000:.1f} ms "
+                  f"per second, this process {idle_self * 1000:.1f} ms per second")
         useful = 0.0
         for size in sizes:
             if url:
@@ -316,6 +329,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"ratio batched@{compare}/inprocess {size} passages, CPU time: {cpu_inproc / cpu_endpoint:.2f} "
               f"(in-process {cpu_inproc:.1f} vs replica {cpu_endpoint:.1f} CPU ms/passage, gateway "
               f"{cpu_gateway:.1f} more; target >= 0.95)")
+        # each side's idle CPU, spread over the passages it scored meanwhile
+        idle_ms = idle * 1000 * sum(r["seconds"] for r in runs) / max(sum(r["passages"] for r in runs), 1)
+        idle_self_ms = idle_self * 1000 / wall_inproc
+        print(f"ratio batched@{compare}/inprocess {size} passages, CPU time net of idle CPU: "
+              f"{(cpu_inproc - idle_self_ms) / max(cpu_endpoint - idle_ms, 1e-9):.2f} (idle: replica {idle_ms:.1f}, "
+              f"in-process {idle_self_ms:.1f} ms/passage)")
         u = results.get(("unbatched", size, compare))
         if u and u[0]["passages_per_s"] > 0:
             target = " (target >= 2)" if size == 10 else ""
