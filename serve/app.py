@@ -50,7 +50,7 @@ from rankdistill.serving.schemas import (
     tei_response,
 )
 from rankdistill.serving.scoring import DocumentScore, Prepared, Scorer
-from rankdistill.serving.slicing import keep_last_tokens, split_prepared
+from rankdistill.serving.slicing import keep_last_tokens, split_pairs, split_prepared
 from ray import serve
 from ray.exceptions import ActorUnavailableError, RayActorError
 from ray.serve.exceptions import BackPressureError
@@ -66,6 +66,8 @@ LATENCY_BOUNDARIES_MS = [5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 
 #: spinning on cores other processes want (spinning made a 21 ms forward pass take 150-270 ms)
 REPLICA_ENV = {"OMP_WAIT_POLICY": "PASSIVE", "TOKENIZERS_PARALLELISM": "false"}
 READY_QUERY, READY_PASSAGE = "readiness check", "a passage scored to check that the default model answers"
+#: a lazy model that failed to load is tried again after this long (503 with its reason meanwhile)
+LOAD_RETRY_S = 30.0
 
 
 # --------------------------------------------------------------------------------------------
@@ -80,7 +82,7 @@ class _Item:
     model_id: str
     scorer: Scorer
     prepared: Prepared
-    cost: int  # tokens, capped at the budget so a single large slice still forms a batch
+    cost: int  # tokens (a pairwise slice: its pairs' tokens), capped at the budget so a large slice still forms a batch
 
 
 def _batch_cost(items: list[_Item]) -> int:
@@ -90,7 +92,9 @@ def _batch_cost(items: list[_Item]) -> int:
 @serve.deployment(max_ongoing_requests=64, max_queued_requests=256, health_check_period_s=2)
 class RerankerDeployment:
     """Scores (query, documents) for one of the configured models, chosen by multiplexed model id.
-    The default model is loaded when the replica starts, so a replica that is up can answer."""
+    Every model but those marked ``lazy`` is loaded when the replica starts, so a replica that is up
+    can answer for each of them (one that cannot load fails the deployment, naming the model); a
+    lazy model that fails to load answers 503 with its reason."""
 
     def __init__(self, config: dict[str, Any]):
         import torch
@@ -113,13 +117,50 @@ class RerankerDeployment:
         )
         self.m_tokens = Counter("rankdistill_tokens", "non-padding tokens scored", tag_keys=("model",))
         self.m_padded = Counter("rankdistill_padded_tokens", "token slots computed incl. padding", tag_keys=("model",))
-        # eager: the default model is in memory before the replica takes requests
-        self._preloaded = {self.config.default_model: self._load(self.config.default_model)}
+        #: slices scored and requests in progress (tests and operators read them through progress())
+        self.slices_scored = 0
+        self.active_requests = 0
+        self._failed: dict[str, tuple[float, str]] = {}  # lazy model -> (when, why it failed to load)
+        # eager: every non-lazy model is in memory before the replica takes requests; one that
+        # cannot load fails the replica (and so the deployment), naming the model and its source
+        self._preloaded = {name: self._load(name) for name in self.config.models
+                           if name not in self.config.lazy_models}
 
     def _load(self, model_id: str) -> Scorer:
+        from rankdistill.errors import ConfigError
         from rankdistill.tracking.models import load_reranker_from
 
-        return Scorer(load_reranker_from(self.config.models[model_id], self.config.tracking_uri), self.config.scoring)
+        source = self.config.models[model_id]
+        try:
+            if os.path.isdir(source):  # a folder: say what is missing before the loader trips on it
+                from rankdistill.models.registry import check_model_folder
+
+                check_model_folder(source, f"models.{model_id}")
+            return Scorer(load_reranker_from(source, self.config.tracking_uri), self.config.scoring)
+        except Exception as exc:
+            raise ConfigError(f"model '{model_id}' could not be loaded from '{source}': {type(exc).__name__}: {exc}",
+                              key=f"models.{model_id}") from exc
+
+    async def _scorer(self, model_id: str) -> Scorer:
+        """The model's scorer; a model that fails to load is a 503 naming it and why."""
+        failed = self._failed.get(model_id)
+        if failed is not None and time.monotonic() - failed[0] < LOAD_RETRY_S:
+            raise self._unavailable(model_id, failed[1])
+        try:
+            scorer = await self.get_scorer(model_id)
+        except Exception as exc:  # noqa: BLE001 - any load failure makes this model unavailable
+            cause = exc.__cause__ or exc
+            reason = f"{type(cause).__name__}: {cause}".replace(self.config.models[model_id], f"<models.{model_id}>")
+            logger.warning("model %s is unavailable: %s", model_id, reason)
+            self._failed[model_id] = (time.monotonic(), reason)
+            raise self._unavailable(model_id, reason) from None
+        self._failed.pop(model_id, None)
+        return scorer
+
+    @staticmethod
+    def _unavailable(model_id: str, reason: str) -> RequestError:
+        return RequestError(503, f"model '{model_id}' is unavailable: it failed to load ({reason[:500]})",
+                            {"Retry-After": str(int(LOAD_RETRY_S))})
 
     @serve.multiplexed(max_num_models_per_replica=4)
     async def get_scorer(self, model_id: str) -> Scorer:
@@ -135,15 +176,29 @@ class RerankerDeployment:
     async def describe(self, model_id: str) -> dict[str, Any]:
         import torch
 
-        scorer = await self.get_scorer(model_id)
-        return {"architecture": scorer.model.registry_name, "dtype": str(scorer.dtype).replace("torch.", ""),
+        try:
+            scorer = await self._scorer(model_id)
+        except RequestError as exc:
+            return {"status": "unavailable", "reason": exc.message}
+        return {"status": "ready", "architecture": scorer.model.registry_name, "dtype": str(scorer.dtype).replace("torch.", ""),
                 "passage_length": scorer.passage_length, "score": describe_score(scorer.score_kind),
                 "torch_threads": torch.get_num_threads(), "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY")}
 
     async def rerank(self, job: RerankJob) -> Scored:
         """Scores per document (input order), the score kind and the model that scored them."""
+        self.active_requests += 1
+        try:
+            return await self._rerank(job)
+        finally:
+            self.active_requests -= 1
+
+    async def _rerank(self, job: RerankJob) -> Scored:
+        limits = self.config.limits
+        deadline = time.monotonic() + limits.request_timeout_s
         model_id = self.config.resolve_model(serve.get_multiplexed_model_id() or job.model)
-        scorer = await self.get_scorer(model_id)
+        scorer = await self._scorer(model_id)
+        if scorer.pairwise and len(job.documents) > 1:  # refused before tokenising, chunks aside
+            self._check_pairs(model_id, job.field, len(job.documents), len(job.documents))
         documents, counts = job.documents, None
         if job.truncate_left:
             limit = scorer.passage_length if not job.max_tokens_per_doc else min(scorer.passage_length,
@@ -166,27 +221,65 @@ class RerankerDeployment:
                     f"{job.field}{long_docs[:10]}: longer than the model's {scorer.passage_length} passage tokens; "
                     "send truncate=true (or chunking=true)",
                 )
-        cap = self.config.limits.max_request_tokens
+        cap = limits.max_request_tokens
         if prepared.num_tokens > cap:
             raise RequestError(413, f"request: {prepared.num_tokens} tokens to score (query + documents after "
                                     f"truncation or chunking), more than the limit of {cap} tokens "
-                                    "(limits.max_request_tokens); send fewer or shorter documents")
+                                    f"(limits.max_request_tokens); {job.too_large_hint}")
+        budget = self.config.scoring.token_budget
+        # one slice in the queue at a time: requests arriving meanwhile join the next batch; a
+        # cancelled request (client gone) or one past its deadline queues no further slice
+        if scorer.pairwise:
+            self._check_pairs(model_id, job.field, len(prepared.pieces), prepared.num_documents)
+            probabilities: list[float] = []
+            parts = split_pairs(prepared, budget)
+            for i, part in enumerate(parts):
+                self._check_deadline(deadline, i, len(parts))
+                probabilities.extend(await self._score_slice(model_id, scorer, part))
+            return Scored(scorer.aggregate_pairs(prepared, probabilities), scorer.score_kind, model_id)
         scores: list[DocumentScore] = []
-        # one slice in the queue at a time: requests arriving meanwhile join the next batch
-        for part in split_prepared(prepared, self.config.scoring.token_budget):
+        parts = split_prepared(prepared, budget)
+        for i, part in enumerate(parts):
+            self._check_deadline(deadline, i, len(parts))
             scores.extend(await self._score_slice(model_id, scorer, part))
         return Scored(scores, scorer.score_kind, model_id)
 
-    async def ready(self) -> Scored:
-        """Score one passage on the default model (readiness)."""
-        return await self.rerank(RerankJob(READY_QUERY, [READY_PASSAGE], self.config.default_model))
+    def _check_pairs(self, model_id: str, name: str, pieces: int, documents: int) -> None:
+        """A pairwise model scores every ordered pair of passages: refuse fewer than 2 (no pair
+        to compare) and more than ``limits.max_pairs`` pairs."""
+        cap = self.config.limits.max_pairs
+        if pieces < 2:
+            raise RequestError(422, f"{name}: the pairwise model '{model_id}' scores documents against each other; "
+                                    "send at least 2 documents")
+        pairs = pieces * (pieces - 1)
+        if pairs > cap:
+            windows = f" ({pieces} passages after chunking)" if pieces != documents else ""
+            raise RequestError(413, f"{name}: {documents} documents{windows} make {pairs} passage pairs for the "
+                                    f"pairwise model '{model_id}', more than the limit of {cap} pairs "
+                                    f"(limits.max_pairs, about {int((1 + math.sqrt(1 + 4 * cap)) / 2)} documents); "
+                                    "send fewer documents or use a pointwise model")
 
-    async def _score_slice(self, model_id: str, scorer: Scorer, prepared: Prepared) -> list[DocumentScore]:
+    def _check_deadline(self, deadline: float, done: int, total: int) -> None:
+        if time.monotonic() > deadline:
+            raise RequestError(504, f"request: not scored within {self.config.limits.request_timeout_s:g} s "
+                                    f"(limits.request_timeout_s); stopped after {done} of {total} slices")
+
+    def progress(self) -> dict[str, int]:
+        """Slices scored since start and requests in progress (to see that dropped work stops)."""
+        return {"slices_scored": self.slices_scored, "active_requests": self.active_requests}
+
+    async def ready(self) -> Scored:
+        """Score two passages on the default model (readiness; two, so a pairwise model has a pair)."""
+        return await self.rerank(RerankJob(READY_QUERY, [READY_PASSAGE, READY_QUERY], self.config.default_model))
+
+    async def _score_slice(self, model_id: str, scorer: Scorer, prepared: Prepared) -> list[Any]:
         if not self.config.batching:
             async with self._unbatched_lock:
-                return (await asyncio.to_thread(self._score_group, model_id, scorer, [prepared]))[0]
-        cost = min(prepared.num_tokens, self.config.scoring.token_budget)
-        result = await self._score_batch(_Item(model_id, scorer, prepared, max(cost, 1)))
+                result = (await asyncio.to_thread(self._score_group, model_id, scorer, [prepared]))[0]
+        else:
+            cost = min(prepared.cost, self.config.scoring.token_budget)
+            result = await self._score_batch(_Item(model_id, scorer, prepared, max(cost, 1)))
+        self.slices_scored += 1
         if isinstance(result, Exception):  # this model's group failed in the batch (see _score_batch)
             raise result
         return result
@@ -208,8 +301,9 @@ class RerankerDeployment:
                 out[i] = r
         return out
 
-    def _score_group(self, model_id: str, scorer: Scorer, prepared: list[Prepared]) -> list[list[DocumentScore]]:
-        results = scorer.score_prepared(prepared)
+    def _score_group(self, model_id: str, scorer: Scorer, prepared: list[Prepared]) -> list[list[Any]]:
+        """Document scores of each item, or for a pairwise model each pair slice's probabilities."""
+        results = scorer.score_pairs(prepared) if scorer.pairwise else scorer.score_prepared(prepared)
         stats = scorer.last_stats
         tags = {"model": model_id}
         self.m_batch_requests.observe(stats.requests, tags=tags)
@@ -274,6 +368,8 @@ api = FastAPI(
 _GATEWAY: dict[str, Any] = {}  # the one Gateway of this replica process (middleware reads its limits/token)
 ROUTE_KEY = "rankdistill.route"
 #: the app's routes (metric labels); anything else is "unknown"
+#: the routes whose POST body is JSON (any other Content-Type: 415)
+JSON_ROUTES = ("/v1/rerank", "/v2/rerank", "/rerank", "/search")
 ROUTES = ("/v1/rerank", "/v2/rerank", "/rerank", "/search", "/healthz", "/readyz", "/health", "/livez", "/info",
           "/v1/models", "/docs", "/openapi.json", "/redoc")
 
@@ -366,6 +462,12 @@ class EdgeMiddleware:
         if scope["method"] not in ("POST", "PUT", "PATCH"):
             await self.app(scope, receive, send)
             return
+        content_type = headers.get(b"content-type", b"").split(b";")[0].strip().lower()
+        if (scope["method"] == "POST" and scope["path"] in JSON_ROUTES and content_type != b"application/json"
+                and not content_type.endswith(b"+json")):
+            shown = content_type.decode("latin-1")[:100] or "none"
+            await reply(415, f"Content-Type: {shown}; send the body as JSON with Content-Type: application/json")
+            return
         limits = gateway.config.limits
         length = headers.get(b"content-length")
         if length is not None:
@@ -423,6 +525,9 @@ class Gateway:
         #: set when a reranker replica is seen dead; queued requests then wait at most
         #: ``limits.unavailable_timeout_s`` for one (503 + Retry-After); cleared by a success
         self.reranker_down = False
+        #: the last readiness result (monotonic time, body or None) and the check in flight
+        self._ready_cache: tuple[float, dict[str, Any] | None] | None = None
+        self._ready_task: asyncio.Future | None = None
         self.m_latency = Histogram("rankdistill_request_latency_ms", "request latency per model and API",
                                    boundaries=LATENCY_BOUNDARIES_MS, tag_keys=("model", "api"))
         self.m_errors = Counter("rankdistill_request_errors", "requests answered with an error status, by route "
@@ -442,6 +547,9 @@ class Gateway:
 
     def count_error(self, route: str, status: int) -> None:
         self.m_errors.inc(tags={"api": route, "status": str(status)})
+
+    def pid(self) -> int:
+        return os.getpid()
 
     async def _call_reranker(self, model: str, method: str, *args: Any) -> Any:
         limits = self.config.limits
@@ -477,6 +585,8 @@ class Gateway:
             raise RequestError(503, f"the reranker replica failed during the request ({type(exc).__name__}); "
                                     "retry", retry) from None
         self.reranker_down = False
+        if self._ready_cache is not None and self._ready_cache[1] is None:
+            self._ready_cache = None  # a replica answered: do not keep reporting the last failed check
         return result
 
     async def _scores(self, job: RerankJob, api_name: str) -> Scored:
@@ -514,11 +624,24 @@ class Gateway:
         hits = await self.retriever.search.remote(query, body.k)
         if not hits:
             return search_response([], None, top_n, body.return_documents)
-        job = RerankJob(query, [text for _, _, text in hits], body.model, top_n, body.chunking)
+        job = RerankJob(query, [text for _, _, text in hits], body.model, top_n, body.chunking, field="k",
+                        too_large_hint=f"lower k (k={body.k} retrieved {len(hits)} documents to rerank)")
         return search_response(hits, await self._scores(job, "/search"), top_n, body.return_documents)
 
     async def _ready(self) -> dict[str, Any] | None:
-        """Score one passage on the default model; None when that fails."""
+        """The readiness result: the last one when younger than ``ready_cache_s``, else one check
+        (scoring on the default model) shared by every probe that arrives meanwhile; None: not ready."""
+        cached = self._ready_cache
+        if cached is not None and time.monotonic() - cached[0] < self.config.ready_cache_s:
+            return cached[1]
+        if self._ready_task is None or self._ready_task.done():
+            self._ready_task = asyncio.ensure_future(self._check_ready())
+        result = await asyncio.shield(self._ready_task)
+        self._ready_cache = (time.monotonic(), result)
+        return result
+
+    async def _check_ready(self) -> dict[str, Any] | None:
+        """Score on the default model; None when that fails."""
         try:
             scored = await self._call_reranker(str(self.config.default_model), "ready")
         except Exception as exc:  # noqa: BLE001 - any failure means not ready
@@ -527,7 +650,7 @@ class Gateway:
         return {"status": "ok", "default_model": scored.model, "models": sorted(self.config.models),
                 "retriever": self.retriever is not None}
 
-    @api.get("/healthz", summary="readiness: scores one passage on the default model")
+    @api.api_route("/healthz", methods=["GET", "HEAD"], summary="readiness: the default model scores (at most once per ready_cache_s)")
     async def healthz(self) -> Any:
         ready = await self._ready()
         if ready is None:
@@ -535,15 +658,15 @@ class Gateway:
                                "fails); see the server log", {"Retry-After": "1"})
         return ready
 
-    @api.get("/readyz", summary="readiness (same as /healthz)")
+    @api.api_route("/readyz", methods=["GET", "HEAD"], summary="readiness (same as /healthz)")
     async def readyz(self) -> Any:
         return await self.healthz()
 
-    @api.get("/health", summary="TEI health: 200 when the default model scores, else 503")
+    @api.api_route("/health", methods=["GET", "HEAD"], summary="TEI health: 200 when the default model scores, else 503")
     async def health(self) -> Any:
         return await self.healthz()
 
-    @api.get("/livez", summary="liveness of the gateway only (scores nothing)")
+    @api.api_route("/livez", methods=["GET", "HEAD"], summary="liveness of the gateway only (scores nothing)")
     async def livez(self) -> dict[str, str]:
         return {"status": "ok"}
 
@@ -561,12 +684,19 @@ class Gateway:
                 "replica": {"torch_threads": described["torch_threads"],
                             "omp_wait_policy": described["omp_wait_policy"]}}
 
-    @api.get("/v1/models", summary="served models")
+    @api.get("/v1/models", summary="served models, each with its own status (ready | unavailable)")
     async def models(self) -> dict[str, Any]:
         data = []
         for name in self.config.models:
-            info = await self._call_reranker(name, "describe", name)
-            data.append({"id": name, "object": "model", "default": name == self.config.default_model, **info})
+            try:
+                info = await self._call_reranker(name, "describe", name)
+            except RequestError as exc:  # no replica took it, or it failed: this model's status only
+                info = {"status": "unavailable", "reason": exc.message}
+            except Exception as exc:  # noqa: BLE001 - one model's failure must not fail the listing
+                logger.warning("describing model %s failed: %s", name, type(exc).__name__)
+                info = {"status": "unavailable", "reason": f"describing it failed ({type(exc).__name__})"}
+            data.append({"id": name, "object": "model", "default": name == self.config.default_model,
+                         "lazy": name in self.config.lazy_models, **info})
         return {"object": "list", "data": data}
 
 

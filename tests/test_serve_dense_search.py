@@ -104,7 +104,7 @@ def test_prometheus_metrics_count_requests_tokens_and_errors(app, saved):
     while time.monotonic() < deadline:  # Ray's metrics agent exports on an interval
         latency = [line for line in _metric_lines(port, "ray_rankdistill_request_latency_ms_count")
                    if 'api="/v1/rerank"' in line and 'model="tiny-mono"' in line]
-        errors = [line for line in _metric_lines(port, "ray_rankdistill_request_errors")
+        errors = [line for line in _metric_lines(port, "ray_rankdistill_request_errors_total")
                   if 'api="/v1/rerank"' in line]
         scored = [line for line in _metric_lines(port, "ray_rankdistill_tokens") if 'model="tiny-mono"' in line]
         if latency and errors and scored and float(latency[0].rsplit(" ", 1)[1]) >= 3:
@@ -207,11 +207,11 @@ def test_unknown_paths_share_one_metric_label(app):
         assert r.status_code == 404 and set(r.json()) == {"error", "error_type"}
     deadline, unknown = time.monotonic() + 90, []
     while time.monotonic() < deadline:
-        unknown = [line for line in _metric_lines(port, "ray_rankdistill_request_errors")
+        unknown = [line for line in _metric_lines(port, "ray_rankdistill_request_errors_total")
                    if 'api="unknown"' in line and 'status="404"' in line]
         if unknown and float(unknown[0].rsplit(" ", 1)[1]) >= 30:
             break
         time.sleep(2)
     assert len(unknown) == 1 and float(unknown[0].rsplit(" ", 1)[1]) >= 30, unknown
-    series = _metric_lines(port, "ray_rankdistill_request_errors")
+    series = _metric_lines(port, "ray_rankdistill_request_errors_total")
     assert not [line for line in series if "random-" in line], series[:5]

@@ -311,3 +311,111 @@ def test_response_shapes_and_score_kinds():
     assert duo.relevance == pytest.approx([0.75, 0.25, 0.5])
     assert describe_score("pair_sum")["relevance_score"] == "pair_sum / (k-1)"
     assert describe_score("logit")["relevance_score"] == "sigmoid(logit)"
+
+
+# ---- issue 30: pairwise cost, echoed fields, models that cannot load, Hub ids ------------------
+
+
+def test_duo_pairs_cost_slices_and_aggregation_equal_the_models_score():
+    """A duo request costs k(k-1) ordered pairs of (query + a + b + 3 special tokens); its pair
+    slices stay within the budget, cover every pair once in order, and aggregate to model.score."""
+    from rankdistill.serving.slicing import split_pairs
+
+    model = tiny_reranker("duo", seed=3)
+    scorer = Scorer(model, ScoringConfig(token_budget=64, dtype="float32"))
+    assert scorer.pairwise
+    prepared = scorer.prepare(QUERY, PASSAGES)
+    k = len(PASSAGES)
+    assert prepared.pairs == [(a, b) for a in range(k) for b in range(k) if a != b] and len(prepared.pairs) == 20
+    backend = scorer.tokenizer._backend
+    q = len(backend.encode(QUERY, add_special_tokens=False).ids)
+    doc = [len(backend.encode(p, add_special_tokens=False).ids) for p in PASSAGES]
+    assert prepared.pair_lengths == [q + doc[a] + doc[b] + 3 for a, b in prepared.pairs]
+    assert prepared.cost == k * (k - 1) * (q + 3) + 2 * (k - 1) * sum(doc)  # every passage in 2(k-1) pairs
+    slices = split_pairs(prepared, 64)
+    assert [p for s in slices for p in s.pairs] == prepared.pairs
+    assert all(s.cost <= 64 for s in slices) and len(slices) > 1
+    probabilities = [p for s in slices for p in scorer.score_pairs([s])[0]]
+    got = scorer.aggregate_pairs(prepared, probabilities)
+    assert [d.score for d in got] == pytest.approx(model.score(QUERY, PASSAGES), abs=1e-5)
+    # a single pair costing more than the budget gets a slice of its own
+    assert [len(s.pairs) for s in split_pairs(prepared, 1)] == [1] * 20
+    # pointwise requests carry no pairs; their cost is their rows' tokens
+    mono = Scorer(tiny_reranker("mono"), ScoringConfig(dtype="float32")).prepare(QUERY, PASSAGES)
+    assert mono.pairs == [] and mono.cost == mono.num_tokens
+
+
+def test_echoed_document_fields_must_be_valid_unicode():
+    """A v1 document object is echoed back: a lone surrogate in a field's name or value is a 422."""
+    limits = ServeLimits()
+    for doc, where in (({"text": "cat", "\ud800": 1}, "documents[0]: a field name"),
+                       ({"text": "cat", "title": "a\udfffb"}, "documents[0].title"),
+                       ({"text": "cat", "meta": {"tags": ["ok", "\ud800"]}}, "documents[0].meta.tags[1]")):
+        with pytest.raises(RequestError) as err:
+            job_from_v1(RerankV1Request(query="cat", documents=[doc], return_documents=True), limits)
+        assert err.value.status == 422 and err.value.message.startswith(where), err.value.message
+        assert "lone surrogate" in err.value.message
+    ok = job_from_v1(RerankV1Request(query="cat", documents=[{"text": "cat", "é": "ü"}]), limits)
+    assert ok.originals == [{"text": "cat", "é": "ü"}]
+
+
+def test_a_model_folder_without_weights_fails_at_start_unless_lazy(tmp_path):
+    """config.json but no weights: build_app fails naming the model and what is missing; marked
+    lazy, it is neither checked nor loaded at start (the replica answers 503 for it)."""
+    import json
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from serve.app import build_app
+
+    tiny_reranker("mono").save_pretrained(tmp_path / "good")
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "config.json").write_text(json.dumps({"model_type": "duo"}))
+    args = {"models": {"good": str(tmp_path / "good"), "broken": str(tmp_path / "broken")}}
+    with pytest.raises(ConfigError, match="has no model weights") as err:
+        build_app(args)
+    assert err.value.key == "models.broken" and str(tmp_path / "broken") in str(err.value)
+    lazy = {"models": {"good": str(tmp_path / "good"), "broken": {"source": str(tmp_path / "broken"), "lazy": True}}}
+    config = ServeAppConfig.from_dict(lazy).check_model_sources()
+    assert config.lazy_models == ["broken"] and config.models["broken"] == str(tmp_path / "broken")
+    build_app(lazy)  # no error
+    with pytest.raises(ConfigError) as err:
+        ServeAppConfig.from_dict({"models": {"a": {"source": "/x", "lazy": True}}})
+    assert err.value.key == "models.a.lazy"  # the default model is loaded at start
+    with pytest.raises(ConfigError) as err:
+        ServeAppConfig.from_dict({"models": {"a": "/x", "b": {"path": "/y"}}})
+    assert err.value.key == "models.b"
+    with pytest.raises(ConfigError) as err:
+        ServeAppConfig.from_dict({"models": {"a": "/x"}, "limits": {"max_pairs": 0}})
+    assert err.value.key == "limits.max_pairs"
+
+
+def test_serve_models_accept_a_hugging_face_hub_id(tmp_path, monkeypatch):
+    """A Hub id in Serve's model list goes to the loader as a Hub id: offline and not cached, the
+    error names the id and the Hugging Face cache (not 'model folder ... does not exist'); cached,
+    it is checked in its snapshot and kept as the id (the replicas resolve it the same way)."""
+    import sys
+    from pathlib import Path
+
+    from huggingface_hub import constants
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from serve.app import build_app
+
+    cache = tmp_path / "hub"
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError) as err:
+        build_app({"models": {"hub": "acme/tiny-reranker"}})
+    assert err.value.key == "models.hub" and "'acme/tiny-reranker'" in str(err.value)
+    assert "Hugging Face cache" in str(err.value) and "does not exist" not in str(err.value)
+    # the same id as a cached snapshot (the layout huggingface_hub writes)
+    snapshot = cache / "models--acme--tiny-reranker" / "snapshots" / ("0" * 40)
+    tiny_reranker("mono").save_pretrained(snapshot)
+    (cache / "models--acme--tiny-reranker" / "refs").mkdir()
+    (cache / "models--acme--tiny-reranker" / "refs" / "main").write_text("0" * 40)
+    config = ServeAppConfig.from_dict({"models": {"hub": "acme/tiny-reranker"}}).check_model_sources()
+    assert config.models == {"hub": "acme/tiny-reranker"}
+    build_app({"models": {"hub": "acme/tiny-reranker"}})

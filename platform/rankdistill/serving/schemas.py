@@ -45,8 +45,8 @@ from rankdistill.serving.scoring import DocumentScore, relevance_scores
 
 #: TEI's ``error_type`` per HTTP status (TEI: validation, tokenizer, backend, overloaded, unhealthy, empty)
 ERROR_TYPES = {400: "validation", 401: "unauthorized", 404: "not_found", 405: "method_not_allowed",
-               408: "timeout", 413: "validation", 422: "validation", 429: "overloaded", 500: "backend",
-               503: "unhealthy"}
+               408: "timeout", 413: "validation", 415: "validation", 422: "validation", 429: "overloaded",
+               500: "backend", 503: "unhealthy", 504: "timeout"}
 
 
 class RequestError(RankdistillError, ValueError):
@@ -104,6 +104,10 @@ class ServeLimits:
         max_search_k: most first-stage candidates ``/search`` may ask for (422).
         max_request_tokens: tokens one request may cost to score, after truncation / chunking
             (query + document rows; 413). Bounds how long one request can hold a replica.
+        max_pairs: passage pairs one request may cost on a pairwise (duo) model, whose work is
+            quadratic: ``k(k-1)`` ordered pairs of its k passages (chunks counted; 413).
+        request_timeout_s: longest a replica scores one request; its remaining slices are dropped
+            after it (504), as they are when the client disconnects.
         body_read_timeout_s: longest wait for the next piece of a request body (408).
         queue_timeout_s: longest wait for a reranker replica to take a request (503 + Retry-After).
         unavailable_timeout_s: the same wait while no reranker replica is known to be up (503 fast).
@@ -115,6 +119,8 @@ class ServeLimits:
     max_body_bytes: int = 4_000_000
     max_search_k: int = 1000
     max_request_tokens: int = 65_536
+    max_pairs: int = 2_450
+    request_timeout_s: float = 60.0
     body_read_timeout_s: float = 10.0
     queue_timeout_s: float = 60.0
     unavailable_timeout_s: float = 1.0
@@ -179,6 +185,7 @@ class RerankJob:
     field: str = "documents"  # the request's name for the documents (messages name it)
     truncate_left: bool = False  # TEI truncation_direction=Left: keep a long document's end
     originals: list[Any] | None = None  # v1 documents as sent (objects keep every field)
+    too_large_hint: str = "send fewer or shorter documents"  # what a 413 over max_request_tokens advises
 
 
 # whitespace, control and format characters (zero-width spaces, BOM, bidi marks): not content
@@ -194,6 +201,28 @@ def check_text(name: str, text: str) -> str:
         raise RequestError(422, f"{name}: not valid Unicode text: a lone surrogate "
                                 f"U+{ord(text[exc.start]):04X} at character {exc.start}") from None
     return text
+
+
+def check_echoed(name: str, value: Any, depth: int = 0) -> None:
+    """Every key and string value of an object the response echoes back (a v1 document object)
+    must be valid Unicode: a lone surrogate in a field's name or value is a 422 naming it, not a
+    500 (or an invalid JSON escape) when the response is written."""
+    if depth > 32:
+        raise RequestError(422, f"{name}: nested more than 32 levels deep")
+    if isinstance(value, str):
+        check_text(name, value)
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            key = str(key)
+            try:
+                key.encode("utf-8")
+            except UnicodeEncodeError as exc:
+                raise RequestError(422, f"{name}: a field name is not valid Unicode text: a lone surrogate "
+                                        f"U+{ord(key[exc.start]):04X} at character {exc.start}") from None
+            check_echoed(f"{name}.{key}", item, depth + 1)
+    elif isinstance(value, list):
+        for j, item in enumerate(value):
+            check_echoed(f"{name}[{j}]", item, depth + 1)
 
 
 def check_query(query: str, limits: ServeLimits) -> str:
@@ -254,6 +283,9 @@ def job_from_v1(req: RerankV1Request, limits: ServeLimits) -> RerankJob:
             raise RequestError(422, "rank_fields: must name at least one field")
         for i, name in enumerate(req.rank_fields):
             check_text(f"rank_fields[{i}]", name)
+    for i, d in enumerate(req.documents):
+        if isinstance(d, dict):
+            check_echoed(f"documents[{i}]", d)
     docs = [_document_text(i, d, req.rank_fields) for i, d in enumerate(req.documents)]
     chunking = req.chunking
     if req.max_chunks_per_doc is not None:

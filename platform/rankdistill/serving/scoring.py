@@ -12,8 +12,14 @@ Two steps, so a server can tokenise off the scoring thread::
   slots (:func:`~rankdistill.serving.batching.plan_sub_batches`), so padding is barely computed.
   Each row holds exactly the ids :meth:`Reranker.score` would build, so the scores equal
   ``model.score(query, documents)`` up to float rounding (same dtype).
-- **Listwise** models (Set-Encoder, ListConRanker) and the duo model score each request's list on
-  its own through the model's ``score`` path (their scores depend on the whole list).
+- **Listwise** models (Set-Encoder, ListConRanker) score each request's list on its own through
+  the model's ``score`` path (their scores depend on the whole list).
+- **Pairwise** models (duo) cost ``k(k-1)`` pair forwards for k passages: :meth:`Scorer.prepare`
+  lists the ordered pairs and each pair's tokens (``Prepared.pairs`` / ``pair_lengths``, ``cost``),
+  so a server can cap them, cut them into token-budget slices
+  (:func:`~rankdistill.serving.slicing.split_pairs`), score each slice with
+  :meth:`Scorer.score_pairs` and aggregate at the end (:meth:`Scorer.aggregate_pairs`); the result
+  equals the model's own ``score`` up to float rounding.
 - **Long documents**: a document longer than the model's ``passage_length`` (or the request's
   ``max_tokens_per_doc``) is truncated and reported so; with chunking on it is split into
   overlapping windows of that many tokens (``chunk_overlap`` shared) and scored as the maximum over
@@ -173,6 +179,9 @@ class Prepared:
     chunks: list[int]
     rows: list[dict[str, Tensor]] = field(default_factory=list)
     lengths: list[int] = field(default_factory=list)
+    #: pairwise models: the ordered piece pairs (a, b) to score, and each pair's tokens
+    pairs: list[tuple[int, int]] = field(default_factory=list)
+    pair_lengths: list[int] = field(default_factory=list)
 
     @property
     def num_documents(self) -> int:
@@ -182,6 +191,12 @@ class Prepared:
     def num_tokens(self) -> int:
         """Tokens this request costs to score (its rows' lengths; an estimate for listwise models)."""
         return sum(self.lengths) if self.lengths else sum(min(t, 512) for t in self.doc_tokens) + len(self.pieces)
+
+    @property
+    def cost(self) -> int:
+        """Tokens computed to score it: the pairs' tokens for a pairwise model (quadratic in the
+        passages), else :attr:`num_tokens`."""
+        return sum(self.pair_lengths) if self.pairs else self.num_tokens
 
 
 @dataclass
@@ -209,6 +224,8 @@ class Scorer:
         self.tokenizer = model._require_tokenizer()
         # pointwise = a model whose forward scores each (query, passage) row on its own
         self.pointwise = not model.listwise and model.registry_name in ("mono", "celi")
+        #: pairwise = a model that scores ordered passage pairs (duo): k(k-1) forwards for k passages
+        self.pairwise = model.registry_name == "duo"
         self.passage_length = int(model.config.passage_length)
         #: what ``DocumentScore.score`` is: ``logit``, or ``pair_<aggregation>`` for the duo model
         self.score_kind = f"pair_{model.config.aggregation}" if model.registry_name == "duo" else "logit"
@@ -229,7 +246,7 @@ class Scorer:
         encodings = self.tokenizer._backend.encode_batch(list(documents), add_special_tokens=False)
         pieces: list[str] = []
         owner: list[int] = []
-        doc_tokens, truncated, chunks = [], [], []
+        doc_tokens, truncated, chunks, piece_tokens = [], [], [], []
         for d, (text, enc) in enumerate(zip(documents, encodings)):
             n = len(enc.ids)
             offsets = enc.offsets
@@ -237,6 +254,7 @@ class Scorer:
             if n <= limit:
                 spans = [text]
                 cut = False
+                piece_tokens.append(n)
             elif chunking:
                 stride = max(1, limit - self.config.chunk_overlap)
                 starts = [0]  # windows [s, s + limit) until one reaches the end
@@ -245,11 +263,13 @@ class Scorer:
                 cut = len(starts) > self.config.max_chunks
                 starts = starts[: self.config.max_chunks]
                 spans = [text[offsets[s][0] : offsets[min(s + limit, n) - 1][1]] for s in starts]
+                piece_tokens.extend(min(s + limit, n) - s for s in starts)
             else:
                 # the model's tokenizer cuts at passage_length itself; a smaller per-request limit
                 # cuts the text at that token's end so the same tokens are scored
                 spans = [text if limit == self.passage_length else text[: offsets[limit - 1][1]]]
                 cut = True
+                piece_tokens.append(limit)
             truncated.append(cut)
             chunks.append(len(spans))
             pieces.extend(spans)
@@ -261,12 +281,50 @@ class Scorer:
             keys = [k for k, v in batch.items() if v.dim() == 3]
             prepared.lengths = [int(x) for x in lengths]
             prepared.rows = [{k: batch[k][0, j, : prepared.lengths[j]] for k in keys} for j in range(len(pieces))]
+        if self.pairwise and len(pieces) > 1:
+            # [CLS] query [SEP] a [SEP] b [SEP]: the tokens of one pair forward
+            query_tokens = min(len(self.tokenizer._backend.encode(query, add_special_tokens=False).ids),
+                               int(self.model.config.query_length))
+            prepared.pairs = [(a, b) for a in range(len(pieces)) for b in range(len(pieces)) if a != b]
+            prepared.pair_lengths = [query_tokens + piece_tokens[a] + piece_tokens[b] + 3 for a, b in prepared.pairs]
         return prepared
+
+    # ---- pairwise models ----------------------------------------------------------------------
+
+    def score_pairs(self, items: Sequence[Prepared]) -> list[list[float]]:
+        """``P(a beats b)`` for each pair of each item (a slice of a pairwise request); one server batch."""
+        stats = BatchStats(requests=len(items))
+        out = []
+        for item in items:
+            pairs = [(item.pieces[a], item.pieces[b]) for a, b in item.pairs]
+            out.append(self.model.pair_probabilities(item.query, pairs, self.model.default_batch_size)
+                       if pairs else [])
+            stats.rows += len(pairs)
+            stats.tokens += item.cost
+            stats.padded_tokens += item.cost
+            stats.forward_passes += math.ceil(len(pairs) / self.model.default_batch_size)
+        self.last_stats = stats
+        return out
+
+    def aggregate_pairs(self, prepared: Prepared, probabilities: Sequence[float]) -> list[DocumentScore]:
+        """Per-document scores of a pairwise request from its pairs' probabilities (in
+        ``prepared.pairs`` order): the model's aggregation over the pieces, then the max over a
+        document's windows."""
+        from rankdistill.models.duo import aggregate_pairs
+
+        k = len(prepared.pieces)
+        prob = torch.zeros(k, k)
+        for (a, b), p in zip(prepared.pairs, probabilities, strict=True):
+            prob[a, b] = p
+        return self._per_document(prepared, aggregate_pairs(prob, self.model.config.aggregation).tolist())
 
     # ---- scoring ------------------------------------------------------------------------------
 
     def score_prepared(self, items: Sequence[Prepared]) -> list[list[DocumentScore]]:
         """Scores of every document of every request (input order), one server batch."""
+        if self.pairwise:
+            probabilities = self.score_pairs(items)
+            return [self.aggregate_pairs(item, p) for item, p in zip(items, probabilities)]
         stats = BatchStats(requests=len(items))
         piece_scores: list[list[float]] = [[] for _ in items]
         with self.model.inference():
@@ -283,18 +341,16 @@ class Scorer:
                     stats.padded_tokens += item.num_tokens
                     stats.forward_passes += 1
         self.last_stats = stats
-        out = []
-        for item, scores in zip(items, piece_scores):
-            best = [-math.inf] * item.num_documents
-            for piece, s in zip(item.owner, scores):
-                best[piece] = max(best[piece], float(s))
-            out.append(
-                [
-                    DocumentScore(best[d], item.doc_tokens[d], item.truncated[d], item.chunks[d])
-                    for d in range(item.num_documents)
-                ]
-            )
-        return out
+        return [self._per_document(item, scores) for item, scores in zip(items, piece_scores)]
+
+    @staticmethod
+    def _per_document(item: Prepared, scores: Sequence[float]) -> list[DocumentScore]:
+        """Piece scores -> one score per document (the max over its windows)."""
+        best = [-math.inf] * item.num_documents
+        for piece, s in zip(item.owner, scores):
+            best[piece] = max(best[piece], float(s))
+        return [DocumentScore(best[d], item.doc_tokens[d], item.truncated[d], item.chunks[d])
+                for d in range(item.num_documents)]
 
     def score(self, query: str, documents: Sequence[str], **options) -> list[DocumentScore]:
         """``prepare`` + ``score_prepared`` for one request."""

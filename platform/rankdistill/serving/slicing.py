@@ -7,12 +7,14 @@ document's windows stay in one slice, so MaxP sees all of them) into slices of a
 ``token_budget`` tokens. A server that awaits one slice before queueing the next lets requests that
 arrive meanwhile into the next batch: a small request waits for at most about two slices, not for
 the whole large request (head-of-line blocking). Listwise models score a request's list as a whole
-and are not cut.
+and are not cut. A pairwise (duo) request is cut by :func:`split_pairs` into slices of its passage
+pairs; the server aggregates the pairs' probabilities once every slice is scored.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 
 from rankdistill.serving.scoring import Prepared
 
@@ -39,6 +41,24 @@ def split_prepared(prepared: Prepared, token_budget: int) -> list[Prepared]:
         cost += doc_cost
     slices.append(_slice(prepared, start_doc, prepared.num_documents, first_piece))
     return slices
+
+
+def split_pairs(prepared: Prepared, token_budget: int) -> list[Prepared]:
+    """Slices of a pairwise request's ``pairs`` (in order) of at most ``token_budget`` pair tokens
+    each (a single pair costing more gets a slice of its own). Every slice keeps the request's
+    pieces, so pair indices stay valid; concatenating the slices' pairs gives ``prepared.pairs``."""
+    if token_budget < 1:
+        raise ValueError(f"token_budget must be >= 1, got {token_budget}")
+    if not prepared.pairs:
+        return [prepared]
+    bounds, cost, start = [], 0, 0
+    for i, n in enumerate(prepared.pair_lengths):
+        if i > start and cost + n > token_budget:
+            bounds.append((start, i))
+            start, cost = i, 0
+        cost += n
+    bounds.append((start, len(prepared.pairs)))
+    return [replace(prepared, pairs=prepared.pairs[a:b], pair_lengths=prepared.pair_lengths[a:b]) for a, b in bounds]
 
 
 def _slice(p: Prepared, d0: int, d1: int, first_piece: Sequence[int]) -> Prepared:
