@@ -257,7 +257,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         model.save_pretrained(tmp)
         scorer = Scorer(model, ScoringConfig(token_budget=args.token_budget))
-        print(f"fast_path dtype: {str(scorer.dtype).replace('torch.', '')} (native bf16: "
+        print(f"fast_path precision: {scorer.precision} (bf16 unit: "
               f"{scorer.dtype == torch.bfloat16}); torch threads in-process: {torch.get_num_threads()}, replica CPUs: "
               f"{threads} (shipped config: {shipped_cpus}), batch_wait_timeout_s: {batch_wait} (shipped: "
               f"{shipped_wait}), OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}, machine CPUs: {os.cpu_count()}")

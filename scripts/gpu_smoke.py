@@ -12,7 +12,7 @@ vLLM, no network. It builds tiny random models itself and prints one line per ch
    the loss finite and equal to fp32's within tolerance, every gradient finite;
 3. ``deepspeed``: ZeRO-2 and ZeRO-3 in bf16 in this one process: 4 steps, save, then two more steps
    from the live engine and from a fresh engine resumed from the save: identical losses;
-4. ``serving``: the serving scorer with ``device: auto, dtype: auto`` ranks a fixture as fp32 does;
+4. ``serving``: the serving scorer with ``device: auto, precision: auto`` ranks a fixture as fp32 does;
 5. ``dense-index``: ``DenseIndex`` searching on faiss-gpu returns the CPU index's top-10 (without
    faiss-gpu: the CPU index against exact numpy search);
 6. ``precision``: ``training.precision: auto`` resolves to bf16 exactly where the GPU computes bf16
@@ -268,13 +268,13 @@ def check_serving(device: str, work: Path) -> str:
     from rankdistill.serving.scoring import Scorer, ScoringConfig
 
     model = _student("mono", seed=4).eval()
-    exact = Scorer(copy.deepcopy(model), ScoringConfig(device="cpu", dtype="float32"))
-    fast = Scorer(model, ScoringConfig(device="auto", dtype="auto"))
+    exact = Scorer(copy.deepcopy(model), ScoringConfig(device="cpu", precision="fp32"))
+    fast = Scorer(model, ScoringConfig(device="auto", precision="auto"))
     if fast.device.type != device:
         raise AssertionError(f"scorer placed on {fast.device}, not {device}")
     reference = [d.score for d in exact.score(QUERIES[0], PASSAGES)]
     scores = [d.score for d in fast.score(QUERIES[0], PASSAGES)]
-    return (f"scorer on {fast.device.type} in {str(fast.dtype).replace('torch.', '')} (dtype auto) ranks as fp32 cpu; "
+    return (f"scorer on {fast.device.type} in {fast.precision} (precision auto) ranks as fp32 cpu; "
             f"max |dscore| {_ranks_as(scores, reference):.4f}")
 
 

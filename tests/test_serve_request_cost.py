@@ -42,7 +42,7 @@ def app(tmp_path_factory):
     args = {
         "models": {"mono": str(root / "mono"), "duo": str(root / "duo"),
                    "broken": {"source": str(root / "broken"), "lazy": True}},
-        "scoring": {"token_budget": 1024, "dtype": "float32"},
+        "scoring": {"token_budget": 1024, "precision": "fp32"},
         "limits": {"max_pairs": MAX_PAIRS, "request_timeout_s": DEADLINE_S, "max_request_tokens": 8500},
         "ready_cache_s": 30.0,
         "retriever": {"kind": "bm25", "corpus": str(corpus)},

@@ -32,7 +32,7 @@ def url(tmp_path_factory):
     args = {
         "models": {"tiny": str(path)},
         "batching": False,  # one request at a time per replica: easy to overload
-        "scoring": {"dtype": "float32"},
+        "scoring": {"precision": "fp32"},
         "reranker_options": {"num_replicas": 2, "max_ongoing_requests": 1, "max_queued_requests": 2,
                              "ray_actor_options": {"num_cpus": 0.5}},
         "gateway_options": {"ray_actor_options": {"num_cpus": 0.25}},

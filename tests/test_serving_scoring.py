@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -19,7 +20,7 @@ from rankdistill.serving import (
 )
 from rankdistill.serving.batching import padding_fraction
 from rankdistill.serving.schemas import RerankV1Request, RerankV2Request, job_from_v1, job_from_v2, order
-from rankdistill.serving.scoring import relevance, relevance_scores, resolve_dtype
+from rankdistill.serving.scoring import relevance, relevance_scores
 
 WORDS = ["the", "cat", "dog", "house", "water", "tree", "music", "river", "city", "night", "green", "stone", "light", "paper", "horse", "table"]
 
@@ -46,14 +47,14 @@ def test_plan_sub_batches_by_hand():
 def test_scorer_equals_in_process_score(name):
     model = tiny_reranker(name)
     ref = model.score(QUERY, PASSAGES)
-    scorer = Scorer(model, ScoringConfig(token_budget=30, dtype="float32"))
+    scorer = Scorer(model, ScoringConfig(token_budget=30, precision="fp32"))
     got = [d.score for d in scorer.score(QUERY, PASSAGES)]
     assert got == pytest.approx(ref, abs=1e-5)
 
 
 def test_pointwise_requests_are_flattened_across_requests():
     model = tiny_reranker("mono")
-    scorer = Scorer(model, ScoringConfig(token_budget=10_000, max_padding=1.0, dtype="float32"))
+    scorer = Scorer(model, ScoringConfig(token_budget=10_000, max_padding=1.0, precision="fp32"))
     items = [scorer.prepare(QUERY, PASSAGES), scorer.prepare("dogs", PASSAGES[:2])]
     out = scorer.score_prepared(items)
     assert scorer.last_stats.forward_passes == 1 and scorer.last_stats.rows == 7
@@ -63,7 +64,7 @@ def test_pointwise_requests_are_flattened_across_requests():
 
 def test_chunking_windows_and_truncation():
     model = tiny_reranker("mono", passage_length=8)
-    scorer = Scorer(model, ScoringConfig(chunk_overlap=2, dtype="float32"))
+    scorer = Scorer(model, ScoringConfig(chunk_overlap=2, precision="fp32"))
     doc = " ".join(WORDS)  # 16 single-token words: windows [0, 8), [6, 14), [12, 16)
     windows = [" ".join(WORDS[0:8]), " ".join(WORDS[6:14]), " ".join(WORDS[12:16])]
     (chunked,) = scorer.score(QUERY, [doc], chunking=True)
@@ -74,21 +75,31 @@ def test_chunking_windows_and_truncation():
     assert cut.score == pytest.approx(model.score(QUERY, [doc])[0], abs=1e-5)
     (limited,) = scorer.score(QUERY, [doc], max_tokens_per_doc=3)
     assert limited.truncated and limited.score == pytest.approx(model.score(QUERY, ["the cat dog"])[0], abs=1e-5)
-    few = Scorer(model, ScoringConfig(chunk_overlap=2, max_chunks=2, dtype="float32"))
+    few = Scorer(model, ScoringConfig(chunk_overlap=2, max_chunks=2, precision="fp32"))
     (capped,) = few.score(QUERY, [doc], chunking=True)
     assert (capped.chunks, capped.truncated) == (2, True)
 
 
-def test_bf16_path_close_to_fp32():
-    ref = tiny_reranker("mono").score(QUERY, PASSAGES)
-    scorer = Scorer(tiny_reranker("mono"), ScoringConfig(dtype="bfloat16"))
-    assert scorer.dtype == torch.bfloat16 and next(scorer.model.parameters()).dtype == torch.bfloat16
-    got = [d.score for d in scorer.score(QUERY, PASSAGES)]
-    # bf16 keeps 8 bits of mantissa: relative error of a few 1e-3 per operation
-    assert got == pytest.approx(ref, abs=0.1)
-    assert resolve_dtype("float32") == torch.float32
-    with pytest.raises(ConfigError, match="scoring.dtype"):
-        ScoringConfig(dtype="fp8")
+@pytest.mark.parametrize("architecture", ["mono", "set-encoder", "duo"])
+def test_served_scores_equal_reranker_score_under_the_same_precision(architecture):
+    """One precision rule (rankdistill.precision): the scorer keeps fp32 weights and autocasts, as
+    Reranker.use_precision does offline, so its bf16 scores are the model's own bf16 scores (to
+    bf16's rounding between differently padded batches), not those of a weight-cast copy."""
+    passages = PASSAGES[:3] if architecture == "duo" else PASSAGES
+    offline = tiny_reranker(architecture)
+    assert offline.use_precision("bf16") == "bf16"
+    want = offline.score(QUERY, passages)
+    scorer = Scorer(tiny_reranker(architecture), ScoringConfig(precision="bf16"))
+    assert scorer.precision == "bf16" and scorer.dtype == torch.bfloat16
+    assert {p.dtype for p in scorer.model.parameters()} == {torch.float32}  # autocast, weights kept
+    got = [d.score for d in scorer.score(QUERY, passages)]
+    assert got == pytest.approx(want, abs=2e-2)
+    fp32 = tiny_reranker(architecture).score(QUERY, passages)
+    assert got != pytest.approx(fp32, abs=1e-6)  # bf16 did run
+    exact = Scorer(tiny_reranker(architecture), ScoringConfig(precision="fp32"))
+    assert [d.score for d in exact.score(QUERY, passages)] == pytest.approx(fp32, abs=1e-5)
+    with pytest.raises(ConfigError, match="scoring.precision"):
+        ScoringConfig(precision="float32")
 
 
 def test_relevance_mapping():
@@ -181,31 +192,33 @@ def gpu_visible(monkeypatch):
 def test_placement_uses_the_replicas_gpu_in_bf16_when_supported(gpu_visible):
     from rankdistill.serving.scoring import placement
 
-    assert placement("auto", "auto") == (torch.device("cuda"), torch.bfloat16)
-    assert placement("cuda", "float16") == (torch.device("cuda"), torch.float16)
-    assert placement("cpu", "float32") == (torch.device("cpu"), torch.float32)
-    gpu_visible["bf16"] = False  # e.g. a T4 / V100: no native bf16
-    assert placement("auto", "auto") == (torch.device("cuda"), torch.float32)
+    assert placement("auto", "auto") == (torch.device("cuda"), "bf16")
+    assert placement("cuda", "fp16") == (torch.device("cuda"), "fp16")
+    assert placement("cpu", "fp32") == (torch.device("cpu"), "fp32")
+    gpu_visible["bf16"] = False  # e.g. a T4 / V100: bf16 only by emulation
+    assert placement("auto", "auto") == (torch.device("cuda"), "fp32")
 
 
 def test_placement_without_a_gpu_stays_on_the_cpu(monkeypatch):
-    from rankdistill.serving.scoring import native_bf16, placement
+    from rankdistill.serving.scoring import placement
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    device, dtype = placement("auto", "auto")
+    device, precision = placement("auto", "auto")
     assert device == torch.device("cpu")
-    assert dtype == (torch.bfloat16 if native_bf16("cpu") else torch.float32)
+    flags = Path("/proc/cpuinfo").read_text().split() if Path("/proc/cpuinfo").exists() else []
+    assert precision == ("bf16" if ("avx512_bf16" in flags or "amx_tile" in flags) else "fp32")
     with pytest.raises(ConfigError, match="scoring.device.*no GPU"):
         placement("cuda", "auto")
     with pytest.raises(ConfigError, match="scoring.device"):
         ScoringConfig(device="tpu")
 
 
-def test_scorer_puts_the_model_on_the_chosen_device_and_dtype():
+def test_scorer_puts_the_model_on_the_chosen_device_and_precision():
     model = tiny_reranker("mono")
-    reference = Scorer(tiny_reranker("mono"), ScoringConfig(dtype="float32", device="cpu"))
-    scorer = Scorer(model, ScoringConfig(dtype="bfloat16", device="cpu"))
-    assert scorer.device == torch.device("cpu") and next(scorer.model.parameters()).dtype == torch.bfloat16
+    reference = Scorer(tiny_reranker("mono"), ScoringConfig(precision="fp32", device="cpu"))
+    scorer = Scorer(model, ScoringConfig(precision="bf16", device="cpu"))
+    assert scorer.device == torch.device("cpu") and scorer.precision == "bf16"
+    assert next(scorer.model.parameters()).dtype == torch.float32
     docs = ["a cat is a small mammal", "dogs bark", "the market fell"]
     fast = [d.score for d in scorer.score("what is a cat", docs)]
     exact = [d.score for d in reference.score("what is a cat", docs)]
@@ -216,7 +229,7 @@ def test_split_prepared_slices_cover_every_document_within_the_budget():
     from rankdistill.serving.slicing import split_prepared
 
     model = tiny_reranker("celi", passage_length=16)
-    scorer = Scorer(model, ScoringConfig(token_budget=40, chunk_overlap=4, dtype="float32"))
+    scorer = Scorer(model, ScoringConfig(token_budget=40, chunk_overlap=4, precision="fp32"))
     long_doc = " ".join(WORDS * 2)  # 32 tokens -> 3 windows of 16 (stride 12)
     docs = [*PASSAGES, long_doc, *PASSAGES]
     prepared = scorer.prepare(QUERY, docs, chunking=True)
@@ -232,7 +245,7 @@ def test_split_prepared_slices_cover_every_document_within_the_budget():
     assert [d.score for d in parts] == pytest.approx([d.score for d in whole], abs=1e-5)
     assert [(d.chunks, d.truncated, d.tokens) for d in parts] == [(d.chunks, d.truncated, d.tokens) for d in whole]
     # a listwise model's request is never cut (its scores depend on the whole list)
-    listwise = Scorer(tiny_reranker("set-encoder"), ScoringConfig(dtype="float32")).prepare(QUERY, PASSAGES * 20)
+    listwise = Scorer(tiny_reranker("set-encoder"), ScoringConfig(precision="fp32")).prepare(QUERY, PASSAGES * 20)
     assert split_prepared(listwise, 10) == [listwise]
 
 
@@ -322,7 +335,7 @@ def test_duo_pairs_cost_slices_and_aggregation_equal_the_models_score():
     from rankdistill.serving.slicing import split_pairs
 
     model = tiny_reranker("duo", seed=3)
-    scorer = Scorer(model, ScoringConfig(token_budget=64, dtype="float32"))
+    scorer = Scorer(model, ScoringConfig(token_budget=64, precision="fp32"))
     assert scorer.pairwise
     prepared = scorer.prepare(QUERY, PASSAGES)
     k = len(PASSAGES)
@@ -341,7 +354,7 @@ def test_duo_pairs_cost_slices_and_aggregation_equal_the_models_score():
     # a single pair costing more than the budget gets a slice of its own
     assert [len(s.pairs) for s in split_pairs(prepared, 1)] == [1] * 20
     # pointwise requests carry no pairs; their cost is their rows' tokens
-    mono = Scorer(tiny_reranker("mono"), ScoringConfig(dtype="float32")).prepare(QUERY, PASSAGES)
+    mono = Scorer(tiny_reranker("mono"), ScoringConfig(precision="fp32")).prepare(QUERY, PASSAGES)
     assert mono.pairs == [] and mono.cost == mono.num_tokens
 
 

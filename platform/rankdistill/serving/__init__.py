@@ -11,7 +11,6 @@ from rankdistill.serving.scoring import (
     Scorer,
     ScoringConfig,
     relevance,
-    resolve_dtype,
 )
 from rankdistill.serving.slicing import split_prepared
 
@@ -29,6 +28,5 @@ __all__ = [
     "padding_fraction",
     "plan_sub_batches",
     "relevance",
-    "resolve_dtype",
     "split_prepared",
 ]

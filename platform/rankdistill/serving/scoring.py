@@ -1,5 +1,5 @@
 """Serving-side scoring of any :class:`~rankdistill.models.Reranker`: tokenise once, batch across
-requests by a token budget, score long documents by overlapping chunks, run in the fast dtype.
+requests by a token budget, score long documents by overlapping chunks, run in the fast precision.
 
 Two steps, so a server can tokenise off the scoring thread::
 
@@ -11,7 +11,7 @@ Two steps, so a server can tokenise off the scoring thread::
   flattened, sorted by length and cut into sub-batches of at most ``token_budget`` padded token
   slots (:func:`~rankdistill.serving.batching.plan_sub_batches`), so padding is barely computed.
   Each row holds exactly the ids :meth:`Reranker.score` would build, so the scores equal
-  ``model.score(query, documents)`` up to float rounding (same dtype).
+  ``model.score(query, documents)`` up to float rounding (same precision).
 - **Listwise** models (Set-Encoder, ListConRanker) score each request's list on its own through
   the model's ``score`` path (their scores depend on the whole list).
 - **Pairwise** models (duo) cost ``k(k-1)`` pair forwards for k passages: :meth:`Scorer.prepare`
@@ -27,9 +27,12 @@ Two steps, so a server can tokenise off the scoring thread::
 - **Placement**: ``device="auto"`` puts the model on the replica's GPU when one is visible (a
   Serve replica with ``num_gpus: 1`` sees exactly its own as ``cuda:0``), else on the CPU
   (:func:`placement`).
-- **Fast path**: ``dtype="auto"`` runs in bfloat16 where the device has native bf16 matrix
-  units (GPUs that support bf16; CPUs with AVX512-BF16/AMX, as oneDNN reports) and in float32
-  elsewhere (e.g. a T4); attention is PyTorch SDPA (the backbones' default ``attn_implementation``).
+- **Precision**: ``precision`` is :mod:`rankdistill.precision`'s, the one rule training,
+  labelling and encoding use: ``auto`` runs bf16 where the replica's device has a bf16 unit (a
+  GPU from Ampere on, not an emulating T4; an x86 CPU with AVX512-BF16 or AMX) and fp32 elsewhere.
+  Weights stay fp32 and forward passes run under ``torch.autocast``, exactly as
+  :meth:`Reranker.use_precision` scores offline, so served scores equal ``model.score`` under the
+  same precision. Attention is PyTorch SDPA (the backbones' default ``attn_implementation``).
 
 Scores are the models' raw outputs (a logit for mono/CELI/Set-Encoder/ListConRanker; the duo
 model's aggregated pair probabilities). :func:`relevance` maps a logit to ``sigmoid`` in [0, 1].
@@ -48,7 +51,8 @@ from rankdistill.errors import ConfigError
 from rankdistill.models.base import Reranker
 from rankdistill.serving.batching import SubBatch, padding_fraction, plan_sub_batches
 
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+#: the compute dtype of each resolved precision (what ``/info`` and ``/v1/models`` report)
+COMPUTE_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 DEVICES = ("auto", "cpu", "cuda")
 
 
@@ -61,8 +65,8 @@ class ScoringConfig:
         max_rows: optional cap on rows per forward pass.
         max_padding: max share of padding token slots per forward pass (pointwise models).
         device: ``auto`` (the GPU when one is visible, else the CPU), ``cpu`` or ``cuda``.
-        dtype: ``auto`` (bf16 where the device has it natively, else fp32), ``float32``,
-            ``bfloat16`` or ``float16``.
+        precision: ``auto`` (bf16 where the device has a bf16 unit, else fp32), ``fp32``,
+            ``bf16`` or ``fp16``: :mod:`rankdistill.precision`, autocast over fp32 weights.
         chunking: default for splitting long documents into overlapping windows (requests may override).
         chunk_overlap: tokens shared by neighbouring windows.
         max_chunks: most windows per document (the rest of a very long document is dropped and
@@ -72,7 +76,7 @@ class ScoringConfig:
     token_budget: int = 8192
     max_rows: int | None = 256
     max_padding: float = 0.02
-    dtype: str = "auto"
+    precision: str = "auto"
     device: str = "auto"
     chunking: bool = False
     chunk_overlap: int = 32
@@ -81,8 +85,9 @@ class ScoringConfig:
     def __post_init__(self) -> None:
         if self.token_budget < 1:
             raise ConfigError(f"must be >= 1, got {self.token_budget}", key="scoring.token_budget")
-        if self.dtype not in ("auto", *DTYPES):
-            raise ConfigError(f"must be auto, {', '.join(DTYPES)}, got {self.dtype!r}", key="scoring.dtype")
+        from rankdistill.precision import check_precision
+
+        check_precision(self.precision, "scoring.precision")
         if self.device not in DEVICES:
             raise ConfigError(f"must be {', '.join(DEVICES)}, got {self.device!r}", key="scoring.device")
         if not 0.0 <= self.max_padding <= 1.0:
@@ -93,32 +98,14 @@ class ScoringConfig:
             raise ConfigError(f"must be >= 1, got {self.max_chunks}", key="scoring.max_chunks")
 
 
-def native_bf16(device: torch.device | str = "cpu") -> bool:
-    """True when ``device`` multiplies bfloat16 matrices natively (not by slow emulation)."""
-    device = torch.device(device)
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    if device.type == "cpu":
-        try:
-            return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-        except (AttributeError, RuntimeError):  # pragma: no cover - builds without oneDNN
-            return False
-    return False
+def placement(device: str = "auto", precision: str = "auto") -> tuple[torch.device, str]:
+    """Where and in which precision a serving replica scores: ``auto`` is the visible GPU (else the
+    CPU), and on it bf16 where it has a bf16 unit (:func:`rankdistill.precision.has_bf16_unit`).
+    ``cuda`` without a GPU is an error (the replica's ``num_gpus`` and the node disagree), not a
+    silent fall back to the CPU."""
+    from rankdistill.precision import check_precision, has_bf16_unit, resolve_precision
 
-
-def resolve_dtype(name: str, device: torch.device | str = "cpu") -> torch.dtype:
-    """``auto`` -> bfloat16 when :func:`native_bf16`, else float32; otherwise the named dtype."""
-    if name == "auto":
-        return torch.bfloat16 if native_bf16(device) else torch.float32
-    if name not in DTYPES:
-        raise ConfigError(f"unknown dtype {name!r}; one of auto, {', '.join(DTYPES)}", key="scoring.dtype")
-    return DTYPES[name]
-
-
-def placement(device: str = "auto", dtype: str = "auto") -> tuple[torch.device, torch.dtype]:
-    """Where and in which dtype a serving replica scores: ``auto`` is the visible GPU (else the
-    CPU), and on it bf16 when native (:func:`resolve_dtype`). ``cuda`` without a GPU is an error
-    (the replica's ``num_gpus`` and the node disagree), not a silent fall back to the CPU."""
+    check_precision(precision, "scoring.precision")
     if device not in DEVICES:
         raise ConfigError(f"unknown device {device!r}; one of {', '.join(DEVICES)}", key="scoring.device")
     gpu = torch.cuda.is_available()
@@ -126,7 +113,7 @@ def placement(device: str = "auto", dtype: str = "auto") -> tuple[torch.device, 
         raise ConfigError("device 'cuda' but this replica sees no GPU (give the Reranker deployment "
                           "ray_actor_options: {num_gpus: 1} on a GPU node, or use device: auto)", key="scoring.device")
     where = torch.device("cuda" if device == "cuda" or (device == "auto" and gpu) else "cpu")
-    return where, resolve_dtype(dtype, where)
+    return where, resolve_precision(precision, has_bf16_unit(where.type))
 
 
 def relevance_scores(scores: Sequence[float], kind: str = "logit") -> list[float]:
@@ -219,8 +206,11 @@ class Scorer:
 
     def __init__(self, model: Reranker, config: ScoringConfig | None = None):
         self.config = config or ScoringConfig()
-        self.device, self.dtype = placement(self.config.device, self.config.dtype)
-        self.model = model.to(device=self.device, dtype=self.dtype).eval()
+        self.device, wanted = placement(self.config.device, self.config.precision)
+        self.model = model.to(device=self.device).eval()
+        #: the resolved precision the forward passes run in (a model saved in bf16 runs in bf16)
+        self.precision = self.model.use_precision(wanted)
+        self.dtype = COMPUTE_DTYPES[self.precision]
         self.tokenizer = model._require_tokenizer()
         # pointwise = a model whose forward scores each (query, passage) row on its own
         self.pointwise = not model.listwise and model.registry_name in ("mono", "celi")
@@ -393,10 +383,8 @@ __all__ = [
     "Prepared",
     "Scorer",
     "ScoringConfig",
-    "native_bf16",
     "padding_fraction",
     "placement",
     "relevance",
     "relevance_scores",
-    "resolve_dtype",
 ]
