@@ -17,9 +17,32 @@ from rankdistill.retrieval.colbert_index import (
     sample_tokens,
     shard_token_counts,
 )
-from test_storage import s3_bucket  # noqa: F401  (moto's S3 server on 127.0.0.1)
 
 DIM = 8
+
+
+@pytest.fixture
+def s3_bucket(monkeypatch):
+    """moto's S3 server on 127.0.0.1 with a bucket of its own; moto keeps buckets in the process,
+    so the server's state is reset at the end (other tests list their buckets' objects)."""
+    pytest.importorskip("moto.server", reason="needs moto's server mode: pip install 'moto[server]'")
+    import boto3
+    import requests
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0)
+    server.start()
+    host, port = server.get_host_and_port()
+    endpoint = f"http://{host}:{port}"
+    for key, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                       "AWS_DEFAULT_REGION": "us-east-1", "AWS_ENDPOINT_URL": endpoint}.items():
+        monkeypatch.setenv(key, value)
+    boto3.client("s3").create_bucket(Bucket="rankdistill-shards")
+    try:
+        yield "s3://rankdistill-shards"
+    finally:
+        requests.post(f"{endpoint}/moto-api/reset", timeout=10)
+        server.stop()
 # three shards of 40, 30 and 50 passages with 2..5 tokens each
 SHARDS = (40, 30, 50)
 
@@ -69,7 +92,7 @@ def test_sample_is_uniform_across_every_shard_and_of_the_configured_size(tmp_pat
     assert np.array_equal(everything, matrix)
 
 
-def test_from_shards_on_s3_streams_without_a_local_copy(s3_bucket, tmp_path: Path, monkeypatch):  # noqa: F811
+def test_from_shards_on_s3_streams_without_a_local_copy(s3_bucket, tmp_path: Path, monkeypatch):
     from rankdistill import storage
 
     docids, matrix, tokens = _write_shards(tmp_path / "shards")
