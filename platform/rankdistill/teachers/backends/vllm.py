@@ -101,23 +101,8 @@ class VLLMBackend(TeacherBackend):
         if key not in self._candidate_cache:
             self._candidate_cache[key] = first_token_ids(self.tokenizer, candidate_tokens)
         ids = self._candidate_cache[key]
-        params = self._sampling_params(temperature=0.0, max_tokens=1, logprobs=self.config.top_logprobs,
-                                       seed=self.config.seed)
-        outputs = self.llm.generate([p.text for p in items], params, use_tqdm=False)
-        results = []
-        for output in outputs:
-            step = output.outputs[0].logprobs[0]
-            returned = {int(tid): float(getattr(lp, "logprob", lp)) for tid, lp in step.items()}
-            floor = min(returned.values())
-            row = {}
-            for token, tid in zip(candidate_tokens, ids, strict=True):
-                if tid in returned:
-                    row[token] = returned[tid]
-                else:
-                    self.label_token_misses += 1
-                    row[token] = floor
-            results.append(row)
-        return results
+        rows = self._first_token_logprobs(items, ids, logprobs=self.config.top_logprobs)
+        return [dict(zip(candidate_tokens, row, strict=True)) for row in rows]
 
     def identifier_logprobs(self, prompts: Sequence[Prompt | str], identifiers: Sequence[str]) -> list[list[float]]:
         items = as_prompts(prompts)
@@ -126,18 +111,19 @@ class VLLMBackend(TeacherBackend):
         if key not in self._candidate_cache:
             self._candidate_cache[key] = identifier_token_ids(self.tokenizer, identifiers)
         ids = self._candidate_cache[key]
-        params = self._sampling_params(temperature=0.0, max_tokens=1, seed=self.config.seed, allowed_token_ids=ids,
-                                       logprobs=max(self.config.top_logprobs, len(ids)))
+        return self._first_token_logprobs(items, ids, logprobs=max(self.config.top_logprobs, len(ids)),
+                                          allowed_token_ids=ids)
+
+    def _first_token_logprobs(self, items: list[Prompt], ids: Sequence[int], **sampling: Any) -> list[list[float]]:
+        """One generated token per prompt; the logprob of each of ``ids`` among those returned (one
+        outside them gets the smallest returned, counted in :attr:`label_token_misses`)."""
+        params = self._sampling_params(temperature=0.0, max_tokens=1, seed=self.config.seed, **sampling)
         outputs = self.llm.generate([p.text for p in items], params, use_tqdm=False)
         results = []
         for output in outputs:
             step = output.outputs[0].logprobs[0]
             returned = {int(tid): float(getattr(lp, "logprob", lp)) for tid, lp in step.items()}
             floor = min(returned.values())
-            row = []
-            for tid in ids:
-                if tid not in returned:
-                    self.label_token_misses += 1
-                row.append(returned.get(tid, floor))
-            results.append(row)
+            self.label_token_misses += sum(tid not in returned for tid in ids)
+            results.append([returned.get(tid, floor) for tid in ids])
         return results
